@@ -1,0 +1,65 @@
+"""posync: offline-first sync between a point-of-sale outlet and head office.
+
+The public surface is what ``__all__`` lists; everything else is internal and may change.
+"""
+
+from posync.app import Posync
+from posync.capture import ChangeCapture, enqueue
+from posync.db import create_engine, write_transaction
+from posync.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    ConflictStateError,
+    HOErrorResponse,
+    HOUnavailableError,
+    NotFoundError,
+    PosyncError,
+    ProtocolError,
+    ResyncRequiredError,
+    StaleWriteError,
+    TransportError,
+)
+from posync.models import ConflictStrategy, Direction, ItemStatus, Op, SyncStatus, Tracked, posync_tables
+from posync.registry import Registry, TrackedEntity
+from posync.services.resolve import Decision, LocalSide, Merge, RemoteSide, Resolver
+from posync.services.retry import OutagePolicy, RetryDecision, RetryPolicy
+from posync.settings import PosyncSettings
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AuthenticationError",
+    "ChangeCapture",
+    "Posync",
+    "ConfigurationError",
+    "ConflictStateError",
+    "ConflictStrategy",
+    "Decision",
+    "Direction",
+    "HOErrorResponse",
+    "HOUnavailableError",
+    "ItemStatus",
+    "LocalSide",
+    "Merge",
+    "NotFoundError",
+    "Op",
+    "OutagePolicy",
+    "PosyncError",
+    "PosyncSettings",
+    "ProtocolError",
+    "Registry",
+    "RemoteSide",
+    "Resolver",
+    "ResyncRequiredError",
+    "RetryDecision",
+    "RetryPolicy",
+    "StaleWriteError",
+    "SyncStatus",
+    "Tracked",
+    "TrackedEntity",
+    "TransportError",
+    "create_engine",
+    "enqueue",
+    "posync_tables",
+    "write_transaction",
+]

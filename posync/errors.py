@@ -1,0 +1,141 @@
+"""posync's exceptions: one root, subclasses that carry what a caller needs to act.
+
+    PosyncError
+    ├── ConfigurationError          bad settings or an entity registered twice / not registered
+    ├── StaleWriteError             optimistic lock lost: the row changed since it was read
+    ├── NotFoundError               a queue item, conflict or entity that does not exist
+    ├── ConflictStateError          resolving a conflict that is not open, or with an invalid choice
+    ├── TransportError              talking to head office failed; nothing was lost, the queue waits
+    │   ├── HOUnavailableError      connection refused/reset, timeout, 5xx, 429 (carries retry_after)
+    │   ├── AuthenticationError     401/403 that re-authenticating did not fix
+    │   └── ProtocolError           HO answered something posync cannot read (truncated, wrong shape)
+    ├── HOErrorResponse             HO answered a 4xx with an error code (e.g. MISSING_STORE_ID)
+    │   └── ResyncRequiredError     the pull cursor is older than HO's tombstone horizon
+    └── WebhookError                (posync.webhooks) a webhook request refused; carries the HTTP status
+        ├── SignatureError          401: missing/invalid signature or stale timestamp
+        ├── ForbiddenSourceError    403: source IP not allowed
+        ├── PayloadTooLargeError    413
+        └── InvalidPayloadError     400/422: malformed JSON, non-UTF-8, unknown event type
+
+Driver and HTTP library errors are translated at the boundary (``raise ... from exc``). No exception
+message ever contains a secret.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthenticationError",
+    "ConfigurationError",
+    "ConflictStateError",
+    "ForbiddenSourceError",
+    "HOErrorResponse",
+    "HOUnavailableError",
+    "InvalidPayloadError",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "PosyncError",
+    "ProtocolError",
+    "ResyncRequiredError",
+    "SignatureError",
+    "StaleWriteError",
+    "TransportError",
+    "WebhookError",
+]
+
+
+class PosyncError(Exception):
+    """Root of every error posync raises on purpose."""
+
+
+class ConfigurationError(PosyncError):
+    pass
+
+
+class StaleWriteError(PosyncError):
+    """A tracked row was changed by someone else since this session read it."""
+
+    def __init__(self, resource: str, entity_id: str | None, detail: str = "") -> None:
+        self.resource = resource
+        self.entity_id = entity_id
+        super().__init__(
+            f"stale write to {resource}:{entity_id}: the row changed since it was read; reload and retry"
+            + (f" ({detail})" if detail else "")
+        )
+
+
+class NotFoundError(PosyncError):
+    def __init__(self, what: str, key: object) -> None:
+        self.what = what
+        self.key = key
+        super().__init__(f"{what} {key!r} not found")
+
+
+class ConflictStateError(PosyncError):
+    pass
+
+
+class TransportError(PosyncError):
+    """Head office could not be reached or understood. Retry later; nothing was lost."""
+
+
+class HOUnavailableError(TransportError):
+    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None) -> None:
+        self.status = status
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class AuthenticationError(TransportError):
+    pass
+
+
+class ProtocolError(TransportError):
+    pass
+
+
+class HOErrorResponse(PosyncError):
+    """HO refused the request with an error code the caller can act on."""
+
+    def __init__(self, status: int, code: str, message: str = "") -> None:
+        self.status = status
+        self.code = code
+        super().__init__(f"HO answered {status} {code}" + (f": {message}" if message else ""))
+
+
+class ResyncRequiredError(HOErrorResponse):
+    def __init__(self, resource: str, message: str = "") -> None:
+        self.resource = resource
+        super().__init__(410, "CURSOR_EXPIRED", message or f"{resource}: cursor older than HO's tombstones")
+
+
+class WebhookError(PosyncError):
+    status: int = 400
+    code: str = "BAD_REQUEST"
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        super().__init__(message)
+
+
+class SignatureError(WebhookError):
+    status = 401
+    code = "INVALID_SIGNATURE"
+
+
+class ForbiddenSourceError(WebhookError):
+    status = 403
+    code = "FORBIDDEN_SOURCE"
+
+
+class PayloadTooLargeError(WebhookError):
+    status = 413
+    code = "PAYLOAD_TOO_LARGE"
+
+
+class InvalidPayloadError(WebhookError):
+    status = 400
+    code = "INVALID_PAYLOAD"
+
+    def __init__(self, message: str, *, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status

@@ -1,0 +1,32 @@
+"""posync's tables (all prefixed ``posync_``) and the ``Tracked`` mixin for the host's tables."""
+
+from posync.models.checkpoint import Checkpoint
+from posync.models.conflict import ConflictRecord
+from posync.models.enums import ConflictStrategy, Direction, ItemStatus, Op, SyncStatus
+from posync.models.log import SyncLogEntry
+from posync.models.outbox import OutboxItem
+from posync.models.tracked import Tracked, utcnow
+from posync.models.webhook import WebhookReceipt
+
+__all__ = [
+    "Checkpoint",
+    "ConflictRecord",
+    "ConflictStrategy",
+    "Direction",
+    "ItemStatus",
+    "Op",
+    "OutboxItem",
+    "SyncLogEntry",
+    "SyncStatus",
+    "Tracked",
+    "WebhookReceipt",
+    "posync_tables",
+    "utcnow",
+]
+
+
+def posync_tables() -> list:  # type: ignore[type-arg]
+    """posync's own tables (not the host's), e.g. for ``metadata.create_all(engine, tables=...)``."""
+    from sqlmodel import SQLModel
+
+    return [t for name, t in SQLModel.metadata.tables.items() if name.startswith("posync_")]

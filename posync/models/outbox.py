@@ -1,0 +1,44 @@
+"""``posync_outbox``: one row per captured local change, written in the transaction that made it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+from posync.models.tracked import utcnow
+
+__all__ = ["OutboxItem"]
+
+
+class OutboxItem(SQLModel, table=True):
+    __tablename__ = "posync_outbox"
+    __table_args__ = (
+        # claim: "pending items that are due", oldest first -> a range scan, O(batch) whatever the queue size
+        sa.Index("ix_posync_outbox_due", "status", "available_at", "id"),
+        # per-entity order, coalescing and head-of-line checks
+        sa.Index("ix_posync_outbox_entity", "resource", "entity_id", "id"),
+    )
+
+    id: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+                                                             primary_key=True, autoincrement=True))
+    resource: str = Field(max_length=100)
+    entity_id: str = Field(max_length=200)
+    op: str = Field(max_length=10)
+    # the entity's local version after this change (None for changes enqueued without one)
+    entity_version: int | None = None
+    # HO version this change is based on; fixed when the item is claimed for the first time
+    base_version: int | None = None
+    status: str = Field(default="pending", max_length=10)
+    attempts: int = 0
+    # epoch seconds: when the item may be claimed next (backoff), or when its lease runs out (inflight)
+    available_at: float = Field(sa_column=sa.Column(sa.Float, nullable=False))
+    lease_owner: str | None = Field(default=None, max_length=100)
+    # set at the first claim, together with the frozen payload: a retry resends the same bytes under the same key
+    idempotency_key: str | None = Field(default=None, max_length=200)
+    payload: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(sa.JSON, nullable=True))
+    changed_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(sa.DateTime(timezone=True),
+                                                                             nullable=False))
+    last_error: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))

@@ -1,0 +1,27 @@
+"""Pull checkpoints: saved in the caller's transaction, the one that applied the page."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, RowMapping
+
+from posync.models.checkpoint import Checkpoint
+
+__all__ = ["CheckpointRepository"]
+
+T = Checkpoint.__table__  # type: ignore[attr-defined]
+
+
+class CheckpointRepository:
+    def get(self, conn: Connection, resource: str) -> RowMapping | None:
+        return conn.execute(sa.select(T).where(T.c.resource == resource)).mappings().first()
+
+    def save(self, conn: Connection, resource: str, **values: Any) -> None:
+        res = conn.execute(T.update().where(T.c.resource == resource).values(**values))
+        if not res.rowcount:
+            conn.execute(T.insert().values(resource=resource, **values))
+
+    def all(self, conn: Connection) -> list[RowMapping]:
+        return list(conn.execute(sa.select(T).order_by(T.c.resource)).mappings())

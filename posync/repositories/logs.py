@@ -1,0 +1,31 @@
+"""The sync log: one row per batch or notable event, not per routine change."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, RowMapping
+
+from posync.models.log import SyncLogEntry
+
+__all__ = ["LogRepository"]
+
+T = SyncLogEntry.__table__  # type: ignore[attr-defined]
+
+
+class LogRepository:
+    def add(self, conn: Connection, kind: str, at: datetime, *, resource: str | None = None,
+            entity_id: str | None = None, count: int = 0, detail: str | None = None,
+            duration_ms: float | None = None) -> None:
+        conn.execute(T.insert().values(kind=kind, at=at, resource=resource, entity_id=entity_id, count=count,
+                                       detail=detail, duration_ms=duration_ms))
+
+    def recent(self, conn: Connection, *, limit: int = 100, kind: str | None = None) -> list[RowMapping]:
+        stmt = sa.select(T).order_by(T.c.id.desc()).limit(limit)
+        if kind:
+            stmt = stmt.where(T.c.kind == kind)
+        return list(conn.execute(stmt).mappings())
+
+    def last_at(self, conn: Connection, kind: str) -> datetime | None:
+        return conn.execute(sa.select(sa.func.max(T.c.at)).where(T.c.kind == kind)).scalar()

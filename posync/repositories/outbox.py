@@ -1,0 +1,187 @@
+"""The outbox, by intent: find due work, lease it, settle it, set it aside, put it back.
+
+Every method takes the caller's ``Connection``: the service decides the transaction boundaries
+(claiming is one transaction, settling a batch's results another).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, RowMapping
+
+from posync.models.enums import OUTSTANDING, ItemStatus
+from posync.models.outbox import OutboxItem
+
+__all__ = ["OutboxRepository"]
+
+T = OutboxItem.__table__  # type: ignore[attr-defined]
+_CHUNK = 500
+EntityKey = tuple[str, str]
+
+
+def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+class OutboxRepository:
+    def reclaim_expired_leases(self, conn: Connection, now: float) -> int:
+        """Items whose worker died mid-push go back to pending, keeping key and frozen payload."""
+        res = conn.execute(
+            T.update()
+            .where(T.c.status == ItemStatus.INFLIGHT.value, T.c.available_at <= now)
+            .values(status=ItemStatus.PENDING.value, lease_owner=None)
+        )
+        return res.rowcount or 0
+
+    def due(self, conn: Connection, now: float, limit: int) -> list[RowMapping]:
+        """Pending items that are due, oldest first: a range scan on (status, available_at, id)."""
+        stmt = (
+            sa.select(T.c.id, T.c.resource, T.c.entity_id)
+            .where(T.c.status == ItemStatus.PENDING.value, T.c.available_at <= now)
+            .order_by(T.c.available_at, T.c.id)
+            .limit(limit)
+        )
+        if conn.dialect.name == "postgresql":
+            stmt = stmt.with_for_update(skip_locked=True)
+        return list(conn.execute(stmt).mappings())
+
+    def outstanding(self, conn: Connection, keys: Sequence[EntityKey]) -> dict[EntityKey, list[RowMapping]]:
+        """Every unsettled item of these entities, in commit order."""
+        by_resource: dict[str, list[str]] = defaultdict(list)
+        for resource, entity_id in keys:
+            by_resource[resource].append(entity_id)
+        out: dict[EntityKey, list[RowMapping]] = defaultdict(list)
+        for resource, ids in by_resource.items():
+            for chunk in _chunks(ids):
+                rows = conn.execute(
+                    sa.select(T)
+                    .where(T.c.resource == resource, T.c.entity_id.in_(chunk),
+                           T.c.status.in_([s.value for s in OUTSTANDING]))
+                    .order_by(T.c.id)
+                ).mappings()
+                for row in rows:
+                    out[(row["resource"], row["entity_id"])].append(row)
+        return out
+
+    def lock_entities(self, conn: Connection, keys: Sequence[EntityKey]) -> list[EntityKey]:
+        """PostgreSQL: take a transaction-scoped advisory lock per entity; return those we got.
+        Two processes claiming at once then never take the same entity. SQLite's BEGIN IMMEDIATE
+        already serialises claimers, so there every key is ours."""
+        if conn.dialect.name != "postgresql" or not keys:
+            return list(keys)
+        names = [f"{r}\x1f{e}" for r, e in keys]
+        got = set(conn.execute(
+            sa.text("SELECT k FROM unnest(CAST(:keys AS text[])) AS k "
+                    "WHERE pg_try_advisory_xact_lock(hashtextextended(k, 0))"),
+            {"keys": names},
+        ).scalars())
+        return [key for key, name in zip(keys, names, strict=True) if name in got]
+
+    def lease(self, conn: Connection, leases: list[dict[str, Any]]) -> None:
+        """Mark heads inflight. Each dict: id, op, payload, idempotency_key, base_version,
+        entity_version, lease_owner, available_at (the lease's end)."""
+        if leases:
+            conn.execute(
+                T.update().where(T.c.id == sa.bindparam("b_id")).values(
+                    status=ItemStatus.INFLIGHT.value, op=sa.bindparam("op"), payload=sa.bindparam("payload"),
+                    idempotency_key=sa.bindparam("idempotency_key"), base_version=sa.bindparam("base_version"),
+                    entity_version=sa.bindparam("entity_version"), lease_owner=sa.bindparam("lease_owner"),
+                    available_at=sa.bindparam("available_at"),
+                ),
+                [{**lease, "b_id": lease["id"]} for lease in leases],
+            )
+
+    def delete(self, conn: Connection, ids: Sequence[int], *, lease_owner: str | None = None) -> int:
+        """Delete settled items. With ``lease_owner``, only while we still hold their lease."""
+        deleted = 0
+        for chunk in _chunks(list(ids)):
+            stmt = T.delete().where(T.c.id.in_(chunk))
+            if lease_owner is not None:
+                stmt = stmt.where(T.c.lease_owner == lease_owner, T.c.status == ItemStatus.INFLIGHT.value)
+            deleted += conn.execute(stmt).rowcount or 0
+        return deleted
+
+    def still_leased(self, conn: Connection, ids: Sequence[int], lease_owner: str) -> set[int]:
+        held: set[int] = set()
+        for chunk in _chunks(list(ids)):
+            held.update(conn.execute(
+                sa.select(T.c.id).where(T.c.id.in_(chunk), T.c.lease_owner == lease_owner,
+                                        T.c.status == ItemStatus.INFLIGHT.value)
+            ).scalars())
+        return held
+
+    def release(self, conn: Connection, ids: Sequence[int], lease_owner: str, available_at: float) -> None:
+        """Give leased items back untouched (HO unreachable): same key, same payload, no attempt counted."""
+        for chunk in _chunks(list(ids)):
+            conn.execute(
+                T.update().where(T.c.id.in_(chunk), T.c.lease_owner == lease_owner,
+                                 T.c.status == ItemStatus.INFLIGHT.value)
+                .values(status=ItemStatus.PENDING.value, lease_owner=None, available_at=available_at)
+            )
+
+    def schedule_retry(self, conn: Connection, item_id: int, *, attempts: int, available_at: float,
+                       error: str) -> None:
+        conn.execute(T.update().where(T.c.id == item_id).values(
+            status=ItemStatus.PENDING.value, lease_owner=None, attempts=attempts, available_at=available_at,
+            last_error=error))
+
+    def set_status(self, conn: Connection, ids: Sequence[int], status: ItemStatus, *,
+                   error: str | None = None) -> None:
+        values: dict[str, Any] = {"status": status.value, "lease_owner": None}
+        if error is not None:
+            values["last_error"] = error
+        for chunk in _chunks(list(ids)):
+            conn.execute(T.update().where(T.c.id.in_(chunk)).values(**values))
+
+    def hold_followers(self, conn: Connection, key: EntityKey, available_at: float) -> None:
+        """Keep an entity's later items behind its head while the head waits out a backoff."""
+        conn.execute(T.update().where(
+            T.c.resource == key[0], T.c.entity_id == key[1], T.c.status == ItemStatus.PENDING.value,
+            T.c.available_at < available_at).values(available_at=available_at))
+
+    def rebase_followers(self, conn: Connection, rebases: list[dict[str, Any]]) -> None:
+        """After HO accepted a change (new version), later unsent changes of that entity build on it."""
+        if rebases:
+            conn.execute(
+                T.update().where(T.c.resource == sa.bindparam("b_resource"),
+                                 T.c.entity_id == sa.bindparam("b_entity_id"),
+                                 T.c.status == ItemStatus.PENDING.value, T.c.attempts == 0)
+                .values(base_version=sa.bindparam("base_version")),
+                rebases,
+            )
+
+    def insert(self, conn: Connection, row: dict[str, Any]) -> None:
+        conn.execute(T.insert(), [row])
+
+    def get(self, conn: Connection, item_id: int) -> RowMapping | None:
+        return conn.execute(sa.select(T).where(T.c.id == item_id)).mappings().first()
+
+    def list(self, conn: Connection, statuses: Sequence[ItemStatus] | None, limit: int,
+             offset: int = 0) -> list[RowMapping]:
+        stmt = sa.select(T).order_by(T.c.id).limit(limit).offset(offset)
+        if statuses:
+            stmt = stmt.where(T.c.status.in_([s.value for s in statuses]))
+        return list(conn.execute(stmt).mappings())
+
+    def counts(self, conn: Connection) -> dict[str, int]:
+        rows = conn.execute(sa.select(T.c.status, sa.func.count()).group_by(T.c.status))
+        return {status: int(n) for status, n in rows}
+
+    def dead_ids(self, conn: Connection) -> list[int]:
+        return list(conn.execute(sa.select(T.c.id).where(T.c.status == ItemStatus.DEAD.value)
+                                 .order_by(T.c.id)).scalars())
+
+    def entity_items(self, conn: Connection, key: EntityKey) -> list[RowMapping]:
+        return self.outstanding(conn, [key]).get(key, [])
+
+    def reset(self, conn: Connection, item_id: int, values: dict[str, Any]) -> None:
+        conn.execute(T.update().where(T.c.id == item_id).values(lease_owner=None, **values))
+
+    def reset_many(self, conn: Connection, ids: Sequence[int], values: dict[str, Any]) -> None:
+        for chunk in _chunks(list(ids)):
+            conn.execute(T.update().where(T.c.id.in_(chunk)).values(**values))

@@ -1,0 +1,174 @@
+"""Carry out conflict decisions, and resolve manual conflicts.
+
+The decision itself is pure (``posync.services.resolve``); this module performs it against the
+host row, the outbox and the conflict inbox, inside the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.engine import Connection, RowMapping
+
+from posync.errors import ConflictStateError, NotFoundError
+from posync.models.enums import ItemStatus, Op, SyncStatus
+from posync.registry import Registry, TrackedEntity
+from posync.repositories import ConflictRepository, EntityRepository, LogRepository, OutboxRepository
+from posync.services.resolve import Decision, LocalSide, Merge, RemoteSide, decide
+
+__all__ = ["ConflictHandler", "remote_side"]
+
+log = logging.getLogger("posync.conflicts")
+
+
+def _parse_ts(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    return None
+
+
+def remote_side(record: dict[str, Any], *, deleted: bool = False) -> RemoteSide:
+    """An HO record (pull record, tombstone, webhook record or a push's ``current``) as a RemoteSide."""
+    if "data" in record and isinstance(record.get("data"), dict | None) and "version" in record:
+        # push conflict shape: {"id", "version", "deleted", "updated_at", "data": {...}}
+        is_deleted = bool(record.get("deleted")) or deleted
+        data = None if is_deleted else dict(record["data"] or {})
+    else:
+        is_deleted = deleted or bool(record.get("deleted"))
+        data = None if is_deleted else dict(record)
+    return RemoteSide(int(record["version"]), is_deleted, data, _parse_ts(record.get("updated_at")))
+
+
+@dataclass(frozen=True)
+class _Local:
+    row: RowMapping | None
+    items: list[RowMapping]
+
+
+class ConflictHandler:
+    def __init__(self, registry: Registry, outbox: OutboxRepository, entities: EntityRepository,
+                 conflicts: ConflictRepository, logs: LogRepository, clock: Callable[[], float]) -> None:
+        self._registry = registry
+        self._outbox = outbox
+        self._entities = entities
+        self._conflicts = conflicts
+        self._logs = logs
+        self._clock = clock
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock(), UTC)
+
+    def _local(self, conn: Connection, entity: TrackedEntity, entity_id: str) -> _Local:
+        row = self._entities.rows(conn, entity, [entity_id], for_update=True).get(entity_id)
+        return _Local(row, self._outbox.entity_items(conn, (entity.resource, entity_id)))
+
+    def handle(self, conn: Connection, entity: TrackedEntity, entity_id: str, remote: RemoteSide, *,
+               source: str, own_item_id: int | None = None) -> Decision | Merge:
+        """HO's ``remote`` met unpushed local changes of this entity: decide, then do it."""
+        local = self._local(conn, entity, entity_id)
+        if local.row is not None:
+            first_op = Op(local.items[0]["op"]) if local.items else Op.UPDATE
+            side = LocalSide(Op.CREATE if first_op is Op.CREATE else Op.UPDATE, entity.to_payload(local.row),
+                             local.row["updated_at"])
+        else:
+            changed = local.items[-1]["changed_at"] if local.items else self._now()
+            side = LocalSide(Op.DELETE, None, changed)
+        decision = entity.resolver(side, remote) if entity.resolver else decide(entity.strategy, side, remote)
+        # inflight items of another worker's push stay with that push (its answer is settled by version)
+        mine = [i for i in local.items if i["status"] != ItemStatus.INFLIGHT.value or i["id"] == own_item_id]
+        now = self._now()
+        if decision is Decision.TAKE_REMOTE:
+            self._take_remote(conn, entity, entity_id, remote, local.row is not None, now)
+            self._outbox.delete(conn, [i["id"] for i in mine])
+            self._logs.add(conn, "dropped", now, resource=entity.resource, entity_id=entity_id,
+                           count=len(mine), detail=f"{source}: cloud's v{remote.version} replaced local change")
+        elif decision is Decision.MANUAL:
+            cid = self._conflicts.record(
+                conn, resource=entity.resource, entity_id=entity_id, local_op=side.op.value,
+                local_data=side.data, remote_version=remote.version, remote_deleted=remote.deleted,
+                remote_data=remote.data, source=source, now=now)
+            self._outbox.set_status(conn, [i["id"] for i in local.items], ItemStatus.CONFLICT)
+            if local.row is not None:
+                self._entities.set_status(conn, entity, entity_id, SyncStatus.CONFLICT)
+            self._logs.add(conn, "conflict", now, resource=entity.resource, entity_id=entity_id,
+                           detail=f"{source}: conflict #{cid} waits for a manual resolution")
+        else:
+            exists = local.row is not None
+            if isinstance(decision, Merge):
+                self._entities.write_local(conn, entity, entity_id, decision.data, now)
+                exists = True
+            self._requeue_local(conn, entity, entity_id, remote, mine, exists, now)
+            self._logs.add(conn, "rebased", now, resource=entity.resource, entity_id=entity_id,
+                           detail=f"{source}: local change re-based on cloud's v{remote.version}")
+        return decision
+
+    def _take_remote(self, conn: Connection, entity: TrackedEntity, entity_id: str, remote: RemoteSide,
+                     local_exists: bool, now: datetime) -> None:
+        if remote.deleted:
+            if local_exists:
+                self._entities.delete(conn, entity, [entity_id])
+            return
+        record = {**(remote.data or {}), "id": entity_id, "version": remote.version}
+        if remote.updated_at is not None:
+            record["updated_at"] = remote.updated_at
+        record.setdefault(entity.pk.name, entity_id)
+        self._entities.write_remote(conn, entity, [record], {entity_id} if local_exists else set(), now)
+
+    def _requeue_local(self, conn: Connection, entity: TrackedEntity, entity_id: str, remote: RemoteSide,
+                       items: Sequence[RowMapping], local_exists: bool, now: datetime) -> None:
+        """Replace the entity's unsent items by one fresh change based on HO's version (new key)."""
+        self._outbox.delete(conn, [i["id"] for i in items])
+        if local_exists:
+            op = Op.CREATE if remote.deleted else Op.UPDATE
+            self._entities.set_status(conn, entity, entity_id, SyncStatus.PENDING, cloud_version=remote.version)
+        elif remote.deleted:
+            return  # deleted on both sides: nothing left to say
+        else:
+            op = Op.DELETE
+        self._outbox.insert(conn, {
+            "resource": entity.resource, "entity_id": entity_id, "op": op.value, "entity_version": None,
+            "base_version": remote.version, "status": ItemStatus.PENDING.value, "attempts": 0,
+            "available_at": self._clock(), "changed_at": now,
+        })
+
+    # -- the manual inbox ------------------------------------------------------------------------------
+
+    def resolve(self, conn: Connection, conflict_id: int, choice: str | dict[str, Any]) -> None:
+        """``choice``: "local", "remote", or a merged record (dict) to keep and push."""
+        record = self._conflicts.get(conn, conflict_id)
+        if record is None:
+            raise NotFoundError("conflict", conflict_id)
+        if record["status"] != "open":
+            raise ConflictStateError(f"conflict {conflict_id} is already {record['status']}")
+        if not (isinstance(choice, dict) or choice in ("local", "remote")):
+            raise ConflictStateError("choice must be 'local', 'remote' or a merged record")
+        entity = self._registry[record["resource"]]
+        entity_id = record["entity_id"]
+        remote = RemoteSide(record["remote_version"], record["remote_deleted"], record["remote_data"], None)
+        local = self._local(conn, entity, entity_id)
+        now = self._now()
+        if choice == "remote":
+            self._take_remote(conn, entity, entity_id, remote, local.row is not None, now)
+            self._outbox.delete(conn, [i["id"] for i in local.items])
+            resolution = "remote"
+        else:
+            exists = local.row is not None
+            if isinstance(choice, dict):
+                if not exists:
+                    raise ConflictStateError("a merged record needs the local row; choose 'remote' or 'local'")
+                self._entities.write_local(conn, entity, entity_id, choice, now)
+            self._requeue_local(conn, entity, entity_id, remote, local.items, exists, now)
+            resolution = "merged" if isinstance(choice, dict) else "local"
+        self._conflicts.resolve(conn, conflict_id, resolution, now)
+        self._logs.add(conn, "resolve", now, resource=entity.resource, entity_id=entity_id,
+                       detail=f"conflict #{conflict_id} resolved: {resolution}")
+

@@ -1,0 +1,138 @@
+"""Management: what an operator (or the host's code) asks of posync — status, queue, logs, retries,
+conflicts and their resolution. Seed 003's management endpoints map one-to-one onto these methods."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.engine import Engine, RowMapping
+
+from posync.db import write_transaction
+from posync.errors import ConflictStateError, NotFoundError
+from posync.models.enums import ItemStatus, SyncStatus
+from posync.registry import Registry
+from posync.repositories import (
+    CheckpointRepository,
+    ConflictRepository,
+    EntityRepository,
+    LogRepository,
+    OutboxRepository,
+)
+from posync.services.conflicts import ConflictHandler
+
+__all__ = ["StatusReport", "SyncManager"]
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    queue: dict[str, int]
+    open_conflicts: int
+    last_push_at: datetime | None
+    last_pull_at: datetime | None
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def pending(self) -> int:
+        return self.queue.get(ItemStatus.PENDING.value, 0) + self.queue.get(ItemStatus.INFLIGHT.value, 0)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["pending"] = self.pending
+        return _jsonable(out)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _row(row: RowMapping) -> dict[str, Any]:
+    return _jsonable(dict(row))  # type: ignore[no-any-return]
+
+
+class SyncManager:
+    def __init__(self, engine: Engine, registry: Registry, outbox: OutboxRepository, entities: EntityRepository,
+                 conflicts: ConflictRepository, logs: LogRepository, checkpoints: CheckpointRepository,
+                 handler: ConflictHandler, clock: Callable[[], float] = time.time) -> None:
+        self._engine = engine
+        self._registry = registry
+        self._outbox = outbox
+        self._entities = entities
+        self._conflicts = conflicts
+        self._logs = logs
+        self._checkpoints = checkpoints
+        self._handler = handler
+        self._clock = clock
+
+    def status(self) -> StatusReport:
+        with self._engine.connect() as conn:
+            return StatusReport(
+                queue=self._outbox.counts(conn),
+                open_conflicts=self._conflicts.count_open(conn),
+                last_push_at=self._logs.last_at(conn, "push"),
+                last_pull_at=self._logs.last_at(conn, "pull"),
+                checkpoints=[_row(r) for r in self._checkpoints.all(conn)],
+            )
+
+    def queue(self, status: ItemStatus | None = None, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+        with self._engine.connect() as conn:
+            return [_row(r) for r in self._outbox.list(conn, [status] if status else None, limit, offset)]
+
+    def logs(self, limit: int = 100, kind: str | None = None) -> list[dict[str, Any]]:
+        with self._engine.connect() as conn:
+            return [_row(r) for r in self._logs.recent(conn, limit=limit, kind=kind)]
+
+    def conflicts(self, status: str | None = "open", limit: int = 100) -> list[dict[str, Any]]:
+        with self._engine.connect() as conn:
+            return [_row(r) for r in self._conflicts.list(conn, status=status, limit=limit)]
+
+    def resolve(self, conflict_id: int, choice: str | dict[str, Any]) -> None:
+        with write_transaction(self._engine) as conn:
+            self._handler.resolve(conn, conflict_id, choice)
+
+    def retry(self, item_id: int) -> None:
+        """Put a dead (or backing-off) change back in line now. A dead change is re-read from its row and
+        sent under a new key: HO never applied it, and the row may have been fixed since."""
+        with write_transaction(self._engine) as conn:
+            item = self._outbox.get(conn, item_id)
+            if item is None:
+                raise NotFoundError("queue item", item_id)
+            self._retry(conn, item)
+
+    def retry_all(self) -> int:
+        """Retry every dead change. Returns how many."""
+        with write_transaction(self._engine) as conn:
+            ids = self._outbox.dead_ids(conn)
+            for item_id in ids:
+                item = self._outbox.get(conn, item_id)
+                if item is not None:
+                    self._retry(conn, item)
+            return len(ids)
+
+    def _retry(self, conn: Any, item: RowMapping) -> None:
+        status = item["status"]
+        now = self._clock()
+        if status == ItemStatus.CONFLICT.value:
+            raise ConflictStateError(f"queue item {item['id']} waits on a conflict: resolve the conflict")
+        if status == ItemStatus.INFLIGHT.value:
+            raise ConflictStateError(f"queue item {item['id']} is being pushed right now")
+        key = (item["resource"], item["entity_id"])
+        values: dict[str, Any] = {"status": ItemStatus.PENDING.value, "available_at": now, "attempts": 0}
+        if status == ItemStatus.DEAD.value:
+            values |= {"idempotency_key": None, "payload": None}
+        self._outbox.reset(conn, item["id"], values)
+        followers = [i["id"] for i in self._outbox.entity_items(conn, key) if i["status"] == ItemStatus.BLOCKED.value]
+        self._outbox.reset_many(conn, followers, {"status": ItemStatus.PENDING.value, "available_at": now})
+        if item["resource"] in self._registry and status == ItemStatus.DEAD.value:
+            self._entities.set_status(conn, self._registry[item["resource"]], item["entity_id"], SyncStatus.PENDING)
+        self._logs.add(conn, "retry", datetime.fromtimestamp(now, UTC), resource=key[0], entity_id=key[1],
+                       detail=f"queue item {item['id']} retried on demand")

@@ -1,0 +1,318 @@
+"""Push: claim a batch from the outbox, send it to HO, settle each result.
+
+Claiming (one transaction): reclaim expired leases; take due items oldest first; per entity only the
+head (earliest outstanding item) and only if nothing of that entity is in flight or set aside; fold the
+head's never-sent followers into one change (``coalesce``); read the row to send; freeze change + key
+under a lease. Sending happens outside any transaction. Settling (one transaction) only touches items
+whose lease we still hold.
+
+Failure handling:
+- HO unreachable / 429 / 503 / truncated answer: leases released untouched (same key, same payload,
+  no attempt counted); the caller backs off. An outage never dead-letters anything.
+- 500 on a batch: maybe one poison change. The next batches are halved; a single change that still
+  gets 500 counts a failed attempt.
+- per-change ``rejected``: ``retryable`` -> RetryPolicy decides (backoff or dead); otherwise dead at once.
+  A dead change blocks only its own entity.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.engine import Connection, Engine
+
+from posync.db import write_transaction
+from posync.errors import HOUnavailableError, ProtocolError, TransportError
+from posync.models.enums import ItemStatus, Op, SyncStatus
+from posync.registry import Registry
+from posync.repositories import EntityRepository, LogRepository, OutboxRepository
+from posync.services.coalesce import coalesce
+from posync.services.conflicts import ConflictHandler, remote_side
+from posync.services.retry import RetryPolicy
+from posync.transport import HOClient
+
+__all__ = ["Lease", "PushService", "PushStats"]
+
+log = logging.getLogger("posync.push")
+
+_SET_ASIDE = frozenset({ItemStatus.DEAD.value, ItemStatus.CONFLICT.value, ItemStatus.BLOCKED.value})
+
+
+@dataclass(frozen=True)
+class Lease:
+    item_id: int
+    resource: str
+    entity_id: str
+    op: Op
+    change: dict[str, Any]  # exactly what is sent (frozen at the first claim)
+    pushed_version: int | None  # the row's local version that this change carries
+    attempts: int
+    append_only: bool
+
+
+@dataclass
+class PushStats:
+    batches: int = 0
+    sent: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    conflicts: int = 0
+    rejected: int = 0
+    coalesced_away: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, other: PushStats) -> None:
+        for name in ("batches", "sent", "applied", "duplicates", "conflicts", "rejected", "coalesced_away"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.errors.extend(other.errors)
+
+
+class PushService:
+    def __init__(self, engine: Engine, registry: Registry, client: HOClient, outbox: OutboxRepository,
+                 entities: EntityRepository, handler: ConflictHandler, logs: LogRepository, *,
+                 retry: RetryPolicy, clock: Callable[[], float] = time.time, owner: str | None = None,
+                 lease_seconds: float = 60.0, batch_size: int = 500, rng: random.Random | None = None) -> None:
+        self._engine = engine
+        self._registry = registry
+        self._client = client
+        self._outbox = outbox
+        self._entities = entities
+        self._handler = handler
+        self._logs = logs
+        self._retry = retry
+        self._clock = clock
+        self.owner = owner or f"posync-{uuid.uuid4().hex[:12]}"
+        self._lease_seconds = lease_seconds
+        self._batch_size = batch_size
+        self._limit = batch_size  # shrinks while a batch keeps failing with 500 (poison hunting)
+        self._rng = rng or random.Random()
+
+    # -- claim -------------------------------------------------------------------------------------
+
+    def claim(self, limit: int | None = None) -> tuple[list[Lease], int]:
+        """Lease up to ``limit`` changes (one per entity). Returns the leases and how many queued items
+        folded into nothing (a create and delete that HO never needs to see)."""
+        limit = limit or self._limit
+        now = self._clock()
+        with write_transaction(self._engine) as conn:
+            self._outbox.reclaim_expired_leases(conn, now)
+            due = self._outbox.due(conn, now, limit * 2)
+            keys = list(dict.fromkeys((r["resource"], r["entity_id"]) for r in due))
+            keys = self._outbox.lock_entities(conn, keys)
+            outstanding = self._outbox.outstanding(conn, keys)
+            groups: list[tuple[list[Any], Op | None]] = []
+            to_block: list[int] = []
+            for key in keys:
+                items = outstanding.get(key, [])
+                statuses = {i["status"] for i in items}
+                if not items or ItemStatus.INFLIGHT.value in statuses:
+                    continue
+                if statuses & _SET_ASIDE:  # the entity waits on a dead change or a conflict
+                    to_block += [i["id"] for i in items if i["status"] == ItemStatus.PENDING.value]
+                    continue
+                head = items[0]
+                if head["available_at"] > now:
+                    continue
+                if head["idempotency_key"] is not None:  # sent before: resend exactly that, alone
+                    groups.append(([head], Op(head["op"])))
+                else:
+                    groups.append((items, coalesce([Op(i["op"]) for i in items])))
+                if len(groups) >= limit:
+                    break
+            self._outbox.set_status(conn, to_block, ItemStatus.BLOCKED)
+            return self._lease(conn, groups, now)
+
+    def _lease(self, conn: Connection, groups: list[tuple[list[Any], Op | None]],
+               now: float) -> tuple[list[Lease], int]:
+        to_read: dict[str, list[str]] = defaultdict(list)
+        for items, op in groups:
+            head = items[0]
+            if head["idempotency_key"] is None and op in (Op.CREATE, Op.UPDATE):
+                to_read[head["resource"]].append(head["entity_id"])
+        rows = {res: self._entities.rows(conn, self._registry[res], ids) for res, ids in to_read.items()
+                if res in self._registry}
+        leases: list[Lease] = []
+        updates: list[dict[str, Any]] = []
+        folded: list[int] = []
+        nothing: list[int] = []
+        unknown: list[int] = []
+        for items, op in groups:
+            head = items[0]
+            resource, entity_id = head["resource"], head["entity_id"]
+            if resource not in self._registry:
+                unknown.append(head["id"])
+                continue
+            entity = self._registry[resource]
+            if head["idempotency_key"] is not None:
+                change, pushed_version = head["payload"], head["entity_version"]
+            elif op is None:
+                nothing += [i["id"] for i in items]
+                continue
+            else:
+                if op is Op.DELETE:
+                    data, base, pushed_version = None, items[-1]["base_version"], None
+                else:
+                    row = rows[resource].get(entity_id)
+                    if row is None:  # deleted by a writer that did not enqueue the delete
+                        nothing += [i["id"] for i in items]
+                        continue
+                    data, base, pushed_version = entity.to_payload(row), row["cloud_version"], row["version"]
+                change = {
+                    "idempotency_key": uuid.uuid4().hex, "resource": resource, "entity_id": entity_id,
+                    "op": op.value, "base_version": None if op is Op.CREATE else base,
+                    "changed_at": _iso(items[-1]["changed_at"]), "data": data,
+                }
+                folded += [i["id"] for i in items[1:]]
+            updates.append({"id": head["id"], "op": change["op"], "payload": change,
+                            "idempotency_key": change["idempotency_key"], "base_version": change["base_version"],
+                            "entity_version": pushed_version, "lease_owner": self.owner,
+                            "available_at": now + self._lease_seconds})
+            leases.append(Lease(head["id"], resource, entity_id, Op(change["op"]), change, pushed_version,
+                                head["attempts"], entity.append_only))
+        self._outbox.lease(conn, updates)
+        self._outbox.delete(conn, folded + nothing)
+        self._outbox.set_status(conn, unknown, ItemStatus.DEAD, error="resource is not registered")
+        if nothing:
+            self._logs.add(conn, "coalesced", _dt(now), count=len(nothing),
+                           detail="created and deleted before HO saw them: nothing to send")
+        return leases, len(nothing)
+
+    # -- send + settle -----------------------------------------------------------------------------
+
+    def push_once(self) -> PushStats:
+        """Claim one batch, send it, settle it. Raises TransportError (after giving the batch back)
+        when HO cannot be reached or understood."""
+        leases, nothing = self.claim()
+        stats = PushStats(coalesced_away=nothing)
+        if not leases:
+            return stats
+        started = time.perf_counter()
+        try:
+            results = self._send(leases)
+        except TransportError as exc:
+            self._give_back(leases, exc)
+            raise
+        self._limit = min(self._batch_size, self._limit * 2)
+        stats.batches, stats.sent = 1, len(leases)
+        self._settle(leases, results, stats, (time.perf_counter() - started) * 1000)
+        return stats
+
+    def drain(self, max_batches: int | None = None) -> PushStats:
+        """Push until nothing is due (or ``max_batches``). TransportError propagates to the caller."""
+        total = PushStats()
+        while max_batches is None or total.batches < max_batches:
+            stats = self.push_once()
+            total.add(stats)
+            if stats.sent == 0 and stats.coalesced_away == 0:
+                break
+        return total
+
+    def _send(self, leases: list[Lease]) -> list[dict[str, Any]]:
+        regular = [lease for lease in leases if not lease.append_only]
+        usage = [lease for lease in leases if lease.append_only]
+        by_key: dict[str, dict[str, Any]] = {}
+        if regular:
+            for res in self._client.push([lease.change for lease in regular]):
+                by_key[str(res.get("idempotency_key"))] = res
+        if usage:
+            payloads = [{**(lease.change["data"] or {}), "idempotency_key": lease.change["idempotency_key"]}
+                        for lease in usage]
+            for res in self._client.push_usage(payloads):
+                by_key[str(res.get("idempotency_key"))] = res
+        return [by_key.get(lease.change["idempotency_key"], {"status": "missing"}) for lease in leases]
+
+    def _give_back(self, leases: list[Lease], exc: TransportError) -> None:
+        now = self._clock()
+        poison_suspect = isinstance(exc, ProtocolError) or (
+            isinstance(exc, HOUnavailableError) and exc.status == 500)
+        with write_transaction(self._engine) as conn:
+            if poison_suspect and len(leases) == 1:
+                self._fail(conn, leases[0], f"HO failed on this change alone: {exc}", now)
+                return
+            self._outbox.release(conn, [lease.item_id for lease in leases], self.owner, now)
+        if poison_suspect:
+            self._limit = max(1, len(leases) // 2)
+
+    def _settle(self, leases: list[Lease], results: list[dict[str, Any]], stats: PushStats,
+                duration_ms: float) -> None:
+        now = self._clock()
+        with write_transaction(self._engine) as conn:
+            held = self._outbox.still_leased(conn, [lease.item_id for lease in leases], self.owner)
+            done: list[int] = []
+            accepted: dict[str, list[dict[str, Any]]] = defaultdict(list)
+            rebases: list[dict[str, Any]] = []
+            for lease, result in zip(leases, results, strict=True):
+                if lease.item_id not in held:
+                    continue  # our lease ran out and another worker owns this change now
+                status = result.get("status")
+                if status in ("applied", "duplicate"):
+                    stats.applied += status == "applied"
+                    stats.duplicates += status == "duplicate"
+                    done.append(lease.item_id)
+                    version = result.get("cloud_version")
+                    if version is not None and not lease.append_only:
+                        if lease.op is not Op.DELETE:
+                            accepted[lease.resource].append({"entity_id": lease.entity_id, "cloud_version":
+                                                             int(version), "pushed_version": lease.pushed_version})
+                        rebases.append({"b_resource": lease.resource, "b_entity_id": lease.entity_id,
+                                        "base_version": int(version)})
+                elif status == "conflict" and isinstance(result.get("current"), dict):
+                    stats.conflicts += 1
+                    entity = self._registry[lease.resource]
+                    self._handler.handle(conn, entity, lease.entity_id, remote_side(result["current"]),
+                                         source="push", own_item_id=lease.item_id)
+                elif status == "rejected":
+                    stats.rejected += 1
+                    reason = f"{result.get('code', 'REJECTED')}: {result.get('reason', '')}"
+                    if result.get("retryable"):
+                        self._fail(conn, lease, reason, now)
+                    else:
+                        self._set_aside(conn, lease, reason, now)
+                else:
+                    self._fail(conn, lease, f"HO gave no usable result ({status!r})", now)
+            self._outbox.delete(conn, done)
+            for resource, rows in accepted.items():
+                self._entities.mark_pushed(conn, self._registry[resource], rows)
+            self._outbox.rebase_followers(conn, rebases)
+            self._logs.add(conn, "push", _dt(now), count=len(done), duration_ms=duration_ms,
+                           detail=f"{stats.applied} applied, {stats.duplicates} duplicate, "
+                                  f"{stats.conflicts} conflict, {stats.rejected} rejected")
+
+    def _fail(self, conn: Connection, lease: Lease, reason: str, now: float) -> None:
+        failures = lease.attempts + 1
+        decision = self._retry.decide(failures, self._rng)
+        if decision is None:
+            self._set_aside(conn, lease, f"out of retries after {failures} attempts: {reason}", now)
+            return
+        self._outbox.schedule_retry(conn, lease.item_id, attempts=failures, available_at=now + decision.delay,
+                                    error=reason)
+        self._outbox.hold_followers(conn, (lease.resource, lease.entity_id), now + decision.delay)
+
+    def _set_aside(self, conn: Connection, lease: Lease, reason: str, now: float) -> None:
+        """Dead-letter one change; its entity's later changes wait behind it, nothing else does."""
+        self._outbox.set_status(conn, [lease.item_id], ItemStatus.DEAD, error=reason)
+        followers = [i["id"] for i in self._outbox.entity_items(conn, (lease.resource, lease.entity_id))
+                     if i["status"] == ItemStatus.PENDING.value]
+        self._outbox.set_status(conn, followers, ItemStatus.BLOCKED)
+        if not lease.append_only and lease.op is not Op.DELETE:
+            self._entities.set_status(conn, self._registry[lease.resource], lease.entity_id, SyncStatus.FAILED)
+        self._logs.add(conn, "dead", _dt(now), resource=lease.resource, entity_id=lease.entity_id, detail=reason)
+        log.warning("change set aside: %s %s:%s (%s)", lease.op.value, lease.resource, lease.entity_id, reason)
+
+
+def _dt(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+    return str(value)

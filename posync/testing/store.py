@@ -1,0 +1,515 @@
+"""The reference HO's storage: SQLAlchemy Core tables prefixed ``ho_``, on SQLite or PostgreSQL.
+
+Tables::
+
+    ho_records      (resource, id) -> version, data, deleted, updated_at, change_seq   (tombstones included)
+    ho_counter      one row per counter; "change_seq" is the global change sequence
+    ho_resources    per resource: last_seq (for /version/) and purged_seq (the tombstone horizon)
+    ho_idempotency  UNIQUE (outlet_id, idempotency_key) -> request_hash, result     (applied changes only)
+    ho_apply_log    append-only audit: one row each time a key was applied (for exactly-once assertions)
+    ho_usage        append-only usage records (POST /sync/usage/)
+
+**Why writers serialise on the counter row.** A pull page is "changes with change_seq > cursor". If two
+transactions took sequence numbers independently (a database sequence, max()+1), the one with the
+higher number could commit first; a reader paging in between would advance its cursor past the lower
+number, which then commits and is never read. Every writing transaction here therefore locks the
+``change_seq`` counter row first (``SELECT ... FOR UPDATE`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite,
+whose single writer lock does the same), assigns numbers from it and writes it back before committing,
+so numbers are handed out in commit order. The same lock makes the version checks and the idempotency
+lookup race-free; the unique constraint on ``ho_idempotency`` is the backstop that makes a duplicate
+insert fail rather than apply twice.
+
+Each push is one transaction and set-based: one SELECT of the batch's records (``IN``), one SELECT of
+its idempotency keys, then ``executemany`` inserts and updates.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from posync.testing.changes import Change, Rejection, State, Validator, decide, validate
+
+__all__ = ["HORecord", "HOStore", "StoreBusyError", "metadata"]
+
+T = TypeVar("T")
+
+metadata = sa.MetaData()
+_S = sa.String
+
+records = sa.Table(
+    "ho_records",
+    metadata,
+    sa.Column("resource", _S(64), primary_key=True),
+    sa.Column("id", _S(255), primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("data", sa.JSON, nullable=True),
+    sa.Column("deleted", sa.Boolean, nullable=False),
+    sa.Column("updated_at", _S(40), nullable=False),
+    sa.Column("change_seq", sa.BigInteger, nullable=False),
+    sa.Index("ix_ho_records_seq", "resource", "change_seq"),
+    sa.Index("ix_ho_records_updated", "resource", "updated_at"),
+)
+counter = sa.Table(
+    "ho_counter",
+    metadata,
+    sa.Column("name", _S(32), primary_key=True),
+    sa.Column("value", sa.BigInteger, nullable=False),
+)
+resources = sa.Table(
+    "ho_resources",
+    metadata,
+    sa.Column("resource", _S(64), primary_key=True),
+    sa.Column("last_seq", sa.BigInteger, nullable=False),
+    sa.Column("purged_seq", sa.BigInteger, nullable=False),
+)
+idempotency = sa.Table(
+    "ho_idempotency",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("outlet_id", _S(255), nullable=False),
+    sa.Column("idempotency_key", _S(255), nullable=False),
+    sa.Column("request_hash", _S(64), nullable=False),
+    sa.Column("result", sa.JSON, nullable=False),
+    sa.Column("created_at", _S(40), nullable=False),
+    sa.UniqueConstraint("outlet_id", "idempotency_key", name="uq_ho_idempotency_outlet_key"),
+)
+apply_log = sa.Table(
+    "ho_apply_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("outlet_id", _S(255), nullable=False),
+    sa.Column("idempotency_key", _S(255), nullable=False),
+    sa.Column("resource", _S(64), nullable=False),
+    sa.Column("entity_id", _S(255), nullable=False),
+    sa.Column("change_seq", sa.BigInteger, nullable=True),
+    sa.Column("applied_at", _S(40), nullable=False),
+    sa.Index("ix_ho_apply_log_key", "outlet_id", "idempotency_key"),
+)
+usage = sa.Table(
+    "ho_usage",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("outlet_id", _S(255), nullable=False),
+    sa.Column("idempotency_key", _S(255), nullable=False),
+    sa.Column("data", sa.JSON, nullable=False),
+    sa.Column("received_at", _S(40), nullable=False),
+)
+
+SEQ = "change_seq"
+_CHUNK = 5000
+_REC_COLS = (records.c.id, records.c.version, records.c.deleted, records.c.data, records.c.updated_at,
+             records.c.change_seq)
+
+
+class StoreBusyError(Exception):
+    """The database stayed locked or kept failing; the HTTP layer answers 503."""
+
+
+@dataclass(frozen=True, slots=True)
+class HORecord:
+    resource: str
+    id: str
+    version: int
+    data: dict[str, Any] | None
+    deleted: bool
+    updated_at: str
+    change_seq: int
+
+    def as_pull(self) -> dict[str, Any]:
+        """The record as a pull page / webhook carries it: data fields plus id, version, updated_at."""
+        return {**(self.data or {}), "id": self.id, "version": self.version, "updated_at": self.updated_at}
+
+    def as_current(self) -> dict[str, Any]:
+        """The record as a push ``conflict`` result carries it."""
+        return {"id": self.id, "version": self.version, "deleted": self.deleted,
+                "updated_at": self.updated_at, "data": self.data}
+
+    def as_tombstone(self) -> dict[str, Any]:
+        return {"id": self.id, "version": self.version, "deleted_at": self.updated_at}
+
+
+def iso(dt: datetime) -> str:
+    return dt.isoformat(timespec="microseconds")
+
+
+class _Writer:
+    """Hands out change sequence numbers inside one locked write transaction."""
+
+    def __init__(self, conn: Connection, start: int, now: str) -> None:
+        self.conn = conn
+        self.start = self.value = start
+        self.now = now
+        self.touched: dict[str, int] = {}
+
+    def next_seq(self, resource: str) -> int:
+        self.value += 1
+        self.touched[resource] = self.value
+        return self.value
+
+
+class HOStore:
+    """Persistence of the reference HO. Takes an engine it does not own (the caller disposes it)."""
+
+    def __init__(self, engine: Engine, *, clock: Callable[[], datetime]) -> None:
+        self.engine = engine
+        self.clock = clock
+        self._sqlite = engine.dialect.name == "sqlite"
+        # SQLite has one writer anyway; queueing writers on a lock beats spinning in its busy handler.
+        self._lock = threading.Lock() if self._sqlite else None
+
+    def create_schema(self) -> None:
+        metadata.create_all(self.engine)
+        with self.engine.begin() as conn:
+            if conn.execute(sa.select(counter.c.value).where(counter.c.name == SEQ)).first() is None:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(counter.insert().values(name=SEQ, value=0))
+                except sa.exc.IntegrityError:  # another process created it first
+                    pass
+
+    # -- transactions ---------------------------------------------------------------------------
+
+    @contextmanager
+    def _transaction(self) -> Iterator[_Writer]:
+        if self._lock is not None:
+            self._lock.acquire()
+        try:
+            with self.engine.connect() as conn:
+                if self._sqlite:
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                try:
+                    start = conn.execute(
+                        sa.select(counter.c.value).where(counter.c.name == SEQ).with_for_update()
+                    ).scalar_one()
+                    w = _Writer(conn, int(start), iso(self.clock()))
+                    yield w
+                    if w.value != w.start:
+                        conn.execute(counter.update().where(counter.c.name == SEQ).values(value=w.value))
+                        self._touch_resources(conn, w.touched)
+                except BaseException:
+                    conn.rollback()
+                    raise
+                conn.commit()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+
+    def write(self, fn: Callable[[_Writer], T], *, attempts: int = 5) -> T:
+        """Run ``fn`` in one serialised write transaction, retrying lock timeouts and races."""
+        for attempt in range(attempts):
+            try:
+                with self._transaction() as w:
+                    return fn(w)
+            except (sa.exc.OperationalError, sa.exc.IntegrityError) as exc:
+                if attempt == attempts - 1:
+                    raise StoreBusyError(f"HO database write failed: {type(exc.orig).__name__}") from exc
+                time.sleep(0.01 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _touch_resources(self, conn: Connection, touched: dict[str, int]) -> None:
+        have = set(conn.execute(
+            sa.select(resources.c.resource).where(resources.c.resource.in_(list(touched)))
+        ).scalars())
+        new = [{"resource": r, "last_seq": s, "purged_seq": 0} for r, s in touched.items() if r not in have]
+        old = [{"k": r, "last_seq": s} for r, s in touched.items() if r in have]
+        if new:
+            conn.execute(resources.insert(), new)
+        if old:
+            conn.execute(resources.update().where(resources.c.resource == sa.bindparam("k")), old)
+
+    # -- loading --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _states(conn: Connection, keys: set[tuple[str, str]]) -> dict[tuple[str, str], State]:
+        by_resource: dict[str, list[str]] = {}
+        for resource, entity_id in keys:
+            by_resource.setdefault(resource, []).append(entity_id)
+        out: dict[tuple[str, str], State] = {}
+        for resource, ids in by_resource.items():
+            for i in range(0, len(ids), _CHUNK):
+                rows = conn.execute(
+                    sa.select(*_REC_COLS).where(records.c.resource == resource,
+                                                records.c.id.in_(ids[i:i + _CHUNK]))
+                )
+                for r in rows:
+                    out[(resource, r.id)] = State(r.version, bool(r.deleted), r.data, r.updated_at,
+                                                  r.change_seq)
+        return out
+
+    @staticmethod
+    def _stored_keys(conn: Connection, outlet_id: str, keys: list[str]) -> dict[str, tuple[str, Any]]:
+        out: dict[str, tuple[str, Any]] = {}
+        for i in range(0, len(keys), _CHUNK):
+            rows = conn.execute(
+                sa.select(idempotency.c.idempotency_key, idempotency.c.request_hash, idempotency.c.result)
+                .where(idempotency.c.outlet_id == outlet_id,
+                       idempotency.c.idempotency_key.in_(keys[i:i + _CHUNK]))
+            )
+            out.update((r.idempotency_key, (r.request_hash, r.result)) for r in rows)
+        return out
+
+    # -- push -----------------------------------------------------------------------------------
+
+    def apply_changes(
+        self, outlet_id: str, items: Sequence[Change | Rejection], validators: dict[str, Validator]
+    ) -> tuple[list[dict[str, Any]], list[HORecord]]:
+        """Apply a push batch in one transaction; answers (results in request order, changed records)."""
+        return self.write(lambda w: self._apply_changes(w, outlet_id, items, validators))
+
+    def _apply_changes(
+        self, w: _Writer, outlet_id: str, items: Sequence[Change | Rejection], validators: dict[str, Validator]
+    ) -> tuple[list[dict[str, Any]], list[HORecord]]:
+        changes = [c for c in items if isinstance(c, Change)]
+        stored = self._stored_keys(w.conn, outlet_id, list({c.idempotency_key for c in changes}))
+        states = self._states(w.conn, {(c.resource, c.entity_id) for c in changes})
+        existing = set(states)
+        dirty: dict[tuple[str, str], State] = {}
+        results: list[dict[str, Any]] = []
+        new_keys: list[dict[str, Any]] = []
+        log: list[dict[str, Any]] = []
+        for item in items:
+            if isinstance(item, Rejection):
+                results.append(item.result())
+                continue
+            key = item.idempotency_key
+            prior = stored.get(key)
+            if prior is not None:
+                if prior[0] == item.request_hash:
+                    results.append({**prior[1], "status": "duplicate"})
+                else:
+                    results.append(Rejection("IDEMPOTENCY_KEY_REUSED",
+                                             "this idempotency key was applied to a different change")
+                                   .result(key))
+                continue
+            rejected = validate(item, validators)
+            if rejected is not None:
+                results.append(rejected.result(key))
+                continue
+            k = (item.resource, item.entity_id)
+            current = states.get(k)
+            d = decide(item, current)
+            if d.status == "conflict":
+                results.append({"idempotency_key": key, "status": "conflict",
+                                "current": _current(item.entity_id, current)})
+                continue
+            seq = None
+            if d.changed:
+                seq = w.next_seq(item.resource)
+                states[k] = dirty[k] = State(d.version, d.deleted, d.data, w.now, seq)
+            result = {"idempotency_key": key, "status": "applied", "cloud_version": d.version}
+            results.append(result)
+            stored[key] = (item.request_hash, result)
+            new_keys.append({"outlet_id": outlet_id, "idempotency_key": key, "request_hash": item.request_hash,
+                             "result": result, "created_at": w.now})
+            log.append({"outlet_id": outlet_id, "idempotency_key": key, "resource": item.resource,
+                        "entity_id": item.entity_id, "change_seq": seq, "applied_at": w.now})
+        self._write_states(w.conn, dirty, existing)
+        if new_keys:
+            w.conn.execute(idempotency.insert(), new_keys)
+            w.conn.execute(apply_log.insert(), log)
+        changed = [HORecord(r, i, s.version, s.data, s.deleted, w.now, s.change_seq)
+                   for (r, i), s in sorted(dirty.items(), key=lambda kv: kv[1].change_seq)]
+        return results, changed
+
+    @staticmethod
+    def _write_states(conn: Connection, dirty: dict[tuple[str, str], State],
+                      existing: set[tuple[str, str]]) -> None:
+        inserts, updates = [], []
+        for (resource, entity_id), s in dirty.items():
+            row = {"version": s.version, "data": s.data, "deleted": s.deleted, "updated_at": s.updated_at,
+                   "change_seq": s.change_seq}
+            if (resource, entity_id) in existing:
+                updates.append({"k_resource": resource, "k_id": entity_id, **row})
+            else:
+                inserts.append({"resource": resource, "id": entity_id, **row})
+        if inserts:
+            conn.execute(records.insert(), inserts)
+        if updates:
+            conn.execute(
+                records.update().where(records.c.resource == sa.bindparam("k_resource"),
+                                       records.c.id == sa.bindparam("k_id")),
+                updates,
+            )
+
+    def apply_usages(
+        self, outlet_id: str, items: Sequence[tuple[str, str, dict[str, Any]] | Rejection],
+        validators: dict[str, Validator],
+    ) -> list[dict[str, Any]]:
+        """Append usage records ``(key, request_hash, usage)``; answers results in request order."""
+
+        def run(w: _Writer) -> list[dict[str, Any]]:
+            keys = list({it[0] for it in items if not isinstance(it, Rejection)})
+            stored = self._stored_keys(w.conn, outlet_id, keys)
+            results: list[dict[str, Any]] = []
+            rows, new_keys, log = [], [], []
+            for it in items:
+                if isinstance(it, Rejection):
+                    results.append(it.result())
+                    continue
+                key, digest, body = it
+                prior = stored.get(key)
+                if prior is not None:
+                    results.append({**prior[1], "status": "duplicate"} if prior[0] == digest else
+                                   Rejection("IDEMPOTENCY_KEY_REUSED",
+                                             "this idempotency key was applied to a different usage").result(key))
+                    continue
+                rejected = validate(Change(key, "usage", key, "create", None, body, digest), validators)
+                if rejected is not None:
+                    results.append(rejected.result(key))
+                    continue
+                result = {"idempotency_key": key, "status": "applied", "cloud_version": 1}
+                results.append(result)
+                stored[key] = (digest, result)
+                rows.append({"outlet_id": outlet_id, "idempotency_key": key, "data": body, "received_at": w.now})
+                new_keys.append({"outlet_id": outlet_id, "idempotency_key": key, "request_hash": digest,
+                                 "result": result, "created_at": w.now})
+                log.append({"outlet_id": outlet_id, "idempotency_key": key, "resource": "usage",
+                            "entity_id": key, "change_seq": None, "applied_at": w.now})
+            if rows:
+                w.conn.execute(usage.insert(), rows)
+                w.conn.execute(idempotency.insert(), new_keys)
+                w.conn.execute(apply_log.insert(), log)
+            return results
+
+        return self.write(run)
+
+    # -- HO-side edits --------------------------------------------------------------------------
+
+    def put(self, resource: str, entity_id: str, data: dict[str, Any]) -> HORecord:
+        def run(w: _Writer) -> HORecord:
+            cur = self._states(w.conn, {(resource, entity_id)}).get((resource, entity_id))
+            version = (cur.version if cur else 0) + 1
+            s = State(version, False, data, w.now, w.next_seq(resource))
+            self._write_states(w.conn, {(resource, entity_id): s}, {(resource, entity_id)} if cur else set())
+            return HORecord(resource, entity_id, version, data, False, w.now, s.change_seq)
+
+        return self.write(run)
+
+    def delete(self, resource: str, entity_id: str) -> HORecord | None:
+        """Tombstone a live record; ``None`` when HO has no live record of that id."""
+
+        def run(w: _Writer) -> HORecord | None:
+            cur = self._states(w.conn, {(resource, entity_id)}).get((resource, entity_id))
+            if cur is None or cur.deleted:
+                return None
+            s = State(cur.version + 1, True, cur.data, w.now, w.next_seq(resource))
+            self._write_states(w.conn, {(resource, entity_id): s}, {(resource, entity_id)})
+            return HORecord(resource, entity_id, s.version, s.data, True, w.now, s.change_seq)
+
+        return self.write(run)
+
+    def purge_tombstones(self, horizon: float) -> int:
+        """Delete tombstones older than ``horizon`` seconds; cursors before them then answer 410."""
+
+        def run(w: _Writer) -> int:
+            cutoff = iso(self.clock() - timedelta(seconds=horizon))
+            cond = sa.and_(records.c.deleted.is_(True), records.c.updated_at <= cutoff)
+            tops = w.conn.execute(
+                sa.select(records.c.resource, sa.func.max(records.c.change_seq), sa.func.count())
+                .where(cond).group_by(records.c.resource)
+            ).all()
+            if not tops:
+                return 0
+            w.conn.execute(records.delete().where(cond))
+            w.conn.execute(
+                resources.update().where(resources.c.resource == sa.bindparam("k"))
+                .values(purged_seq=sa.func.max(resources.c.purged_seq, sa.bindparam("p"))
+                        if self._sqlite else sa.func.greatest(resources.c.purged_seq, sa.bindparam("p"))),
+                [{"k": r, "p": int(top)} for r, top, _ in tops],
+            )
+            return sum(int(n) for _, _, n in tops)
+
+        return self.write(run)
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def _rows(self, query: sa.Select[Any], resource: str) -> list[HORecord]:
+        with self.engine.connect() as conn:
+            return [HORecord(resource, r.id, r.version, r.data, bool(r.deleted), r.updated_at, r.change_seq)
+                    for r in conn.execute(query)]
+
+    def page_after(self, resource: str, after_seq: int, limit: int) -> list[HORecord]:
+        """Up to ``limit`` changes of ``resource`` with change_seq > after_seq, in seq order."""
+        q = (sa.select(*_REC_COLS).where(records.c.resource == resource, records.c.change_seq > after_seq)
+             .order_by(records.c.change_seq).limit(limit))
+        return self._rows(q, resource)
+
+    def page_since(self, resource: str, since: str | None, offset: int, limit: int) -> list[HORecord]:
+        """The seeds' legacy paging: updated_at > since, ordered by (updated_at, id), offset/limit."""
+        q = sa.select(*_REC_COLS).where(records.c.resource == resource)
+        if since is not None:
+            q = q.where(records.c.updated_at > since)
+        return self._rows(q.order_by(records.c.updated_at, records.c.id).offset(offset).limit(limit), resource)
+
+    def cursor_bounds(self, resource: str) -> tuple[int, int]:
+        """(purged_seq of the resource, the global change_seq): a valid cursor lies between them."""
+        with self.engine.connect() as conn:
+            purged = conn.execute(
+                sa.select(resources.c.purged_seq).where(resources.c.resource == resource)
+            ).scalar_one_or_none()
+            top = conn.execute(sa.select(counter.c.value).where(counter.c.name == SEQ)).scalar_one()
+        return int(purged or 0), int(top)
+
+    def versions(self) -> tuple[int, dict[str, int]]:
+        with self.engine.connect() as conn:
+            top = conn.execute(sa.select(counter.c.value).where(counter.c.name == SEQ)).scalar_one()
+            per = {r.resource: int(r.last_seq) for r in conn.execute(sa.select(resources))}
+        return int(top), per
+
+    def get(self, resource: str, entity_id: str) -> HORecord | None:
+        rows = self._rows(sa.select(*_REC_COLS).where(records.c.resource == resource,
+                                                      records.c.id == entity_id), resource)
+        return rows[0] if rows else None
+
+    def all_records(self, resource: str) -> dict[str, HORecord]:
+        rows = self._rows(sa.select(*_REC_COLS).where(records.c.resource == resource)
+                          .order_by(records.c.change_seq), resource)
+        return {r.id: r for r in rows}
+
+    def applied_counts(self, outlet_id: str | None = None,
+                       idempotency_key: str | None = None) -> dict[tuple[str, str], int]:
+        q = (sa.select(apply_log.c.outlet_id, apply_log.c.idempotency_key, sa.func.count())
+             .group_by(apply_log.c.outlet_id, apply_log.c.idempotency_key))
+        if outlet_id is not None:
+            q = q.where(apply_log.c.outlet_id == outlet_id)
+        if idempotency_key is not None:
+            q = q.where(apply_log.c.idempotency_key == idempotency_key)
+        with self.engine.connect() as conn:
+            return {(o, k): int(n) for o, k, n in conn.execute(q)}
+
+    def usages(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return [{"outlet_id": r.outlet_id, "idempotency_key": r.idempotency_key, "data": r.data,
+                     "received_at": r.received_at}
+                    for r in conn.execute(sa.select(usage).order_by(usage.c.id))]
+
+    def counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            def n(t: sa.Table, *where: Any) -> int:
+                return int(conn.execute(sa.select(sa.func.count()).select_from(t).where(*where)).scalar_one())
+
+            return {
+                "records": n(records, records.c.deleted.is_(False)),
+                "tombstones": n(records, records.c.deleted.is_(True)),
+                "applied": n(apply_log),
+                "idempotency_keys": n(idempotency),
+                "usages": n(usage),
+                "change_seq": int(conn.execute(sa.select(counter.c.value)
+                                               .where(counter.c.name == SEQ)).scalar_one()),
+            }
+
+
+def _current(entity_id: str, s: State | None) -> dict[str, Any]:
+    if s is None:  # HO has no row: answered as a version-0 tombstone
+        return {"id": entity_id, "version": 0, "deleted": True, "updated_at": None, "data": None}
+    return {"id": entity_id, "version": s.version, "deleted": s.deleted, "updated_at": s.updated_at,
+            "data": s.data}

@@ -1,0 +1,67 @@
+"""ASGI adapter: a Starlette app to mount in a Starlette or FastAPI host.
+
+    app.mount("/api/v1/webhooks/cloud", create_asgi_app(receiver))
+
+serves ``POST /api/v1/webhooks/cloud/{update,delete,conflict}``. Source and declared size are checked before
+the body is read; the body is streamed with a size cap; the core (which may touch the database) runs in a
+worker thread so the event loop never blocks.
+"""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from posync.errors import WebhookError
+from posync.webhooks.events import EventType
+from posync.webhooks.receiver import (
+    WebhookReceiver,
+    WebhookRequest,
+    WebhookResponse,
+    aread_limited,
+    error_response,
+)
+
+__all__ = ["create_asgi_app"]
+
+
+def _headers(request: Request) -> dict[str, str]:
+    merged: dict[str, str] = {}
+    for raw_key, raw_value in request.headers.raw:
+        key, value = raw_key.decode("latin-1").lower(), raw_value.decode("latin-1")
+        merged[key] = f"{merged[key]}, {value}" if key in merged else value
+    return merged
+
+
+def _to_starlette(result: WebhookResponse) -> Response:
+    return Response(result.body(), status_code=result.status, media_type="application/json")
+
+
+def create_asgi_app(receiver: WebhookReceiver, *, base_path: str = "") -> Starlette:
+    """Routes ``{base_path}/update|delete|conflict``; leave ``base_path`` empty when mounting."""
+
+    async def endpoint(request: Request) -> Response:
+        peer = request.client.host if request.client else None
+        headers = _headers(request)
+        try:
+            receiver.precheck(peer, headers)
+            body = await aread_limited(request.stream(), receiver.max_body_bytes)
+        except WebhookError as exc:
+            return _to_starlette(receiver.refuse(exc, peer))
+        kind = request.url.path.rsplit("/", 1)[-1]
+        result = await run_in_threadpool(receiver.handle, WebhookRequest(kind, body, headers, peer))
+        return _to_starlette(result)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "BAD_REQUEST")
+        response = _to_starlette(error_response(exc.status_code, code, str(exc.detail)))
+        response.headers.update(exc.headers or {})
+        return response
+
+    routes = [Route(f"{base_path}/{kind.value}", endpoint, methods=["POST"]) for kind in EventType]
+    return Starlette(routes=routes, exception_handlers={HTTPException: http_error})

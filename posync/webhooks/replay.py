@@ -1,0 +1,82 @@
+"""Replay protection: which webhook message ids the outlet has already handled, in its own database.
+
+Rows live in ``posync_webhook_receipt`` (:class:`posync.models.webhook.WebhookReceipt`). ``record`` is an
+``INSERT ... ON CONFLICT DO NOTHING`` in the caller's session, so it can share a transaction with the apply:
+two deliveries of one id racing each other serialise on the primary key, and the loser sees "already
+recorded". posync takes the host's engine and never disposes of it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import CursorResult, Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from posync.errors import ConfigurationError
+from posync.models.webhook import WebhookReceipt
+
+__all__ = ["DEFAULT_RETENTION", "ReceiptStore"]
+
+# Standard Webhooks senders retry over one to two days; keep receipts comfortably longer than that.
+DEFAULT_RETENTION = timedelta(days=3)
+
+_TABLE = cast(sa.Table, WebhookReceipt.__table__)  # type: ignore[attr-defined]
+
+
+def _utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        raise ValueError("receipt timestamps must be timezone-aware")
+    return moment.astimezone(UTC)
+
+
+class ReceiptStore:
+    """Receipts of handled webhook messages in the outlet database (the host's ``engine``)."""
+
+    def __init__(self, engine: Engine, *, retention: timedelta = DEFAULT_RETENTION) -> None:
+        if retention <= timedelta(0):
+            raise ConfigurationError("webhook receipt retention must be positive")
+        self.engine = engine
+        self.retention = retention
+
+    def session(self) -> Session:
+        return Session(self.engine)
+
+    def is_recorded(self, session: Session, message_id: str) -> bool:
+        found = session.execute(sa.select(_TABLE.c.message_id).where(_TABLE.c.message_id == message_id))
+        return found.first() is not None
+
+    def record(self, session: Session, message_id: str, event_type: str, received_at: datetime) -> bool:
+        """Record a receipt in ``session``'s transaction (not committed). False if the id was already there."""
+        values: dict[str, Any] = {"message_id": message_id, "event_type": event_type,
+                                  "received_at": _utc(received_at)}
+        dialect = session.get_bind().dialect.name
+        if dialect == "postgresql":
+            stmt: sa.Executable = (postgresql.insert(_TABLE).values(values)
+                                   .on_conflict_do_nothing(index_elements=["message_id"]))
+        elif dialect == "sqlite":
+            stmt = sqlite.insert(_TABLE).values(values).on_conflict_do_nothing(index_elements=["message_id"])
+        else:  # any other backend: a savepoint keeps the outer transaction usable after a duplicate
+            try:
+                with session.begin_nested():
+                    session.execute(sa.insert(_TABLE).values(values))
+            except IntegrityError:
+                return False
+            return True
+        result = cast(CursorResult[Any], session.execute(stmt))
+        return result.rowcount == 1
+
+    def purge(self, *, now: datetime | None = None) -> int:
+        """Delete receipts older than the retention window, in a transaction of its own. Returns the count."""
+        cutoff = _utc(now or datetime.now(UTC)) - self.retention
+        with Session(self.engine) as session, session.begin():
+            result = cast(CursorResult[Any],
+                          session.execute(sa.delete(_TABLE).where(_TABLE.c.received_at < cutoff)))
+            return result.rowcount
+
+    def __repr__(self) -> str:
+        return f"ReceiptStore({self.engine.url.render_as_string(hide_password=True)}, retention={self.retention})"

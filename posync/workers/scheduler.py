@@ -1,0 +1,59 @@
+"""The embedded scheduler: APScheduler 3.x in the POS process, one interval job running sync cycles.
+
+Retries are driven by time: the job wakes every ``interval`` seconds whether or not anything was written,
+and items whose backoff has passed are due again. ``max_instances=1`` + ``coalesce`` keep one cycle at a
+time per process; several processes share the outbox safely through leases.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from posync.errors import ConfigurationError
+from posync.workers.sync_worker import SyncWorker
+
+__all__ = ["EmbeddedScheduler"]
+
+log = logging.getLogger("posync.scheduler")
+JOB_ID = "posync-sync-cycle"
+
+
+class EmbeddedScheduler:
+    def __init__(self, worker: SyncWorker, interval_seconds: float, scheduler: Any | None = None) -> None:
+        try:
+            from apscheduler.schedulers.background import BackgroundScheduler
+        except ImportError as exc:  # pragma: no cover - the extra is not installed
+            raise ConfigurationError("the scheduler needs APScheduler: pip install 'posync[scheduler]'") from exc
+        self._worker = worker
+        self._interval = interval_seconds
+        # a host that already runs an APScheduler can pass it in; we then never shut it down
+        self._owns_scheduler = scheduler is None
+        self._scheduler = scheduler or BackgroundScheduler(timezone="UTC")
+
+    @property
+    def running(self) -> bool:
+        return bool(self._scheduler.running) and self._scheduler.get_job(JOB_ID) is not None
+
+    def start(self) -> None:
+        self._scheduler.add_job(self._tick, "interval", seconds=self._interval, id=JOB_ID, replace_existing=True,
+                                max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
+        if self._owns_scheduler and not self._scheduler.running:
+            self._scheduler.start()
+
+    def trigger(self) -> None:
+        """Run a cycle as soon as the scheduler can (seed 003's "sync now")."""
+        self._scheduler.modify_job(JOB_ID, next_run_time=datetime.now(UTC))
+
+    def stop(self) -> None:
+        if self._scheduler.get_job(JOB_ID) is not None:
+            self._scheduler.remove_job(JOB_ID)
+        if self._owns_scheduler and self._scheduler.running:
+            self._scheduler.shutdown(wait=True)
+
+    def _tick(self) -> None:
+        try:
+            self._worker.run_cycle()
+        except Exception:  # keep the job alive; a bug must not stop syncing forever
+            log.exception("sync cycle failed")
