@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -82,7 +84,11 @@ class TrackedEntity:
             python_type = self.pk.type.python_type
         except NotImplementedError:  # pragma: no cover - exotic types
             return entity_id
-        return python_type(entity_id) if python_type is not str else entity_id
+        if python_type is int:
+            return int(entity_id)
+        if python_type is uuid.UUID:
+            return uuid.UUID(entity_id)
+        return entity_id
 
     def to_payload(self, row: Mapping[str, Any]) -> Payload:
         """A local row as the JSON ``data`` HO receives (the id included, bookkeeping left out)."""

@@ -251,7 +251,7 @@ def broken_events(draw: st.DrawFn) -> bytes:
         key = draw(st.sampled_from(["type", "resource", "record", "record.id", "record.version"]))
         (event["record"] if key.startswith("record.") else event).pop(key.removeprefix("record."))
     elif breaker == "type":
-        event["type"] = junk if junk not in TYPES else None
+        event["type"] = None if isinstance(junk, str) and junk in TYPES else junk
     elif breaker == "resource":
         event["resource"] = draw(st.sampled_from(["", "1abc", "a b", "x" * 200])) if isinstance(junk, str) else junk
     elif breaker == "record":
@@ -278,12 +278,12 @@ def _maybe_valid(body: bytes) -> bool:
         data = json.loads(body)
     except ValueError:
         return False
-    return isinstance(data, dict) and data.get("type") in TYPES and isinstance(data.get("record"), dict)
+    return isinstance(data, dict) and isinstance(data.get("type"), str) and data["type"] in TYPES
 
 
 @st.composite
 def malformed_requests(draw: st.DrawFn) -> WebhookRequest:
-    kind = draw(st.sampled_from(sorted(TYPES)) | st.sampled_from(["", "upsert", "UPDATE", "update/"]))
+    kind = draw(st.sampled_from([*sorted(TYPES) * 6, "", "upsert", "UPDATE", "update/"]))
     mode = draw(st.sampled_from(["none", "garbage", "wrong-secret", "other-body", "stale", "forbidden-ip",
                                  "signed-malformed", "signed-cloud-malformed"]))
     body = draw(st.binary(max_size=300) | json_values.map(lambda v: json.dumps(v).encode()) | broken_events())

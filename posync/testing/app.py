@@ -31,7 +31,7 @@ from posync.testing.store import StoreBusyError, iso
 if TYPE_CHECKING:
     from posync.testing.ho import ReferenceHO
 
-__all__ = ["ApiError", "build_app", "json_response", "read_json"]
+__all__ = ["ApiError", "build_app", "handle_errors", "json_response", "read_json"]
 
 RESERVED = frozenset({"push", "usage", "version"})
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
@@ -216,7 +216,7 @@ class Endpoints:
                 "sync_timestamp": iso(self.ho.now()), "total": len(live), "has_more": has_more}
 
 
-def _handler(fn: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+def handle_errors(fn: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         try:
             return await fn(request)
@@ -240,16 +240,16 @@ async def _server_error(request: Request, exc: Exception) -> Response:
 
 def build_app(ho: ReferenceHO, extra_routes: list[Route] | None = None) -> Starlette:
     e = Endpoints(ho)
-    token, refresh = _handler(e.token), _handler(e.refresh)
+    token, refresh = handle_errors(e.token), handle_errors(e.refresh)
     routes = [
         Route("/api/v1/token/", token, methods=["POST"]),
         Route("/api/token/", token, methods=["POST"]),
         Route("/api/v1/token/refresh/", refresh, methods=["POST"]),
         Route("/api/token/refresh/", refresh, methods=["POST"]),
-        Route("/api/v1/sync/push/", _handler(e.push), methods=["POST"]),
-        Route("/api/v1/sync/usage/", _handler(e.usage), methods=["POST"]),
-        Route("/api/v1/sync/version/", _handler(e.version), methods=["GET"]),
-        Route("/api/v1/sync/{resource}/", _handler(e.pull), methods=["GET"]),
+        Route("/api/v1/sync/push/", handle_errors(e.push), methods=["POST"]),
+        Route("/api/v1/sync/usage/", handle_errors(e.usage), methods=["POST"]),
+        Route("/api/v1/sync/version/", handle_errors(e.version), methods=["GET"]),
+        Route("/api/v1/sync/{resource}/", handle_errors(e.pull), methods=["GET"]),
         *(extra_routes or []),
     ]
     return Starlette(routes=routes, exception_handlers={HTTPException: _http_error, 500: _server_error})

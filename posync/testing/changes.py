@@ -31,6 +31,7 @@ __all__ = [
     "Rejection",
     "State",
     "Validator",
+    "canonical_json",
     "decide",
     "parse_change",
     "request_hash",
@@ -52,6 +53,7 @@ class Change:
     base_version: int | None
     data: dict[str, Any] | None
     request_hash: str
+    data_json: str | None = None  # ``data`` as canonical JSON (sorted keys), what HO stores
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,9 +99,13 @@ class Decision:
     data: dict[str, Any] | None = None
 
 
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
 def request_hash(*parts: Any) -> str:
-    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    """sha256 of the parts' canonical JSON: the same change always hashes the same, whatever its key order."""
+    return hashlib.sha256(canonical_json(parts).encode()).hexdigest()
 
 
 def _bad(reason: str, key: Any = None) -> Rejection:
@@ -132,15 +138,12 @@ def parse_change(raw: Any) -> Change | Rejection:
         data = None
     elif not isinstance(data, dict):
         return _bad(f"data must be an object for {op}", key)
-    return Change(
-        idempotency_key=key,
-        resource=resource,
-        entity_id=entity_id,
-        op=op,
-        base_version=base_version,
-        data=data,
-        request_hash=request_hash(resource, entity_id, op, base_version, data),
-    )
+    data_json = None if data is None else canonical_json(data)
+    # The hash covers what the change does (not changed_at, which a client may re-stamp on a retry).
+    digest = hashlib.sha256(
+        f"{resource}\x00{entity_id}\x00{op}\x00{base_version}\x00{data_json}".encode()
+    ).hexdigest()
+    return Change(key, resource, entity_id, op, base_version, data, digest, data_json)
 
 
 def decide(change: Change, current: State | None) -> Decision:

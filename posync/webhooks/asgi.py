@@ -64,4 +64,6 @@ def create_asgi_app(receiver: WebhookReceiver, *, base_path: str = "") -> Starle
         return response
 
     routes = [Route(f"{base_path}/{kind.value}", endpoint, methods=["POST"]) for kind in EventType]
-    return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    app.router.redirect_slashes = False  # ".../update/" is a 404, not a redirect a sender might follow
+    return app

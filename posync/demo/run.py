@@ -1,0 +1,157 @@
+"""``posync demo``: a POS outlet that sells while offline, syncs, and meets one conflict per strategy.
+
+Everything is embedded: the outlet on SQLite, the reference head office (also SQLite) served over a real
+loopback socket in this process. Nothing outside the machine is contacted.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import sqlmodel
+from sqlalchemy.orm import sessionmaker
+
+import posync
+from posync.demo.models import Category, Order, Product, Promotion, PromotionUsage, pos_registry
+from posync.migrations import upgrade
+from posync.testing import ReferenceHO, serve_in_thread
+
+__all__ = ["run_demo"]
+
+API_KEY = "demo-outlet-key"
+HOST_TABLES = [m.__table__ for m in (Order, Product, Category, Promotion, PromotionUsage)]  # type: ignore[attr-defined]
+
+
+def run_demo(data_dir: Path | None = None, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the story; returns the figures it printed (the tests check them)."""
+    workdir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="posync-demo-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    for old in workdir.glob("*.db*"):
+        old.unlink()
+    ho = ReferenceHO(f"sqlite:///{workdir / 'head-office.db'}", api_keys={API_KEY: None})
+    for pid, name, price in [("p1", "ASAHI SALMON BOWL", 42000), ("p2", "SPAGHETTI VONGOLE", 55000)]:
+        ho.put("products", pid, {"id": pid, "sku": pid.upper(), "name": name, "price": price})
+    ho.put("categories", "c1", {"id": "c1", "name": "Bowls"})
+    ho.put("promotions", "promo1", {"id": "promo1", "name": "Lunch deal", "discount_pct": 10})
+
+    engine = posync.create_engine(f"sqlite:///{workdir / 'outlet.db'}")
+    upgrade(engine)
+    sqlmodel.SQLModel.metadata.create_all(engine, tables=HOST_TABLES)
+    Session = sessionmaker(engine, class_=sqlmodel.Session, expire_on_commit=False)
+    figures: dict[str, Any] = {}
+
+    # Start HO once to learn a free port, then take it down: the outlet begins offline.
+    server = serve_in_thread(ho.app)
+    url = server.url
+    port = int(url.rsplit(":", 1)[1])
+    server.stop()
+    settings = posync.PosyncSettings(ho_url=url, outlet_id="outlet-avril-001", api_key=API_KEY,
+                                     request_timeout=5.0)
+    sync = posync.Posync(engine, pos_registry(), settings, sessionmaker=Session)
+    try:
+        say(f"== posync demo (data in {workdir})")
+        say("-- 1. Offline: the internet is down, the outlet keeps selling")
+        with Session() as s:
+            for n in range(1, 6):
+                s.add(Order(id=f"o{n}", table_no=f"T{n}", total=50000 + n * 1000))
+            s.add(PromotionUsage(promotion_id="promo1", bill_id="o1", discount_amount=5100.0,
+                                 store_id="outlet-avril-001"))
+            s.commit()
+            s.get(Order, "o2").total += 7000  # an edit before anything was sent: folded into one create
+            s.commit()
+        report = sync.sync_now()
+        status = sync.manager.status()
+        figures["offline_pending"] = status.pending
+        say(f"   sync attempt: {report.error}")
+        say(f"   {status.pending} changes wait in the outbox; nothing was lost, nothing dead-lettered")
+
+        say("-- 2. Back online: one sync pushes the outbox and pulls the catalogue")
+        server = serve_in_thread(ho.app, port=port)
+        report = sync.sync_now()
+        figures["pushed"] = report.push.applied
+        figures["pulled"] = report.pull.applied.written
+        say(f"   pushed {report.push.applied} changes in {report.push.batches} batch(es); "
+            f"pulled {report.pull.applied.written} records")
+        say(f"   HO has orders: {sorted(ho.records('orders'))}, usage logs: {len(ho.usages())}")
+
+        say("-- 3. One conflict per strategy")
+        figures["conflicts"] = _conflicts(sync, Session, ho, say)
+
+        final = sync.sync_now()
+        status = sync.manager.status()
+        figures["final_pending"] = status.pending
+        figures["open_conflicts"] = status.open_conflicts
+        agree = _outlet_matches_ho(Session, ho)
+        figures["converged"] = agree
+        say(f"-- 4. Done: {status.pending} pending, {status.open_conflicts} open conflicts, "
+            f"outlet and HO agree: {agree} (last cycle error: {final.error})")
+        server.stop()
+    finally:
+        sync.close()
+        engine.dispose()
+        ho.close()
+    return figures
+
+
+def _conflicts(sync: posync.Posync, Session: Any, ho: ReferenceHO, say: Callable[[str], None]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    # cloud_wins (products): HO's price change beats the outlet's local edit
+    with Session() as s:
+        s.get(Product, "p1").price = 39000
+        s.commit()
+    ho.put("products", "p1", {"id": "p1", "sku": "P1", "name": "ASAHI SALMON BOWL", "price": 45000})
+    sync.pull.pull_all()
+    sync.push.drain()
+    with Session() as s:
+        out["cloud_wins"] = f"products/p1 price {s.get(Product, 'p1').price} (HO's)"
+    # local_wins (orders): HO voided the order, the cashier changed it; the outlet's version is pushed on top
+    ho.put("orders", "o3", {"id": "o3", "table_no": "T3", "total": 0, "status": "void"})
+    with Session() as s:
+        s.get(Order, "o3").total = 61000
+        s.commit()
+    sync.sync_now()
+    out["local_wins"] = f"orders/o3 total at HO {ho.get('orders', 'o3').data['total']} (the outlet's)"
+    # newest_wins (categories): HO renamed first, the outlet renamed later -> the outlet's name wins
+    ho.put("categories", "c1", {"id": "c1", "name": "Rice bowls"})
+    time.sleep(0.01)
+    with Session() as s:
+        s.get(Category, "c1").name = "Donburi"
+        s.commit()
+    sync.sync_now()
+    out["newest_wins"] = f"categories/c1 name at HO {ho.get('categories', 'c1').data['name']!r} (the newer)"
+    # manual (promotions): both changed the discount; an operator merges
+    with Session() as s:
+        s.get(Promotion, "promo1").discount_pct = 15
+        s.commit()
+    ho.put("promotions", "promo1", {"id": "promo1", "name": "Lunch deal (weekdays)", "discount_pct": 12})
+    sync.sync_now()
+    conflict = sync.manager.conflicts()[0]
+    say(f"   manual: conflict #{conflict['id']} keeps both sides: local {conflict['local_data']['discount_pct']}% "
+        f"vs HO {conflict['remote_data']['discount_pct']}%")
+    sync.manager.resolve(conflict["id"], {"id": "promo1", "name": conflict["remote_data"]["name"],
+                                          "discount_pct": 15})
+    sync.sync_now()
+    promo = ho.get("promotions", "promo1").data
+    out["manual"] = f"promotions/promo1 at HO {promo['name']!r} {promo['discount_pct']}% (merged by the operator)"
+    for strategy, outcome in out.items():
+        say(f"   {strategy:<12} {outcome}")
+    return out
+
+
+def _outlet_matches_ho(Session: Any, ho: ReferenceHO) -> bool:
+    with Session() as s:
+        for model, resource, fields in [(Product, "products", ("name", "price")), (Category, "categories", ("name",)),
+                                        (Promotion, "promotions", ("name", "discount_pct")),
+                                        (Order, "orders", ("total", "table_no"))]:
+            local = {str(r.id): r for r in s.exec(sqlmodel.select(model)).all()}
+            remote = {k: v for k, v in ho.records(resource).items() if not v.deleted}
+            if set(local) != set(remote):
+                return False
+            for key, row in local.items():
+                if any(getattr(row, f) != remote[key].data.get(f) for f in fields):
+                    return False
+    return True

@@ -1,0 +1,111 @@
+"""Seed 003's management endpoints as a Starlette app the host mounts (FastAPI: ``app.mount``):
+
+    GET  /status    POST /trigger    GET /logs    GET /queue
+    POST /retry/{id}    POST /retry (all dead)    GET /conflicts    POST /resolve/{id}
+
+Access control is the host's: pass ``authorize(request) -> bool`` (seed 003: admin only). Errors are
+JSON ``{"status": "error", "code", "message"}``: 400/404/409, never a 500 for a caller's mistake.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from posync.app import Posync
+from posync.errors import ConflictStateError, NotFoundError
+from posync.models.enums import ItemStatus
+
+__all__ = ["management_app"]
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"status": "error", "code": code, "message": message}, status_code=status)
+
+
+def _int(request: Request, name: str, default: int, maximum: int = 1000) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 0 < int(raw) <= maximum:
+        raise ValueError(f"{name} must be a whole number from 1 to {maximum}")
+    return int(raw)
+
+
+def management_app(sync: Posync, authorize: Callable[[Request], bool] | None = None) -> Starlette:
+    def guarded(fn: Callable[[Request], Any]) -> Handler:
+        async def endpoint(request: Request) -> Response:
+            if authorize is not None and not authorize(request):
+                return _error(403, "FORBIDDEN", "management needs an administrator")
+            try:
+                return JSONResponse(await fn(request))
+            except NotFoundError as exc:
+                return _error(404, "NOT_FOUND", str(exc))
+            except ConflictStateError as exc:
+                return _error(409, "CONFLICT_STATE", str(exc))
+            except ValueError as exc:
+                return _error(400, "BAD_REQUEST", str(exc))
+
+        return endpoint
+
+    async def status(request: Request) -> Any:
+        return (await run_in_threadpool(sync.manager.status)).as_dict()
+
+    async def trigger(request: Request) -> Any:
+        report = await run_in_threadpool(sync.sync_now)
+        return {"pushed": report.push.applied, "pulled": report.pull.applied.written, "error": report.error}
+
+    async def logs(request: Request) -> Any:
+        return await run_in_threadpool(sync.manager.logs, _int(request, "limit", 100))
+
+    async def queue(request: Request) -> Any:
+        raw = request.query_params.get("status")
+        try:
+            status_ = ItemStatus(raw) if raw else None
+        except ValueError:
+            raise ValueError(f"status must be one of {[s.value for s in ItemStatus]}") from None
+        return await run_in_threadpool(sync.manager.queue, status_, _int(request, "limit", 100))
+
+    async def retry_one(request: Request) -> Any:
+        item_id = request.path_params["item_id"]
+        await run_in_threadpool(sync.manager.retry, item_id)
+        return {"retried": 1}
+
+    async def retry_all(request: Request) -> Any:
+        return {"retried": await run_in_threadpool(sync.manager.retry_all)}
+
+    async def conflicts(request: Request) -> Any:
+        return await run_in_threadpool(sync.manager.conflicts)
+
+    async def resolve(request: Request) -> Any:
+        try:
+            body = json.loads(await request.body() or b"{}")
+        except ValueError:
+            raise ValueError("body must be JSON: {\"choice\": \"local\"|\"remote\"} or {\"merged\": {...}}") from None
+        if not isinstance(body, dict):
+            raise ValueError("body must be a JSON object")
+        choice = body.get("merged") if isinstance(body.get("merged"), dict) else body.get("choice")
+        if not (isinstance(choice, dict) or choice in ("local", "remote")):
+            raise ValueError("choice must be 'local' or 'remote', or give a 'merged' record")
+        await run_in_threadpool(sync.manager.resolve, request.path_params["conflict_id"], choice)
+        return {"resolved": request.path_params["conflict_id"]}
+
+    return Starlette(routes=[
+        Route("/status", guarded(status), methods=["GET"]),
+        Route("/trigger", guarded(trigger), methods=["POST"]),
+        Route("/logs", guarded(logs), methods=["GET"]),
+        Route("/queue", guarded(queue), methods=["GET"]),
+        Route("/retry/{item_id:int}", guarded(retry_one), methods=["POST"]),
+        Route("/retry", guarded(retry_all), methods=["POST"]),
+        Route("/conflicts", guarded(conflicts), methods=["GET"]),
+        Route("/resolve/{conflict_id:int}", guarded(resolve), methods=["POST"]),
+    ])

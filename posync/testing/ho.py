@@ -1,0 +1,234 @@
+"""``ReferenceHO``: the head office posync's tests, demo and benchmarks run against, wired in one place.
+
+    ho = ReferenceHO("sqlite:///ho.db", api_keys={"k": None}, validators={"orders": check_total})
+    with serve_in_thread(ho.app) as server:      # server.url -> "http://127.0.0.1:PORT"
+        ho.put("products", "p1", {"name": "Tea", "price": 42000})   # an HO-side edit
+        ho.faults.drop_after_commit_rate = 0.5
+        ...
+    ho.close()
+
+``on_change`` is a list of callables ``fn(event: ChangeEvent)``, called after a change commits: HO-side
+edits (``source="admin"``) and changes outlets pushed (``source="push"``, with the outlet id). A failing
+callback is logged and never fails the write.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from posync.db import create_engine
+from posync.errors import NotFoundError
+from posync.testing.admin import admin_routes
+from posync.testing.app import build_app
+from posync.testing.auth import Authenticator
+from posync.testing.changes import Rejection, Validator, parse_change, request_hash
+from posync.testing.faults import FaultMiddleware, Faults
+from posync.testing.store import HORecord, HOStore
+
+__all__ = ["DEFAULT_API_KEY", "DEFAULT_PASSWORD", "DEFAULT_USERNAME", "ChangeEvent", "ReferenceHO"]
+
+log = logging.getLogger("posync.testing")
+
+DEFAULT_API_KEY = "posync-test-key"
+DEFAULT_USERNAME = "posync"
+DEFAULT_PASSWORD = "posync-password"
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeEvent:
+    type: str  # "update" | "delete"
+    resource: str
+    record: dict[str, Any]  # the pull/webhook shape: data fields + id, version, updated_at
+    source: str  # "admin" | "push"
+    outlet_id: str | None = None
+    change_seq: int = 0
+
+
+class _CountRequests:
+    def __init__(self, app: ASGIApp, counter: Counter[str]) -> None:
+        self.app, self.counter = app, counter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            self.counter[f"{scope['method']} {scope['path']}"] += 1
+        await self.app(scope, receive, send)
+
+
+class ReferenceHO:
+    def __init__(
+        self,
+        db_url: str | None = None,
+        *,
+        engine: Engine | None = None,
+        api_keys: Mapping[str, Collection[str] | None] | None = None,
+        users: Mapping[str, str] | None = None,
+        jwt_secret: str | None = None,
+        access_ttl: float = 300.0,
+        refresh_ttl: float = 86400.0,
+        require_auth: bool = True,
+        resources: Collection[str] | None = None,
+        validators: Mapping[str, Validator] | None = None,
+        tombstone_horizon: float | None = None,
+        faults: Faults | None = None,
+    ) -> None:
+        """``db_url`` (an engine HO creates and disposes) or ``engine`` (the caller's; never disposed).
+
+        ``api_keys`` maps a key to the outlet ids it may act for (``None``: any); ``users`` maps JWT
+        usernames to passwords. ``resources`` limits what HO serves (``None``: any valid name).
+        ``validators`` maps a resource (or ``"*"``; ``"usage"`` for usage records) to a callable that
+        answers ``None``, a reason, or a :class:`~posync.testing.changes.Rejection`.
+        """
+        if (db_url is None) == (engine is None):
+            raise ValueError("give exactly one of db_url or engine")
+        self._owns_engine = engine is None
+        self.engine = engine if engine is not None else create_engine(str(db_url))
+        self.faults = faults if faults is not None else Faults()
+        self.store = HOStore(self.engine, clock=self.now)
+        self.store.create_schema()
+        self.auth = Authenticator(
+            api_keys=api_keys if api_keys is not None else {DEFAULT_API_KEY: None},
+            users=users if users is not None else {DEFAULT_USERNAME: DEFAULT_PASSWORD},
+            secret=jwt_secret, access_ttl=access_ttl, refresh_ttl=refresh_ttl, required=require_auth,
+        )
+        self.resources = frozenset(resources) if resources is not None else None
+        self.validators: dict[str, Validator] = dict(validators or {})
+        self.tombstone_horizon = tombstone_horizon
+        self.on_change: list[Callable[[ChangeEvent], None]] = []
+        self.requests: Counter[str] = Counter()
+        self._app: ASGIApp | None = None
+        self._purge_lock = threading.Lock()
+        self._last_purge = 0.0
+
+    def __repr__(self) -> str:
+        return f"ReferenceHO(engine={self.engine.url.render_as_string(hide_password=True)!r})"
+
+    def __enter__(self) -> ReferenceHO:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._owns_engine:
+            self.engine.dispose()
+
+    def now(self) -> datetime:
+        """HO's clock: UTC plus ``faults.clock_skew`` seconds."""
+        return datetime.now(UTC) + timedelta(seconds=self.faults.clock_skew)
+
+    @property
+    def app(self) -> ASGIApp:
+        """The ASGI app (built once): fault injection outermost, then request counting, then Starlette."""
+        if self._app is None:
+            inner = build_app(self, admin_routes(self))
+            self._app = FaultMiddleware(_CountRequests(inner, self.requests), self.faults)
+        return self._app
+
+    # -- protocol operations (the HTTP layer calls these in a worker thread) ----------------------
+
+    def apply_push(self, outlet_id: str, raw_changes: list[Any]) -> list[dict[str, Any]]:
+        items = [parse_change(raw) for raw in raw_changes]
+        results, changed = self.store.apply_changes(outlet_id, items, self.validators)
+        self._notify(changed, "push", outlet_id)
+        self._maybe_purge()
+        return results
+
+    def apply_usage(self, outlet_id: str, raw_usages: list[Any]) -> list[dict[str, Any]]:
+        items: list[tuple[str, str, dict[str, Any]] | Rejection] = []
+        for raw in raw_usages:
+            key = raw.get("idempotency_key") if isinstance(raw, dict) else None
+            if not isinstance(raw, dict) or not isinstance(key, str) or not key or len(key) > 255:
+                items.append(Rejection("VALIDATION_ERROR", "usage must be an object with an idempotency_key",
+                                       key=key if isinstance(key, str) else None))
+                continue
+            body = {k: v for k, v in raw.items() if k != "idempotency_key"}
+            items.append((key, request_hash("usage", body), body))
+        return self.store.apply_usages(outlet_id, items, self.validators)
+
+    # -- admin API (HO-side edits and inspection) ------------------------------------------------
+
+    def put(self, resource: str, entity_id: str, data: dict[str, Any]) -> int:
+        """An HO-side create/edit (re-creates a tombstone); answers the new version."""
+        rec = self.store.put(resource, entity_id, dict(data))
+        self._notify([rec], "admin", None)
+        return rec.version
+
+    def delete(self, resource: str, entity_id: str) -> int:
+        """An HO-side delete: tombstones the record; answers the tombstone's version."""
+        rec = self.delete_record(resource, entity_id)
+        if rec is None:
+            raise NotFoundError(f"HO {resource} record", entity_id)
+        return rec.version
+
+    def delete_record(self, resource: str, entity_id: str) -> HORecord | None:
+        rec = self.store.delete(resource, entity_id)
+        if rec is not None:
+            self._notify([rec], "admin", None)
+        return rec
+
+    def get(self, resource: str, entity_id: str) -> HORecord | None:
+        return self.store.get(resource, entity_id)
+
+    def records(self, resource: str, *, include_deleted: bool = True) -> dict[str, HORecord]:
+        rows = self.store.all_records(resource)
+        return rows if include_deleted else {k: v for k, v in rows.items() if not v.deleted}
+
+    def applied_counts(self, outlet_id: str | None = None,
+                       idempotency_key: str | None = None) -> dict[tuple[str, str], int]:
+        """How many times each (outlet_id, idempotency_key) was applied, from the append-only audit."""
+        return self.store.applied_counts(outlet_id, idempotency_key)
+
+    def applied_count(self, outlet_id: str, idempotency_key: str) -> int:
+        return self.store.applied_counts(outlet_id, idempotency_key).get((outlet_id, idempotency_key), 0)
+
+    def usages(self) -> list[dict[str, Any]]:
+        return self.store.usages()
+
+    def purge_tombstones(self, horizon: float | None = None) -> int:
+        """Drop tombstones older than ``horizon`` (default: ``tombstone_horizon``, else all of them)."""
+        h = horizon if horizon is not None else (self.tombstone_horizon or 0.0)
+        return self.store.purge_tombstones(h)
+
+    def revoke_access_tokens(self) -> None:
+        self.auth.revoke_access_tokens()
+
+    def issue_tokens(self, username: str = DEFAULT_USERNAME) -> dict[str, str]:
+        return self.auth.issue(username)
+
+    def stats(self) -> dict[str, Any]:
+        return {**self.store.counts(), "requests": dict(self.requests),
+                "faults": dict(self.faults.injected)}
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _notify(self, changed: list[HORecord], source: str, outlet_id: str | None) -> None:
+        if not self.on_change:
+            return
+        for rec in changed:
+            event = ChangeEvent("delete" if rec.deleted else "update", rec.resource, rec.as_pull(), source,
+                                outlet_id, rec.change_seq)
+            for fn in list(self.on_change):
+                try:
+                    fn(event)
+                except Exception:
+                    log.exception("reference HO on_change callback %r failed", fn)
+
+    def _maybe_purge(self) -> None:
+        if self.tombstone_horizon is None:
+            return
+        now = time.monotonic()
+        with self._purge_lock:
+            if now - self._last_purge < 1.0:
+                return
+            self._last_purge = now
+        self.store.purge_tombstones(self.tombstone_horizon)
