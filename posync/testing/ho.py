@@ -138,7 +138,8 @@ class ReferenceHO:
 
     def apply_push(self, outlet_id: str, raw_changes: list[Any]) -> list[dict[str, Any]]:
         items = [parse_change(raw) for raw in raw_changes]
-        results, changed = self.store.apply_changes(outlet_id, items, self.validators)
+        results, changed = self.store.apply_changes(outlet_id, items, self.validators,
+                                                    want_changed=bool(self.on_change))
         self._notify(changed, "push", outlet_id)
         self._maybe_purge()
         return results

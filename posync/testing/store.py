@@ -25,6 +25,7 @@ its idempotency keys, then ``executemany`` inserts and updates.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -36,7 +37,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from posync.testing.changes import Change, Rejection, State, Validator, decide, validate
+from posync.testing.changes import Change, Rejection, State, Validator, canonical_json, decide, validate
 
 __all__ = ["HORecord", "HOStore", "StoreBusyError", "metadata"]
 
@@ -56,7 +57,7 @@ records = sa.Table(
     sa.Column("updated_at", _S(40), nullable=False),
     sa.Column("change_seq", sa.BigInteger, nullable=False),
     sa.Index("ix_ho_records_seq", "resource", "change_seq"),
-    sa.Index("ix_ho_records_updated", "resource", "updated_at"),
+    # No index for the legacy updated_since paging: posync pages by change_seq; legacy reads may scan.
 )
 counter = sa.Table(
     "ho_counter",
@@ -92,7 +93,7 @@ apply_log = sa.Table(
     sa.Column("entity_id", _S(255), nullable=False),
     sa.Column("change_seq", sa.BigInteger, nullable=True),
     sa.Column("applied_at", _S(40), nullable=False),
-    sa.Index("ix_ho_apply_log_key", "outlet_id", "idempotency_key"),
+    # Unindexed on purpose: written on every push, read only by test assertions.
 )
 usage = sa.Table(
     "ho_usage",
@@ -105,7 +106,6 @@ usage = sa.Table(
 )
 
 SEQ = "change_seq"
-_CHUNK = 5000
 _REC_COLS = (records.c.id, records.c.version, records.c.deleted, records.c.data, records.c.updated_at,
              records.c.change_seq)
 
@@ -235,47 +235,40 @@ class HOStore:
             by_resource.setdefault(resource, []).append(entity_id)
         out: dict[tuple[str, str], State] = {}
         for resource, ids in by_resource.items():
-            for i in range(0, len(ids), _CHUNK):
-                rows = conn.execute(
-                    sa.select(*_REC_COLS).where(records.c.resource == resource,
-                                                records.c.id.in_(ids[i:i + _CHUNK]))
-                )
-                for r in rows:
-                    out[(resource, r.id)] = State(r.version, bool(r.deleted), r.data, r.updated_at,
-                                                  r.change_seq)
+            rows = _select_in(conn, "SELECT id, version, deleted, data, updated_at, change_seq FROM ho_records "
+                              "WHERE resource = ? AND id", resource, ids)
+            for entity_id, version, deleted, data, updated_at, seq in rows:
+                out[(resource, entity_id)] = State(version, bool(deleted), _load(data), updated_at, seq)
         return out
 
     @staticmethod
     def _stored_keys(conn: Connection, outlet_id: str, keys: list[str]) -> dict[str, tuple[str, Any]]:
-        out: dict[str, tuple[str, Any]] = {}
-        for i in range(0, len(keys), _CHUNK):
-            rows = conn.execute(
-                sa.select(idempotency.c.idempotency_key, idempotency.c.request_hash, idempotency.c.result)
-                .where(idempotency.c.outlet_id == outlet_id,
-                       idempotency.c.idempotency_key.in_(keys[i:i + _CHUNK]))
-            )
-            out.update((r.idempotency_key, (r.request_hash, r.result)) for r in rows)
-        return out
+        rows = _select_in(conn, "SELECT idempotency_key, request_hash, result FROM ho_idempotency "
+                          "WHERE outlet_id = ? AND idempotency_key", outlet_id, keys)
+        return {key: (digest, _load(result)) for key, digest, result in rows}
 
     # -- push -----------------------------------------------------------------------------------
 
     def apply_changes(
-        self, outlet_id: str, items: Sequence[Change | Rejection], validators: dict[str, Validator]
+        self, outlet_id: str, items: Sequence[Change | Rejection], validators: dict[str, Validator],
+        *, want_changed: bool = True,
     ) -> tuple[list[dict[str, Any]], list[HORecord]]:
-        """Apply a push batch in one transaction; answers (results in request order, changed records)."""
-        return self.write(lambda w: self._apply_changes(w, outlet_id, items, validators))
+        """Apply a push batch in one transaction; answers (results in request order, changed records
+        in change_seq order, or [] unless ``want_changed``)."""
+        return self.write(lambda w: self._apply_changes(w, outlet_id, items, validators, want_changed))
 
     def _apply_changes(
-        self, w: _Writer, outlet_id: str, items: Sequence[Change | Rejection], validators: dict[str, Validator]
+        self, w: _Writer, outlet_id: str, items: Sequence[Change | Rejection], validators: dict[str, Validator],
+        want_changed: bool,
     ) -> tuple[list[dict[str, Any]], list[HORecord]]:
         changes = [c for c in items if isinstance(c, Change)]
         stored = self._stored_keys(w.conn, outlet_id, list({c.idempotency_key for c in changes}))
         states = self._states(w.conn, {(c.resource, c.entity_id) for c in changes})
         existing = set(states)
-        dirty: dict[tuple[str, str], State] = {}
+        dirty: dict[tuple[str, str], tuple[State, str | None]] = {}
         results: list[dict[str, Any]] = []
-        new_keys: list[dict[str, Any]] = []
-        log: list[dict[str, Any]] = []
+        new_keys: list[tuple[Any, ...]] = []
+        log: list[tuple[Any, ...]] = []
         for item in items:
             if isinstance(item, Rejection):
                 results.append(item.result())
@@ -283,12 +276,7 @@ class HOStore:
             key = item.idempotency_key
             prior = stored.get(key)
             if prior is not None:
-                if prior[0] == item.request_hash:
-                    results.append({**prior[1], "status": "duplicate"})
-                else:
-                    results.append(Rejection("IDEMPOTENCY_KEY_REUSED",
-                                             "this idempotency key was applied to a different change")
-                                   .result(key))
+                results.append(_repeat(key, prior, item.request_hash))
                 continue
             rejected = validate(item, validators)
             if rejected is not None:
@@ -304,41 +292,33 @@ class HOStore:
             seq = None
             if d.changed:
                 seq = w.next_seq(item.resource)
-                states[k] = dirty[k] = State(d.version, d.deleted, d.data, w.now, seq)
-            result = {"idempotency_key": key, "status": "applied", "cloud_version": d.version}
-            results.append(result)
-            stored[key] = (item.request_hash, result)
-            new_keys.append({"outlet_id": outlet_id, "idempotency_key": key, "request_hash": item.request_hash,
-                             "result": result, "created_at": w.now})
-            log.append({"outlet_id": outlet_id, "idempotency_key": key, "resource": item.resource,
-                        "entity_id": item.entity_id, "change_seq": seq, "applied_at": w.now})
+                states[k] = new = State(d.version, d.deleted, d.data, w.now, seq)
+                dirty[k] = (new, item.data_json if not d.deleted else canonical_json(d.data))
+            results.append({"idempotency_key": key, "status": "applied", "cloud_version": d.version})
+            stored[key] = (item.request_hash, {"status": "applied", "cloud_version": d.version})
+            new_keys.append((outlet_id, key, item.request_hash, _applied_json(d.version), w.now))
+            log.append((outlet_id, key, item.resource, item.entity_id, seq, w.now))
         self._write_states(w.conn, dirty, existing)
         if new_keys:
-            w.conn.execute(idempotency.insert(), new_keys)
-            w.conn.execute(apply_log.insert(), log)
+            _executemany(w.conn, _IDEMPOTENCY_INSERT, new_keys)
+            _executemany(w.conn, _LOG_INSERT, log)
         changed = [HORecord(r, i, s.version, s.data, s.deleted, w.now, s.change_seq)
-                   for (r, i), s in sorted(dirty.items(), key=lambda kv: kv[1].change_seq)]
+                   for (r, i), (s, _) in dirty.items()] if want_changed else []
         return results, changed
 
     @staticmethod
-    def _write_states(conn: Connection, dirty: dict[tuple[str, str], State],
+    def _write_states(conn: Connection, dirty: dict[tuple[str, str], tuple[State, str | None]],
                       existing: set[tuple[str, str]]) -> None:
         inserts, updates = [], []
-        for (resource, entity_id), s in dirty.items():
-            row = {"version": s.version, "data": s.data, "deleted": s.deleted, "updated_at": s.updated_at,
-                   "change_seq": s.change_seq}
+        for (resource, entity_id), (s, data_json) in dirty.items():
             if (resource, entity_id) in existing:
-                updates.append({"k_resource": resource, "k_id": entity_id, **row})
+                updates.append((s.version, data_json, s.deleted, s.updated_at, s.change_seq, resource, entity_id))
             else:
-                inserts.append({"resource": resource, "id": entity_id, **row})
+                inserts.append((resource, entity_id, s.version, data_json, s.deleted, s.updated_at, s.change_seq))
         if inserts:
-            conn.execute(records.insert(), inserts)
+            _executemany(conn, _RECORD_INSERT, inserts)
         if updates:
-            conn.execute(
-                records.update().where(records.c.resource == sa.bindparam("k_resource"),
-                                       records.c.id == sa.bindparam("k_id")),
-                updates,
-            )
+            _executemany(conn, _RECORD_UPDATE, updates)
 
     def apply_usages(
         self, outlet_id: str, items: Sequence[tuple[str, str, dict[str, Any]] | Rejection],
@@ -358,26 +338,21 @@ class HOStore:
                 key, digest, body = it
                 prior = stored.get(key)
                 if prior is not None:
-                    results.append({**prior[1], "status": "duplicate"} if prior[0] == digest else
-                                   Rejection("IDEMPOTENCY_KEY_REUSED",
-                                             "this idempotency key was applied to a different usage").result(key))
+                    results.append(_repeat(key, prior, digest))
                     continue
                 rejected = validate(Change(key, "usage", key, "create", None, body, digest), validators)
                 if rejected is not None:
                     results.append(rejected.result(key))
                     continue
-                result = {"idempotency_key": key, "status": "applied", "cloud_version": 1}
-                results.append(result)
-                stored[key] = (digest, result)
-                rows.append({"outlet_id": outlet_id, "idempotency_key": key, "data": body, "received_at": w.now})
-                new_keys.append({"outlet_id": outlet_id, "idempotency_key": key, "request_hash": digest,
-                                 "result": result, "created_at": w.now})
-                log.append({"outlet_id": outlet_id, "idempotency_key": key, "resource": "usage",
-                            "entity_id": key, "change_seq": None, "applied_at": w.now})
+                results.append({"idempotency_key": key, "status": "applied", "cloud_version": 1})
+                stored[key] = (digest, {"status": "applied", "cloud_version": 1})
+                rows.append((outlet_id, key, canonical_json(body), w.now))
+                new_keys.append((outlet_id, key, digest, _applied_json(1), w.now))
+                log.append((outlet_id, key, "usage", key, None, w.now))
             if rows:
-                w.conn.execute(usage.insert(), rows)
-                w.conn.execute(idempotency.insert(), new_keys)
-                w.conn.execute(apply_log.insert(), log)
+                _executemany(w.conn, _USAGE_INSERT, rows)
+                _executemany(w.conn, _IDEMPOTENCY_INSERT, new_keys)
+                _executemany(w.conn, _LOG_INSERT, log)
             return results
 
         return self.write(run)
@@ -389,7 +364,8 @@ class HOStore:
             cur = self._states(w.conn, {(resource, entity_id)}).get((resource, entity_id))
             version = (cur.version if cur else 0) + 1
             s = State(version, False, data, w.now, w.next_seq(resource))
-            self._write_states(w.conn, {(resource, entity_id): s}, {(resource, entity_id)} if cur else set())
+            self._write_states(w.conn, {(resource, entity_id): (s, canonical_json(data))},
+                               {(resource, entity_id)} if cur else set())
             return HORecord(resource, entity_id, version, data, False, w.now, s.change_seq)
 
         return self.write(run)
@@ -402,7 +378,8 @@ class HOStore:
             if cur is None or cur.deleted:
                 return None
             s = State(cur.version + 1, True, cur.data, w.now, w.next_seq(resource))
-            self._write_states(w.conn, {(resource, entity_id): s}, {(resource, entity_id)})
+            self._write_states(w.conn, {(resource, entity_id): (s, canonical_json(cur.data))},
+                               {(resource, entity_id)})
             return HORecord(resource, entity_id, s.version, s.data, True, w.now, s.change_seq)
 
         return self.write(run)
@@ -506,6 +483,53 @@ class HOStore:
                 "change_seq": int(conn.execute(sa.select(counter.c.value)
                                                .where(counter.c.name == SEQ)).scalar_one()),
             }
+
+
+# Bulk writes go straight to the driver's executemany: SQLAlchemy's per-row parameter processing cost
+# more than the database work itself (the HO must apply >= 10,000 changes/s on SQLite).
+_RECORD_INSERT = ("INSERT INTO ho_records (resource, id, version, data, deleted, updated_at, change_seq) "
+                  "VALUES (?, ?, ?, ?, ?, ?, ?)")
+_RECORD_UPDATE = ("UPDATE ho_records SET version = ?, data = ?, deleted = ?, updated_at = ?, change_seq = ? "
+                  "WHERE resource = ? AND id = ?")
+_IDEMPOTENCY_INSERT = ("INSERT INTO ho_idempotency (outlet_id, idempotency_key, request_hash, result, created_at) "
+                       "VALUES (?, ?, ?, ?, ?)")
+_LOG_INSERT = ("INSERT INTO ho_apply_log (outlet_id, idempotency_key, resource, entity_id, change_seq, applied_at) "
+               "VALUES (?, ?, ?, ?, ?, ?)")
+_USAGE_INSERT = "INSERT INTO ho_usage (outlet_id, idempotency_key, data, received_at) VALUES (?, ?, ?, ?)"
+
+
+def _select_in(conn: Connection, head: str, first: str, values: list[str]) -> list[Any]:
+    """``head`` ends in a column; appends a membership test on ``values`` passed as ONE parameter (a JSON
+    array through json_each on SQLite, an array with = ANY on PostgreSQL) instead of thousands."""
+    if not values:
+        return []
+    if conn.dialect.name == "sqlite":
+        sql, param = head + " IN (SELECT value FROM json_each(?))", json.dumps(values)
+    else:
+        sql, param = head.replace("?", "%s") + " = ANY(%s)", values  # type: ignore[assignment]
+    return list(conn.exec_driver_sql(sql, (first, param)))
+
+
+def _load(value: Any) -> Any:
+    """JSON columns read through the driver: SQLite gives text, psycopg already-decoded values."""
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def _executemany(conn: Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    if conn.dialect.paramstyle != "qmark":
+        sql = sql.replace("?", "%s")
+    conn.exec_driver_sql(sql, rows)
+
+
+def _applied_json(version: int) -> str:
+    return f'{{"status":"applied","cloud_version":{int(version)}}}'
+
+
+def _repeat(key: str, prior: tuple[str, Any], digest: str) -> dict[str, Any]:
+    """The answer to a key HO already applied: duplicate if it is the same change, else a rejection."""
+    if prior[0] == digest:
+        return {"idempotency_key": key, **prior[1], "status": "duplicate"}
+    return Rejection("IDEMPOTENCY_KEY_REUSED", "this idempotency key was applied to a different change").result(key)
 
 
 def _current(entity_id: str, s: State | None) -> dict[str, Any]:

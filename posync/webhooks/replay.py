@@ -55,11 +55,12 @@ class ReceiptStore:
         values: dict[str, Any] = {"message_id": message_id, "event_type": event_type,
                                   "received_at": _utc(received_at)}
         dialect = session.get_bind().dialect.name
-        if dialect == "postgresql":
-            stmt: sa.Executable = (postgresql.insert(_TABLE).values(values)
-                                   .on_conflict_do_nothing(index_elements=["message_id"]))
-        elif dialect == "sqlite":
-            stmt = sqlite.insert(_TABLE).values(values).on_conflict_do_nothing(index_elements=["message_id"])
+        if dialect in ("postgresql", "sqlite"):
+            insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+            # RETURNING rather than rowcount: drivers disagree on rowcount for ON CONFLICT DO NOTHING
+            stmt = (insert(_TABLE).values(values).on_conflict_do_nothing(index_elements=["message_id"])
+                    .returning(_TABLE.c.message_id))
+            return session.execute(stmt).first() is not None
         else:  # any other backend: a savepoint keeps the outer transaction usable after a duplicate
             try:
                 with session.begin_nested():
@@ -67,8 +68,6 @@ class ReceiptStore:
             except IntegrityError:
                 return False
             return True
-        result = cast(CursorResult[Any], session.execute(stmt))
-        return result.rowcount == 1
 
     def purge(self, *, now: datetime | None = None) -> int:
         """Delete receipts older than the retention window, in a transaction of its own. Returns the count."""

@@ -1,0 +1,163 @@
+"""Push throughput: drain N queued ``Order`` creates to the reference HO (its own process) over loopback.
+
+    python bench/bench_push.py [--quick] [--rounds N] [--batch-sizes 250,500,1000,2000]
+
+Setup (untimed): one outlet database with N ``pos_order`` rows and their N outbox items (written with
+Core plus ``posync.enqueue``, the documented path for writers outside the ORM: the same outbox rows the
+ORM capture writes), copied afresh for every round. Each round starts a fresh ``python -m posync.testing``
+process on an empty HO database, then times ``sync.push.drain()`` (claim, send, settle, batch after batch).
+Rounds rotate through the batch sizes (``push_batch_size``) so machine noise spreads over all of them.
+
+Baseline, same run, same kind of HO process: a plain httpx client in the style of seed 003's
+``PushOrder``: one ``POST /api/v1/sync/push/`` per change (same JSON shape, a keep-alive connection),
+on a sample. It does no local database work at all, so the ratio understates posync's gain.
+Targets: >= 10,000 changes/s; >= 50x the baseline.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+import posync
+from _common import (
+    API_KEY,
+    Timing,
+    bench_args,
+    fmt_rate,
+    fmt_ratio,
+    head_office,
+    make_outlet,
+    prepare_database,
+    print_header,
+    workdir,
+)
+from posync.demo.models import Order
+
+OUTLET = "outlet-1"
+
+
+def build_template(path: Path, n: int) -> None:
+    engine = prepare_database(f"sqlite:///{path}")
+    now = datetime.now(UTC)
+    rows = [{"id": f"o{i:07d}", "table_no": f"T{i % 40}", "total": 10_000 + i, "status": "open", "version": 1,
+             "cloud_version": None, "sync_status": "pending", "updated_at": now} for i in range(n)]
+    with engine.begin() as conn:
+        conn.execute(Order.__table__.insert(), rows)  # type: ignore[attr-defined]
+        posync.enqueue(conn, "orders", (r["id"] for r in rows), "create")
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    engine.dispose()
+
+
+def _wrap(obj: Any, name: str, into: dict[str, float]) -> None:
+    """Time an instance method into ``into[name]`` (read-only instrumentation for the breakdown)."""
+    inner: Callable[..., Any] = getattr(obj, name)
+
+    def timed(*a: Any, **kw: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return inner(*a, **kw)
+        finally:
+            into[name] += time.perf_counter() - started
+
+    setattr(obj, name, timed)
+
+
+def posync_round(tmp: Path, template: Path, n: int, batch_size: int, tag: str) -> tuple[float, dict[str, float]]:
+    db = tmp / f"outlet-{tag}.db"
+    shutil.copyfile(template, db)
+    parts: dict[str, float] = defaultdict(float)
+    with head_office(tmp / f"ho-{tag}.db") as ho:
+        outlet = make_outlet(f"sqlite:///{db}", ho.url, engine=posync.create_engine(f"sqlite:///{db}"),
+                             outlet_id=OUTLET, push_batch_size=batch_size)
+        try:
+            for name in ("claim", "_send", "_settle"):
+                _wrap(outlet.sync.push, name, parts)
+            started = time.perf_counter()
+            stats = outlet.sync.push.drain()
+            elapsed = time.perf_counter() - started
+            pending = outlet.sync.manager.status().pending
+        finally:
+            outlet.close()
+    if stats.applied != n or pending or stats.errors:
+        raise RuntimeError(f"drain did not push everything: {stats} (pending {pending})")
+    db.unlink()
+    return elapsed, dict(parts, batches=stats.batches)
+
+
+def baseline_round(url: str, n: int, start: int) -> float:
+    """Seed 003 style: one request per change."""
+    now = datetime.now(UTC).isoformat()
+    changes = [{"idempotency_key": uuid.uuid4().hex, "resource": "orders", "entity_id": f"b{i:07d}", "op": "create",
+                "base_version": None, "changed_at": now,
+                "data": {"id": f"b{i:07d}", "table_no": f"T{i % 40}", "total": 10_000 + i, "status": "open"}}
+               for i in range(start, start + n)]
+    headers = {"X-API-Key": API_KEY, "X-Outlet-ID": OUTLET, "Content-Type": "application/json"}
+    with httpx.Client(base_url=url, headers=headers, timeout=30.0) as client:
+        started = time.perf_counter()
+        for change in changes:
+            body = json.dumps({"outlet_id": OUTLET, "changes": [change]}, separators=(",", ":")).encode()
+            response = client.post("/api/v1/sync/push/", content=body)
+            response.raise_for_status()
+            if response.json()["results"][0]["status"] != "applied":
+                raise RuntimeError(f"baseline change not applied: {response.text}")
+        return time.perf_counter() - started
+
+
+def main() -> None:
+    args = bench_args(__doc__.splitlines()[0], rounds=3, quick_rounds=1,
+                      extra=lambda p: p.add_argument("--batch-sizes", default=None,
+                                                     help="comma-separated push_batch_size values"))
+    n = 5_000 if args.quick else 100_000
+    sample = 300 if args.quick else 2_000
+    sizes = [int(s) for s in (args.batch_sizes or ("250,1000" if args.quick else "250,500,1000,2000")).split(",")]
+    print_header("push: drain the outbox to the reference HO (separate process, loopback)", args,
+                 changes=n, baseline_sample=sample, batch_sizes=",".join(map(str, sizes)))
+    with workdir("push") as tmp:
+        template = tmp / "template.db"
+        t0 = time.perf_counter()
+        build_template(template, n)
+        print(f"   (setup: {n:,} orders + outbox items written in {time.perf_counter() - t0:.1f} s, untimed)")
+
+        base: list[float] = []
+        with head_office(tmp / "ho-baseline.db") as ho:
+            baseline_round(ho.url, 50, 10_000_000)  # warm-up: connection, HO's first requests
+            for r in range(args.rounds):
+                base.append(baseline_round(ho.url, sample, r * sample))
+        baseline = Timing(tuple(base))
+
+        results: dict[int, list[float]] = defaultdict(list)
+        parts: dict[int, list[dict[str, float]]] = defaultdict(list)
+        for r in range(args.rounds):
+            for bs in sizes:
+                elapsed, split = posync_round(tmp, template, n, bs, f"{bs}-{r}")
+                results[bs].append(elapsed)
+                parts[bs].append(split)
+
+    base_rate = baseline.rate(sample)
+    print(baseline.line(f"baseline: 1 request per change ({sample:,})", sample, "changes"))
+    best = 0.0
+    for bs in sizes:
+        t = Timing(tuple(results[bs]))
+        rate = t.rate(n)
+        best = max(best, rate)
+        print(t.line(f"posync drain, push_batch_size={bs}", n, "changes") + f"   {rate / base_rate:,.1f}x baseline")
+        mid = sorted(parts[bs], key=lambda p: p["claim"] + p["_send"] + p["_settle"])[len(parts[bs]) // 2]
+        print(f"      split of the median round: claim {mid['claim']:.2f} s, send (HTTP + HO) {mid['_send']:.2f} s, "
+              f"settle {mid['_settle']:.2f} s, {int(mid['batches'])} batches")
+    print(f"   best posync rate: {fmt_rate(best, 'changes')} (target >= 10,000/s)")
+    print(f"   best / baseline: {fmt_ratio(best / base_rate, '>= 50x')}")
+
+
+if __name__ == "__main__":
+    main()
