@@ -99,7 +99,7 @@ class Timing:
         return units / self.median
 
     def line(self, label: str, units: int | None = None, unit: str = "ops") -> str:
-        text = (f"   {label:<44} median {_ms(self.median):>10}   (min {_ms(self.min)}, max {_ms(self.max)}, "
+        text = (f"   {label:<50} median {_ms(self.median):>10}   (min {_ms(self.min)}, max {_ms(self.max)}, "
                 f"n={len(self.samples)})")
         if units is not None:
             text += f"   {fmt_rate(self.rate(units), unit)}"

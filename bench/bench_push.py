@@ -1,6 +1,6 @@
 """Push throughput: drain N queued ``Order`` creates to the reference HO (its own process) over loopback.
 
-    python bench/bench_push.py [--quick] [--rounds N] [--batch-sizes 250,500,1000,2000]
+    python bench/bench_push.py [--quick] [--rounds N] [--batch-sizes 250,500,1000,2000] [--changes N]
 
 Setup (untimed): one outlet database with N ``pos_order`` rows and their N outbox items (written with
 Core plus ``posync.enqueue``, the documented path for writers outside the ORM: the same outbox rows the
@@ -27,8 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
-import posync
 from _common import (
     API_KEY,
     Timing,
@@ -41,6 +39,8 @@ from _common import (
     print_header,
     workdir,
 )
+
+import posync
 from posync.demo.models import Order
 
 OUTLET = "outlet-1"
@@ -114,11 +114,15 @@ def baseline_round(url: str, n: int, start: int) -> float:
         return time.perf_counter() - started
 
 
+def _options(p: Any) -> None:
+    p.add_argument("--batch-sizes", default=None, help="comma-separated push_batch_size values")
+    p.add_argument("--changes", type=int, default=None, help="queued changes to drain (default 100,000)")
+
+
 def main() -> None:
     args = bench_args(__doc__.splitlines()[0], rounds=3, quick_rounds=1,
-                      extra=lambda p: p.add_argument("--batch-sizes", default=None,
-                                                     help="comma-separated push_batch_size values"))
-    n = 5_000 if args.quick else 100_000
+                      extra=_options)
+    n = args.changes or (5_000 if args.quick else 100_000)
     sample = 300 if args.quick else 2_000
     sizes = [int(s) for s in (args.batch_sizes or ("250,1000" if args.quick else "250,500,1000,2000")).split(",")]
     print_header("push: drain the outbox to the reference HO (separate process, loopback)", args,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from posync.capture import ChangeCapture
-from posync.errors import StaleWriteError
+from posync.errors import NotFoundError, ProtocolError, StaleWriteError
 from posync.registry import Registry
 from posync.repositories import (
     CheckpointRepository,
@@ -78,6 +78,7 @@ class Posync:
                                    self.conflict_handler, clock)
         self.worker = SyncWorker(self.push, self.pull, outage=settings.outage_policy(), clock=clock)
         self._scheduler: EmbeddedScheduler | None = None
+        self._receipts: Any | None = None
 
     # -- running ---------------------------------------------------------------------------------------
 
@@ -88,7 +89,8 @@ class Posync:
     def start(self, scheduler: Any | None = None) -> None:
         """Start the embedded scheduler (or add the job to the host's APScheduler)."""
         if self._scheduler is None:
-            self._scheduler = EmbeddedScheduler(self.worker, self.settings.sync_interval_seconds, scheduler)
+            self._scheduler = EmbeddedScheduler(self.worker, self.settings.sync_interval_seconds, scheduler,
+                                                housekeeping=self.housekeeping)
             self._scheduler.start()
 
     def trigger(self) -> None:
@@ -112,6 +114,40 @@ class Posync:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # -- webhooks (HO -> outlet) -------------------------------------------------------------------------
+
+    def webhook_receiver(self, verifiers: Sequence[Any], *, sources: Any | None = None,
+                         max_body_bytes: int | None = None) -> Any:
+        """A ``posync.webhooks.WebhookReceiver`` whose events go through the same apply path as pull
+        (same versions, same conflict strategies). The replay receipt and the change commit together.
+        Mount it with ``posync.webhooks.asgi.create_asgi_app`` (or the Flask/Django/WSGI adapters)."""
+        from posync.webhooks import ReceiptStore, WebhookReceiver
+
+        extra = {} if max_body_bytes is None else {"max_body_bytes": max_body_bytes}
+        self._receipts = ReceiptStore(self.engine)
+        return WebhookReceiver(verifiers, self._receipts, apply_in_session=self.apply_webhook, sources=sources,
+                               **extra)
+
+    def apply_webhook(self, event: Any, session: Session) -> None:
+        """Apply one verified webhook event inside ``session``'s transaction (the receipt's)."""
+        resource = str(event.resource)
+        if resource not in self.registry or not self.registry[resource].direction.pulls:
+            raise NotFoundError("pulled resource", resource)
+        entity = self.registry[resource]
+        record = dict(event.record)
+        if "id" not in record or not isinstance(record.get("version"), int):
+            raise ProtocolError("a webhook record needs an id and an integer version")
+        conn = session.connection()
+        if str(event.type) == "delete":
+            self.applier.apply(conn, entity, [], [record], source="webhook")
+        else:  # "update", and "conflict" (HO telling us its side): both are HO's current record
+            self.applier.apply(conn, entity, [record], source="webhook")
+
+    def housekeeping(self) -> None:
+        """Periodic clean-up: forget webhook receipts older than their retention window."""
+        if self._receipts is not None:
+            self._receipts.purge()
 
     # -- host-side helpers -----------------------------------------------------------------------------
 

@@ -234,6 +234,28 @@ def test_concurrent_duplicate_pushes_apply_exactly_once(server: ServerHandle, ho
     assert {k: r.version for k, r in records.items()} == {str(i): 2 if i % 3 == 0 else 1 for i in range(60)}
 
 
+def test_two_ho_processes_on_one_database_apply_once(db_url: str) -> None:
+    """Two HO instances (separate engines, as two processes would have) racing on the same keys."""
+    with ReferenceHO(db_url) as a, ReferenceHO(db_url) as b:
+        batch = [change(f"k{i}", str(i), total=i) for i in range(200)]
+        barrier = threading.Barrier(4)
+        out: list[list[dict[str, Any]]] = []
+
+        def run(ho: ReferenceHO) -> None:
+            barrier.wait()
+            out.append(ho.apply_push("o1", batch))
+
+        threads = [threading.Thread(target=run, args=(ho,)) for ho in (a, b, a, b)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert len(out) == 4
+        assert all(sorted(r[i]["status"] for r in out) == ["applied", "duplicate", "duplicate", "duplicate"]
+                   for i in range(len(batch)))
+        assert set(a.applied_counts().values()) == {1} and len(b.records("orders")) == 200
+
+
 def test_usage_upload(client: httpx.Client, ho: ReferenceHO) -> None:
     u = {"idempotency_key": "u1", "promotion_id": "pr1", "bill_id": "B001", "discount_amount": 15000.0,
          "used_at": "2026-01-27T10:00:00Z", "store_id": "s1"}

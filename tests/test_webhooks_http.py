@@ -98,17 +98,18 @@ def _wsgi_dispatcher(receiver: WebhookReceiver) -> AbstractContextManager[str]:
     from posync.webhooks.wsgi import create_wsgi_app
 
     app = Flask("posync_test_host")
-    app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {PREFIX: create_wsgi_app(receiver)})  # type: ignore[method-assign]
+    mounted = DispatcherMiddleware(app.wsgi_app, {PREFIX: create_wsgi_app(receiver)})
+    app.wsgi_app = mounted  # type: ignore[method-assign]
     return serve_wsgi(app, server="wsgiref")
 
 
 @contextmanager
 def _django(receiver: WebhookReceiver) -> Iterator[str]:
-    import django
-    from django.conf import settings
-    from django.core.handlers.wsgi import WSGIHandler
-    from django.test.utils import override_settings
-    from django.urls import include, path
+    import django  # type: ignore[import-untyped]
+    from django.conf import settings  # type: ignore[import-untyped]
+    from django.core.handlers.wsgi import WSGIHandler  # type: ignore[import-untyped]
+    from django.test.utils import override_settings  # type: ignore[import-untyped]
+    from django.urls import include, path  # type: ignore[import-untyped]
 
     from posync.webhooks.django_adapter import webhook_urlpatterns
 
@@ -118,10 +119,12 @@ def _django(receiver: WebhookReceiver) -> Iterator[str]:
                            ROOT_URLCONF="posync_unused_urls", **site)
         django.setup()
     urls = types.ModuleType(f"posync_test_urls_{uuid.uuid4().hex}")
-    urls.urlpatterns = [path(f"{PREFIX.lstrip('/')}/", include(webhook_urlpatterns(receiver)))]  # type: ignore[attr-defined]
+    patterns = [path(f"{PREFIX.lstrip('/')}/", include(webhook_urlpatterns(receiver)))]
+    urls.urlpatterns = patterns  # type: ignore[attr-defined]
     sys.modules[urls.__name__] = urls
     try:
-        with override_settings(ROOT_URLCONF=urls.__name__, **site), serve_wsgi(WSGIHandler(), server="wsgiref") as url:
+        with override_settings(ROOT_URLCONF=urls.__name__, **site), \
+                serve_wsgi(WSGIHandler(), server="wsgiref") as url:
             yield url
     finally:
         del sys.modules[urls.__name__]

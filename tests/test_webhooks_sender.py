@@ -24,6 +24,7 @@ from posync.errors import ConfigurationError
 from posync.models.webhook import WebhookReceipt
 from posync.webhooks import (
     DeliveryOutcome,
+    DeliveryResult,
     ReceiptStore,
     SenderRetryPolicy,
     StandardWebhookSigner,
@@ -77,10 +78,11 @@ def client() -> Iterator[httpx.Client]:
         yield c
 
 
-def _deliver(outlet: ScriptedOutlet, client: httpx.Client, sleeps: list[float], **policy: float):  # type: ignore[no-untyped-def]
+def _deliver(outlet: ScriptedOutlet, client: httpx.Client, sleeps: list[float],
+             **policy: float) -> DeliveryResult:
     with serve_asgi(outlet.app()) as base:
-        return _sender(client, sleeps, **policy).deliver(f"{base}/api/v1/webhooks/cloud", "update", "products",
-                                                          RECORD, message_id="msg_fixed")
+        return _sender(client, sleeps, **policy).deliver(f"{base}/api/v1/webhooks/cloud", "update",
+                                                          "products", RECORD, message_id="msg_fixed")
 
 
 def test_delivered_first_time(client: httpx.Client, sleeps: list[float]) -> None:
@@ -152,11 +154,12 @@ def test_end_to_end_into_a_real_receiver(sqlite_url: str) -> None:
     receiver = WebhookReceiver([StandardWebhookVerifier([SECRET])], ReceiptStore(engine), apply=applied.append)
     try:
         with serve_asgi(create_asgi_app(receiver, base_path="/api/v1/webhooks/cloud")) as base, \
-                WebhookSender(SIGNER) as sender:
+                WebhookSender(SIGNER) as sender, \
+                WebhookSender(StandardWebhookSigner(["whsec_" + "C" * 32])) as impostor:
             url = f"{base}/api/v1/webhooks/cloud"
             first = sender.deliver(url, "update", "products", RECORD, message_id="msg_e2e")
             retried = sender.deliver(url, "update", "products", RECORD, message_id="msg_e2e")
-            wrong = WebhookSender(StandardWebhookSigner(["whsec_" + "C" * 32])).deliver(url, "update", "p", RECORD)
+            wrong = impostor.deliver(url, "update", "products", RECORD)
     finally:
         engine.dispose()
     assert first.delivered and retried.delivered and wrong.outcome is DeliveryOutcome.REJECTED

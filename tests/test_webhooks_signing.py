@@ -222,3 +222,13 @@ def test_secrets_never_show_in_repr_or_str() -> None:
         assert raw not in text and "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" not in text
     with pytest.raises(ConfigurationError):
         Secret("")
+
+
+@settings(max_examples=300)
+@given(key=st.binary(min_size=1, max_size=200), message=st.binary(max_size=2000))
+def test_precomputed_hmac_equals_the_standard_library(key: bytes, message: bytes) -> None:
+    import hmac
+
+    from posync.webhooks.signing import _HmacSha256
+
+    assert _HmacSha256(key).digest(message) == hmac.digest(key, message, "sha256")

@@ -167,7 +167,9 @@ class PushService:
                     data, base, pushed_version = entity.to_payload(row), row["cloud_version"], row["version"]
                 change = {
                     "idempotency_key": uuid.uuid4().hex, "resource": resource, "entity_id": entity_id,
-                    "op": op.value, "base_version": None if op is Op.CREATE else base,
+                    # a create's base is None for a new entity, or the tombstone's version when it
+                    # re-creates one HO deleted (protocol.md)
+                    "op": op.value, "base_version": base,
                     "changed_at": _iso(items[-1]["changed_at"]), "data": data,
                 }
                 folded += [i["id"] for i in items[1:]]

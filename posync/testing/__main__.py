@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 from collections.abc import Sequence
 
 from posync.testing.faults import Faults
@@ -55,8 +56,15 @@ def build(args: argparse.Namespace) -> ReferenceHO:
     )
 
 
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    # uvicorn turns SIGTERM into a graceful shutdown, then re-raises it with the previous handler:
+    # this one, so the process ends with status 0 (and a SIGTERM before uvicorn starts still exits).
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     with build(args) as ho:
         asyncio.run(serve_forever(ho.app, args.host, args.port))
 

@@ -84,7 +84,8 @@ def _outlet(request: Request, payload: dict[str, Any], who: Principal) -> str:
 def _object_with_list(payload: Any, name: str) -> list[Any]:
     if not isinstance(payload, dict) or not isinstance(payload.get(name), list):
         raise ApiError(422, "VALIDATION_ERROR", f'body must be an object with a "{name}" list')
-    return payload[name]
+    items: list[Any] = payload[name]
+    return items
 
 
 def _limit(request: Request) -> int:
@@ -179,12 +180,12 @@ class Endpoints:
         if cursor is None and ("updated_since" in q or "offset" in q):
             return await self._pull_legacy(request, resource, limit)
         after = parse_cursor(cursor) if cursor else 0
-        if cursor:
+        rows = await run_in_threadpool(self.ho.store.page_after, resource, after, limit + 1)
+        if cursor:  # checked after reading: a purge that raced the read is seen here, never missed
             purged, top = await run_in_threadpool(self.ho.store.cursor_bounds, resource)
             if after < purged or after > top:
                 raise ApiError(410, "CURSOR_EXPIRED", "cursor is older than HO's tombstones; resync "
                                "the resource from an empty cursor")
-        rows = await run_in_threadpool(self.ho.store.page_after, resource, after, limit + 1)
         has_more = len(rows) > limit
         rows = rows[:limit]
         body = self._page(resource, rows, has_more)

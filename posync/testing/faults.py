@@ -152,7 +152,7 @@ async def _drop_connection(send: Send) -> None:
     that is not reachable (another server, a wrapping middleware), start a response and fail, which
     every ASGI server answers by closing the connection mid-response.
     """
-    cycle = getattr(send, "__self__", None)
+    cycle: Any = getattr(send, "__self__", None)
     transport = getattr(cycle, "transport", None)
     if transport is not None and hasattr(cycle, "disconnected"):
         transport.close()

@@ -32,10 +32,12 @@ def webhook_urlpatterns(receiver: WebhookReceiver) -> list[URLPattern]:
                 return response
             # request.read() streams from Django's LimitedStream (bounded by Content-Length, so reading to
             # its end is safe); request.body would buffer everything first, which the size cap must prevent.
-            result = serve_request(receiver, kind, request.META.get("REMOTE_ADDR"), environ_headers(request.META),
+            meta = request.META
+            result = serve_request(receiver, kind, meta.get("REMOTE_ADDR"), environ_headers(meta),
                                    cast(IO[bytes], request), terminated=True)
             return _to_django(result)
 
         return view
 
-    return [path(kind.value, make_view(kind.value), name=f"posync_webhook_{kind.value}") for kind in EventType]
+    return [path(kind.value, make_view(kind.value), name=f"posync_webhook_{kind.value}")
+            for kind in EventType]

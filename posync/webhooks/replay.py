@@ -42,32 +42,34 @@ class ReceiptStore:
             raise ConfigurationError("webhook receipt retention must be positive")
         self.engine = engine
         self.retention = retention
+        # Built once: constructing a statement costs more than executing it on SQLite.
+        self._exists = sa.select(_TABLE.c.message_id).where(_TABLE.c.message_id == sa.bindparam("message_id"))
+        self._insert: sa.Executable | None = None
+        dialect = engine.dialect.name
+        if dialect in ("postgresql", "sqlite"):
+            insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+            # RETURNING rather than rowcount: drivers disagree on rowcount for ON CONFLICT DO NOTHING
+            self._insert = (insert(_TABLE).on_conflict_do_nothing(index_elements=["message_id"])
+                            .returning(_TABLE.c.message_id))
 
     def session(self) -> Session:
         return Session(self.engine)
 
     def is_recorded(self, session: Session, message_id: str) -> bool:
-        found = session.execute(sa.select(_TABLE.c.message_id).where(_TABLE.c.message_id == message_id))
-        return found.first() is not None
+        return session.execute(self._exists, {"message_id": message_id}).first() is not None
 
     def record(self, session: Session, message_id: str, event_type: str, received_at: datetime) -> bool:
-        """Record a receipt in ``session``'s transaction (not committed). False if the id was already there."""
+        """Record a receipt in ``session``'s transaction, uncommitted. False if the id was already there."""
         values: dict[str, Any] = {"message_id": message_id, "event_type": event_type,
                                   "received_at": _utc(received_at)}
-        dialect = session.get_bind().dialect.name
-        if dialect in ("postgresql", "sqlite"):
-            insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-            # RETURNING rather than rowcount: drivers disagree on rowcount for ON CONFLICT DO NOTHING
-            stmt = (insert(_TABLE).values(values).on_conflict_do_nothing(index_elements=["message_id"])
-                    .returning(_TABLE.c.message_id))
-            return session.execute(stmt).first() is not None
-        else:  # any other backend: a savepoint keeps the outer transaction usable after a duplicate
-            try:
-                with session.begin_nested():
-                    session.execute(sa.insert(_TABLE).values(values))
-            except IntegrityError:
-                return False
-            return True
+        if self._insert is not None:
+            return session.execute(self._insert, values).first() is not None
+        try:  # any other backend: a savepoint keeps the outer transaction usable after a duplicate
+            with session.begin_nested():
+                session.execute(sa.insert(_TABLE), values)
+        except IntegrityError:
+            return False
+        return True
 
     def purge(self, *, now: datetime | None = None) -> int:
         """Delete receipts older than the retention window, in a transaction of its own. Returns the count."""
@@ -78,4 +80,5 @@ class ReceiptStore:
             return result.rowcount
 
     def __repr__(self) -> str:
-        return f"ReceiptStore({self.engine.url.render_as_string(hide_password=True)}, retention={self.retention})"
+        url = self.engine.url.render_as_string(hide_password=True)
+        return f"ReceiptStore({url}, retention={self.retention})"

@@ -145,7 +145,8 @@ class WebhookSender:
         while True:
             attempt += 1
             timestamp = int(self._clock())
-            headers = {"content-type": "application/json", **self._signer.headers(message_id, timestamp, body)}
+            headers = {"content-type": "application/json",
+                       **self._signer.headers(message_id, timestamp, body)}
             status: int | None = None
             retry_after: float | None = None
             try:
@@ -165,8 +166,8 @@ class WebhookSender:
             if decision is None:
                 rejected = status is not None and 400 <= status < 500 and status not in (408, 429)
                 outcome = DeliveryOutcome.REJECTED if rejected else DeliveryOutcome.EXHAUSTED
-                logger.warning("webhook %s to %s: %s after %d attempt(s) (%s)", message_id, url, outcome.value,
-                               attempt, detail)
+                logger.warning("webhook %s to %s: %s after %d attempt(s) (%s)", message_id, url,
+                               outcome.value, attempt, detail)
                 return DeliveryResult(outcome, message_id, attempt, status, retry_after, detail)
             logger.info("webhook %s to %s: attempt %d failed (%s), retrying in %.2fs", message_id, url,
                         attempt, detail, decision.delay)

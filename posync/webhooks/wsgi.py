@@ -81,8 +81,9 @@ def create_wsgi_app(receiver: WebhookReceiver) -> WSGIApp:
         elif environ.get("REQUEST_METHOD") != "POST":
             result = error_response(405, "METHOD_NOT_ALLOWED", "use POST")
         else:
+            terminated = bool(environ.get("wsgi.input_terminated"))
             result = serve_request(receiver, kind, environ.get("REMOTE_ADDR"), environ_headers(environ),
-                                   environ["wsgi.input"], terminated=bool(environ.get("wsgi.input_terminated")))
+                                   environ["wsgi.input"], terminated=terminated)
         body = result.body()
         start_response(f"{result.status} {_STATUS_TEXT.get(result.status, 'Error')}",
                        [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])

@@ -8,6 +8,7 @@ time per process; several processes share the outbox safely through leases.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,16 +19,20 @@ __all__ = ["EmbeddedScheduler"]
 
 log = logging.getLogger("posync.scheduler")
 JOB_ID = "posync-sync-cycle"
+HOUSEKEEPING_ID = "posync-housekeeping"
 
 
 class EmbeddedScheduler:
-    def __init__(self, worker: SyncWorker, interval_seconds: float, scheduler: Any | None = None) -> None:
+    def __init__(self, worker: SyncWorker, interval_seconds: float, scheduler: Any | None = None, *,
+                 housekeeping: Callable[[], None] | None = None, housekeeping_seconds: float = 3600.0) -> None:
         try:
             from apscheduler.schedulers.background import BackgroundScheduler
         except ImportError as exc:  # pragma: no cover - the extra is not installed
             raise ConfigurationError("the scheduler needs APScheduler: pip install 'posync[scheduler]'") from exc
         self._worker = worker
         self._interval = interval_seconds
+        self._housekeeping = housekeeping
+        self._housekeeping_seconds = housekeeping_seconds
         # a host that already runs an APScheduler can pass it in; we then never shut it down
         self._owns_scheduler = scheduler is None
         self._scheduler = scheduler or BackgroundScheduler(timezone="UTC")
@@ -39,6 +44,9 @@ class EmbeddedScheduler:
     def start(self) -> None:
         self._scheduler.add_job(self._tick, "interval", seconds=self._interval, id=JOB_ID, replace_existing=True,
                                 max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
+        if self._housekeeping is not None:
+            self._scheduler.add_job(self._run_housekeeping, "interval", seconds=self._housekeeping_seconds,
+                                    id=HOUSEKEEPING_ID, replace_existing=True, max_instances=1, coalesce=True)
         if self._owns_scheduler and not self._scheduler.running:
             self._scheduler.start()
 
@@ -47,10 +55,18 @@ class EmbeddedScheduler:
         self._scheduler.modify_job(JOB_ID, next_run_time=datetime.now(UTC))
 
     def stop(self) -> None:
-        if self._scheduler.get_job(JOB_ID) is not None:
-            self._scheduler.remove_job(JOB_ID)
+        for job_id in (JOB_ID, HOUSEKEEPING_ID):
+            if self._scheduler.get_job(job_id) is not None:
+                self._scheduler.remove_job(job_id)
         if self._owns_scheduler and self._scheduler.running:
             self._scheduler.shutdown(wait=True)
+
+    def _run_housekeeping(self) -> None:
+        try:
+            assert self._housekeeping is not None
+            self._housekeeping()
+        except Exception:
+            log.exception("housekeeping failed")
 
     def _tick(self) -> None:
         try:
