@@ -127,6 +127,8 @@ def main() -> None:
     sizes = [int(s) for s in (args.batch_sizes or ("250,1000" if args.quick else "250,500,1000,2000")).split(",")]
     print_header("push: drain the outbox to the reference HO (separate process, loopback)", args,
                  changes=n, baseline_sample=sample, batch_sizes=",".join(map(str, sizes)))
+    if args.changes and not args.quick:
+        print(f"   NOTE: --changes {n:,} overrides the full size (100,000)")
     with workdir("push") as tmp:
         template = tmp / "template.db"
         t0 = time.perf_counter()

@@ -3,6 +3,7 @@
 The public surface is what ``__all__`` lists; everything else is internal and may change.
 """
 
+from posync import migrations
 from posync.app import Posync
 from posync.capture import ChangeCapture, enqueue
 from posync.db import create_engine, write_transaction
@@ -30,7 +31,6 @@ __version__ = "0.1.0"
 __all__ = [
     "AuthenticationError",
     "ChangeCapture",
-    "Posync",
     "ConfigurationError",
     "ConflictStateError",
     "ConflictStrategy",
@@ -44,6 +44,7 @@ __all__ = [
     "NotFoundError",
     "Op",
     "OutagePolicy",
+    "Posync",
     "PosyncError",
     "PosyncSettings",
     "ProtocolError",
@@ -60,6 +61,7 @@ __all__ = [
     "TransportError",
     "create_engine",
     "enqueue",
+    "migrations",
     "posync_tables",
     "write_transaction",
 ]

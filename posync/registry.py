@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import uuid
-
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime

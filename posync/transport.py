@@ -98,6 +98,8 @@ class PullPage:
     deleted: list[dict[str, Any]]  # tombstones: {"id", "version"}
     next_cursor: str | None
     has_more: bool
+    next_offset: int | None = None
+    sync_timestamp: str | None = None  # HO's clock when it answered (legacy paging uses it)
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -141,10 +143,15 @@ class HOClient:
                                                                      "usages": usages})
         return self._results(body, len(usages))
 
-    def pull(self, resource: str, cursor: str | None, limit: int) -> PullPage:
+    def pull(self, resource: str, cursor: str | None, limit: int, *, updated_since: str | None = None,
+             offset: int | None = None) -> PullPage:
         params = {**self._params, "limit": str(limit)}
         if cursor:
             params["cursor"] = cursor
+        if updated_since:
+            params["updated_since"] = updated_since
+        if offset:
+            params["offset"] = str(offset)
         try:
             body = self._send("GET", f"/api/v1/sync/{resource}/", params=params)
         except HOErrorResponse as exc:
@@ -158,7 +165,9 @@ class HOClient:
                 deleted = [{"id": i, "version": None} for i in body.get("deleted_ids", [])]
             if not isinstance(records, list) or not isinstance(deleted, list):
                 raise TypeError("records and deleted must be lists")
-            return PullPage(records, deleted, body.get("next_cursor"), bool(body.get("has_more")))
+            next_offset = body.get("next_offset")
+            return PullPage(records, deleted, body.get("next_cursor"), bool(body.get("has_more")),
+                            int(next_offset) if next_offset is not None else None, body.get("sync_timestamp"))
         except (AttributeError, TypeError) as exc:
             raise ProtocolError(f"pull {resource}: unexpected page shape") from exc
 

@@ -89,9 +89,8 @@ def test_unit_of_work_reports_stale_write_as_posync_error(outlet: Outlet) -> Non
     with outlet.sync.unit_of_work(outlet.Session) as s:
         s.get(Order, "o1").total = 5
     old.total = 7
-    with pytest.raises(posync.StaleWriteError) as info:
-        with outlet.sync.unit_of_work(lambda: stale):
-            pass
+    with pytest.raises(posync.StaleWriteError) as info, outlet.sync.unit_of_work(lambda: stale):
+        pass
     assert info.value.resource == "pos_order"
 
 

@@ -93,7 +93,7 @@ def test_sync_cycle_during_outage_backs_off_quietly(outlet: Outlet, caplog: pyte
 def test_expired_lease_is_reclaimed_with_the_same_key(db_url: str) -> None:
     clock = [1000.0]
     o = make_outlet(db_url, lease_seconds=10)
-    o.sync.push._clock = lambda: clock[0]  # noqa: SLF001 - a test clock for lease expiry
+    o.sync.push._clock = lambda: clock[0]
     try:
         add_orders(o, ["a"])
         first, _ = o.sync.push.claim(10)

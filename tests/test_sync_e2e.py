@@ -106,7 +106,7 @@ def test_an_edit_made_while_the_push_is_in_flight_is_not_lost(outlet: Outlet, ho
         s.get(Order, "o1").total = 99
         s.commit()
     results = outlet.sync.client.push([le.change for le in leases])
-    outlet.sync.push._settle(leases, results, posync.services.push.PushStats(), 0.0)  # noqa: SLF001
+    outlet.sync.push._settle(leases, results, posync.services.push.PushStats(), 0.0)
     with outlet.Session() as s:
         row = s.get(Order, "o1")
         assert (row.total, row.sync_status, row.cloud_version) == (99, "pending", 1)
@@ -120,7 +120,7 @@ def test_pull_is_incremental_applies_tombstones_and_skips_when_nothing_changed(o
     for i in range(7):
         ho.ref.put("products", f"p{i}", {"id": f"p{i}", "name": f"P{i}", "price": i})
     outlet.sync.settings.pull_page_size  # noqa: B018 - documented knob
-    outlet.sync.pull._page_size = 3  # noqa: SLF001 - several pages
+    outlet.sync.pull._page_size = 3
     stats = outlet.sync.pull.pull_all()
     assert stats.pages >= 3 and stats.applied.written == 7
     ho.ref.put("products", "p1", {"id": "p1", "name": "P1 new", "price": 100})
@@ -328,7 +328,7 @@ def test_jwt_auth_refreshes_on_401(db_url: str, ho: HO) -> None:
             s.get(Order, "o1").total = 2
             s.commit()
         assert o.sync.push.drain().applied == 1
-        assert "posync-password" not in repr(o.sync.client._http.auth)  # noqa: SLF001
+        assert "posync-password" not in repr(o.sync.client._http.auth)
     finally:
         o.close()
 
@@ -388,3 +388,41 @@ def test_demo_tables_all_converge_in_one_cycle(outlet: Outlet, ho: HO) -> None:
     with outlet.Session() as s:
         assert s.get(Category, "c1").name == "Bowls" and s.get(Promotion, "x").discount_pct == 5
     assert set(ho_data(ho, "orders")) == {"o1"}
+
+
+class _NoCursorHO:
+    """An HO that pages the seeds' way only (updated_since + offset, no cursor): the request's cursor is
+    dropped and offset paging forced, as an HO built from seed 004 would behave."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/api/v1/sync/products"):
+            parts = [p for p in scope["query_string"].split(b"&") if p and not p.startswith(b"cursor=")]
+            if not any(p.startswith(b"offset=") for p in parts):
+                parts.append(b"offset=0")
+            scope = {**scope, "query_string": b"&".join(parts)}
+        await self.app(scope, receive, send)
+
+
+def test_pull_from_an_ho_without_cursors_uses_updated_since_and_offsets(db_url: str, tmp_path: Path) -> None:
+    ref = ReferenceHO(f"sqlite:///{tmp_path / 'legacy.db'}", api_keys={API_KEY: None})
+    server = serve_in_thread(_NoCursorHO(ref.app))
+    o = make_outlet(db_url, server.url)
+    try:
+        for i in range(7):
+            ref.put("products", f"p{i}", {"id": f"p{i}", "name": f"P{i}", "price": i})
+        o.sync.pull._page_size = 3  # noqa: SLF001 - several pages
+        stats = o.sync.pull.pull(o.sync.registry["products"])
+        assert stats.applied.written == 7 and stats.pages == 3
+        ref.put("products", "p1", {"id": "p1", "name": "P1 new", "price": 100})
+        ref.delete("products", "p2")
+        stats = o.sync.pull.pull(o.sync.registry["products"])
+        assert stats.applied.written == 1 and stats.applied.deleted == 1  # the overlap re-reads, by version
+        with o.Session() as s:
+            assert s.get(Product, "p1").price == 100 and s.get(Product, "p2") is None
+    finally:
+        o.close()
+        server.stop()
+        ref.close()

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,12 +26,14 @@ from posync.models.outbox import OutboxItem
 from posync.registry import Registry, TrackedEntity
 from posync.repositories import CheckpointRepository, EntityRepository, LogRepository
 from posync.services.apply import ApplyStats, RemoteApplier
-from posync.transport import HOClient
+from posync.transport import HOClient, PullPage
 
 __all__ = ["PullService", "PullStats"]
 
 log = logging.getLogger("posync.pull")
 OUTBOX = OutboxItem.__table__  # type: ignore[attr-defined]
+LEGACY_PREFIX = "since:"
+LEGACY_OVERLAP = timedelta(minutes=5)
 
 
 @dataclass
@@ -93,8 +95,15 @@ class PullService:
         return stats
 
     def _incremental(self, entity: TrackedEntity, cursor: str | None, stats: PullStats) -> None:
+        if cursor is not None and cursor.startswith(LEGACY_PREFIX):
+            self._legacy(entity, cursor, stats)
+            return
         while True:
             page = self._client.pull(entity.resource, cursor, self._page_size)
+            if page.next_cursor is None and (page.has_more or page.sync_timestamp):
+                # an HO without cursors (seed 004's updated_since + offset): this pass goes the legacy way
+                self._legacy(entity, cursor, stats, first=page)
+                return
             cursor = page.next_cursor or cursor
             with write_transaction(self._engine) as conn:
                 stats.applied.add(self._applier.apply(conn, entity, page.records, page.deleted, source="pull"))
@@ -102,6 +111,30 @@ class PullService:
             stats.pages += 1
             if not page.has_more:
                 return
+
+    def _legacy(self, entity: TrackedEntity, cursor: str | None, stats: PullStats,
+                first: PullPage | None = None) -> None:
+        """``updated_since`` + ``offset`` paging, for an HO that has no cursor. The next pass starts from HO's
+        own ``sync_timestamp`` of this pass's first page (HO's clock, never ours) minus an overlap, so rows
+        that committed late or shifted between offsets are read again; applying by version makes the
+        overlap harmless."""
+        since = cursor[len(LEGACY_PREFIX):] if cursor and cursor.startswith(LEGACY_PREFIX) else None
+        page = first or self._client.pull(entity.resource, None, self._page_size, updated_since=since)
+        pass_started = page.sync_timestamp
+        while True:
+            last = not page.has_more or page.next_offset is None
+            next_cursor = cursor
+            if last and pass_started:
+                start = datetime.fromisoformat(pass_started.replace("Z", "+00:00")) - LEGACY_OVERLAP
+                next_cursor = LEGACY_PREFIX + start.isoformat()
+            with write_transaction(self._engine) as conn:
+                stats.applied.add(self._applier.apply(conn, entity, page.records, page.deleted, source="pull"))
+                self._checkpoints.save(conn, entity.resource, cursor=next_cursor, last_pull_at=self._now())
+            stats.pages += 1
+            if last:
+                return
+            page = self._client.pull(entity.resource, None, self._page_size, updated_since=since,
+                                     offset=page.next_offset)
 
     def _full_resync(self, entity: TrackedEntity, stats: PullStats) -> None:
         seen: set[str] = set()
