@@ -18,6 +18,12 @@ HERE = Path(__file__).resolve().parent
 ORDER = ["capture", "push", "pull", "claim", "webhooks"]  # bench_webhooks.py is optional (written separately)
 
 
+def _takes_quick(script: Path) -> bool:
+    """Scripts written elsewhere (bench_webhooks.py) may not have the --quick option."""
+    out = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, cwd=HERE.parent)
+    return "--quick" in out.stdout
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small sizes: a smoke run of every script")
@@ -28,6 +34,9 @@ def main() -> int:
     for name in ORDER:
         script = HERE / f"bench_{name}.py"
         if name not in wanted or not script.exists():
+            continue
+        if args.quick and not _takes_quick(script):
+            print(f"\n$ (skipped bench/{script.name}: it has no --quick option; run it alone)", flush=True)
             continue
         cmd = [sys.executable, str(script), *(["--quick"] if args.quick else [])]
         print(f"\n$ {' '.join(['python', f'bench/{script.name}', *cmd[2:]])}", flush=True)

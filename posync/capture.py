@@ -77,10 +77,9 @@ class ChangeCapture:
 
     def _before_flush(self, session: Session, _ctx: UOWTransaction, _instances: Any) -> None:
         now = datetime.fromtimestamp(self._clock(), UTC)
-        for obj in session.new:
-            if self._pushing(obj) is not None:
+        for obj in session.new:  # defaults already say pending + creation time; only fix a stale copy
+            if obj.sync_status != SyncStatus.PENDING.value and self._pushing(obj) is not None:
                 obj.sync_status = SyncStatus.PENDING.value
-                obj.updated_at = now
         for obj in session.dirty:
             if self._pushing(obj) is not None and session.is_modified(obj, include_collections=False):
                 obj.sync_status = SyncStatus.PENDING.value

@@ -5,8 +5,8 @@
 
 Run from the repository root. The outlet database must already exist (the test prepares it). A worker
 writes one line ``ready`` to stdout once the outlet is open, then loops forever: one tracked change per
-transaction (a new order, an edit or a delete of an existing order, now and then a product's price), a
-journal line after each commit, and every other change a push (a few batches) and a pull, with HO's
+transaction (a new order, an edit or a delete of an existing order, now and then a product's price), journaled
+before and after its commit, and every other change a push (a few batches) and a pull, with HO's
 errors caught.
 
 ``--fork-server`` saves the test the interpreter's start-up (about a second, most of a kill cycle): it
@@ -15,8 +15,8 @@ imports everything once, then for each ``start N`` line on stdin forks a fresh w
 process is gone (the test kills it by pid) reaps it and writes ``exited <pid> <exit code>``. It ends at
 the end of stdin.
 
-The journal only records what was committed; the outlet database is the truth. A kill between a commit
-and its journal line loses the line, never the change.
+Journal lines are ``<run> begin|commit create|edit|delete|price <id>``. The outlet database is the truth;
+the journal says which changes certainly committed (``commit``) and which may have (``begin`` only).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import sys
 import time
 import traceback
 from collections.abc import Sequence
+from typing import IO
 
 import sqlmodel
 from sqlalchemy.orm import sessionmaker
@@ -56,35 +57,37 @@ def settings(ho_url: str, lease: float) -> posync.PosyncSettings:
                                  initial_backoff_seconds=0.05, max_backoff_seconds=0.5)
 
 
-def change(Session: sessionmaker, rng: random.Random, run: int, n: int) -> str:  # type: ignore[type-arg]
-    """Make one tracked change in its own transaction; answers the journal line for it."""
+def change(Session: sessionmaker, rng: random.Random, run: int, n: int, journal: IO[str]) -> None:  # type: ignore[type-arg]
+    """Make one tracked change in its own transaction, journaled as ``begin`` before the commit and
+    ``commit`` after it (a kill in between leaves a ``begin`` whose change may or may not be there)."""
     roll = rng.random()
     with Session() as s:
         ids = s.exec(sqlmodel.select(Order.id)).all() if roll >= 0.45 else []
         if roll < 0.45 or not ids:
             oid = f"o-{run}-{n}"
             s.add(Order(id=oid, table_no=f"T{rng.randint(1, 30)}", total=rng.randint(1, 900) * 1000))
-            line = f"create {oid}"
+            entry = f"create {oid}"
         elif roll < 0.8:
             order = s.get(Order, rng.choice(ids))
             assert order is not None
             order.total += rng.randint(1, 9) * 100
             order.status = rng.choice(["open", "paid", "void"])
-            line = f"edit {order.id}"
+            entry = f"edit {order.id}"
         elif roll < 0.92:
             order = s.get(Order, rng.choice(ids))
             assert order is not None
             s.delete(order)
-            line = f"delete {order.id}"
+            entry = f"delete {order.id}"
         else:
-            products = s.exec(sqlmodel.select(Product)).all()
+            products = s.exec(sqlmodel.select(Product).order_by(Product.id)).all()
             if not products:
-                return "none"
+                return
             product = rng.choice(products)
             product.price += 100
-            line = f"price {product.id}"
+            entry = f"price {product.id}"
+        journal.write(f"{run} begin {entry}\n")
         s.commit()
-    return line
+        journal.write(f"{run} commit {entry}\n")  # line-buffered: the OS keeps it when we are killed
 
 
 def work(args: argparse.Namespace, run: int) -> None:
@@ -99,8 +102,7 @@ def work(args: argparse.Namespace, run: int) -> None:
         n = 0
         while True:
             n += 1
-            line = change(Session, rng, run, n)
-            journal.write(f"{run} {line}\n")  # after the commit: the OS keeps it when we are killed
+            change(Session, rng, run, n, journal)
             if n % 2 == 0:
                 try:
                     sync.push.drain(max_batches=3)

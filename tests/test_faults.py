@@ -32,7 +32,7 @@ import sqlmodel
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from posync import ItemStatus, TransportError
+from posync import ItemStatus
 from posync.demo.models import Order, Product
 from posync.testing import Burst, ReferenceHO, ServerHandle, serve_in_thread
 from posync.workers.sync_worker import CycleReport
@@ -359,17 +359,17 @@ fault_settings = st.fixed_dictionaries({
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(plan=st.lists(fault_settings, min_size=2, max_size=5), seed=st.integers(0, 2**16))
 def test_random_faults_per_cycle_converge(plan: list[dict[str, Any]], seed: int) -> None:
-    with tempfile.TemporaryDirectory(prefix="posync-faults-") as tmp:
-        with open_env(f"sqlite:///{tmp}/outlet.db", Path(tmp) / "ho.db", seed=seed, **PATIENT) as env:
-            env.cycle()
-            for faults in plan:
-                env.ho.faults.update(**faults)
-                env.round(cycles=2)
-            assert_no_dead(env.outlet)
-            env.ho.faults.reset()
-            env.ho.faults.burst = None
-            sync_until_clean(env)
-            assert_converged(env)
+    with tempfile.TemporaryDirectory(prefix="posync-faults-") as tmp, \
+            open_env(f"sqlite:///{tmp}/outlet.db", Path(tmp) / "ho.db", seed=seed, **PATIENT) as env:
+        env.cycle()
+        for faults in plan:
+            env.ho.faults.update(**faults)
+            env.round(cycles=2)
+        assert_no_dead(env.outlet)
+        env.ho.faults.reset()
+        env.ho.faults.burst = None
+        sync_until_clean(env)
+        assert_converged(env)
 
 
 # -- bugs found here ----------------------------------------------------------------------------------------

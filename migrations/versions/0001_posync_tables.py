@@ -63,7 +63,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('posync_outbox', schema=None) as batch_op:
         batch_op.create_index('ix_posync_outbox_due', ['status', 'available_at', 'id'], unique=False)
-        batch_op.create_index('ix_posync_outbox_entity', ['resource', 'entity_id', 'id'], unique=False)
+        batch_op.create_index('ix_posync_outbox_entity', ['resource', 'entity_id', 'status', 'id'], unique=False)
 
     op.create_table('posync_sync_log',
     sa.Column('id', sa.Integer(), nullable=False),

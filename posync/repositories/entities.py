@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection, RowMapping
 
 from posync.models.enums import SyncStatus
 from posync.registry import TrackedEntity
+from posync.repositories.outbox import driver_executemany
 
 __all__ = ["EntityRepository"]
 
@@ -42,19 +43,14 @@ class EntityRepository:
         (a pull got there first) changes nothing."""
         if not accepted:
             return
-        t = entity.table
-        stmt = (
-            t.update()
-            .where(entity.pk == sa.bindparam("b_pk"),
-                   sa.or_(t.c.cloud_version.is_(None), t.c.cloud_version < sa.bindparam("b_cv")))
-            .values(
-                cloud_version=sa.bindparam("b_cv"),
-                sync_status=sa.case((t.c.version == sa.bindparam("b_pv"), SyncStatus.SYNCED.value),
-                                    else_=t.c.sync_status),
-            )
-        )
-        conn.execute(stmt, [{"b_pk": entity.pk_value(a["entity_id"]), "b_cv": a["cloud_version"],
-                             "b_pv": a["pushed_version"]} for a in accepted])
+        q = conn.dialect.identifier_preparer.quote
+        table, pk = q(entity.table.name), q(entity.pk.name)
+        # one driver-level executemany: this runs for every accepted change
+        sql = (f"UPDATE {table} SET cloud_version = ?, sync_status = CASE WHEN version = ? THEN "
+               f"'{SyncStatus.SYNCED.value}' ELSE sync_status END "
+               f"WHERE {pk} = ? AND (cloud_version IS NULL OR cloud_version < ?)")
+        driver_executemany(conn, sql, [(a["cloud_version"], a["pushed_version"], entity.pk_value(a["entity_id"]),
+                                        a["cloud_version"]) for a in accepted])
 
     def set_status(self, conn: Connection, entity: TrackedEntity, entity_id: str, status: SyncStatus,
                    *, cloud_version: int | None = None) -> None:

@@ -6,6 +6,7 @@ Every method takes the caller's ``Connection``: the service decides the transact
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -16,11 +17,23 @@ from sqlalchemy.engine import Connection, RowMapping
 from posync.models.enums import OUTSTANDING, ItemStatus
 from posync.models.outbox import OutboxItem
 
-__all__ = ["OutboxRepository"]
+__all__ = ["OutboxRepository", "driver_executemany"]
 
 T = OutboxItem.__table__  # type: ignore[attr-defined]
 _CHUNK = 500
 EntityKey = tuple[str, str]
+
+
+def driver_executemany(conn: Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    """``cursor.executemany`` straight on the DBAPI connection, in the caller's transaction. ``sql`` uses
+    ``?`` placeholders; they become ``%s`` for drivers with the format paramstyle (psycopg)."""
+    if conn.dialect.paramstyle != "qmark":
+        sql = sql.replace("?", "%s")
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.executemany(sql, rows)
+    finally:
+        cursor.close()
 
 
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
@@ -84,17 +97,19 @@ class OutboxRepository:
 
     def lease(self, conn: Connection, leases: list[dict[str, Any]]) -> None:
         """Mark heads inflight. Each dict: id, op, payload, idempotency_key, base_version,
-        entity_version, lease_owner, available_at (the lease's end)."""
-        if leases:
-            conn.execute(
-                T.update().where(T.c.id == sa.bindparam("b_id")).values(
-                    status=ItemStatus.INFLIGHT.value, op=sa.bindparam("op"), payload=sa.bindparam("payload"),
-                    idempotency_key=sa.bindparam("idempotency_key"), base_version=sa.bindparam("base_version"),
-                    entity_version=sa.bindparam("entity_version"), lease_owner=sa.bindparam("lease_owner"),
-                    available_at=sa.bindparam("available_at"),
-                ),
-                [{**lease, "b_id": lease["id"]} for lease in leases],
-            )
+        entity_version, lease_owner, available_at (the lease's end).
+
+        The hot path of every push: one driver-level executemany, without SQLAlchemy's per-row
+        parameter processing (a third of a claim's time otherwise)."""
+        if not leases:
+            return
+        payload = "CAST(? AS JSON)" if conn.dialect.name == "postgresql" else "?"
+        sql = (f"UPDATE {T.name} SET status = ?, op = ?, payload = {payload}, idempotency_key = ?, "
+               "base_version = ?, entity_version = ?, lease_owner = ?, available_at = ? WHERE id = ?")
+        rows = [(ItemStatus.INFLIGHT.value, x["op"], json.dumps(x["payload"], separators=(",", ":")),
+                 x["idempotency_key"], x["base_version"], x["entity_version"], x["lease_owner"],
+                 x["available_at"], x["id"]) for x in leases]
+        driver_executemany(conn, sql, rows)
 
     def delete(self, conn: Connection, ids: Sequence[int], *, lease_owner: str | None = None) -> int:
         """Delete settled items. With ``lease_owner``, only while we still hold their lease."""
@@ -145,14 +160,29 @@ class OutboxRepository:
             T.c.available_at < available_at).values(available_at=available_at))
 
     def rebase_followers(self, conn: Connection, rebases: list[dict[str, Any]]) -> None:
-        """After HO accepted a change (new version), later unsent changes of that entity build on it."""
-        if rebases:
+        """After HO accepted a change (new version), later unsent changes of that entity build on it.
+        Most accepted changes have no followers: find the few that do with one query per chunk."""
+        if not rebases:
+            return
+        by_resource: dict[str, list[str]] = defaultdict(list)
+        for r in rebases:
+            by_resource[r["b_resource"]].append(r["b_entity_id"])
+        with_followers: set[tuple[str, str]] = set()
+        for resource, ids in by_resource.items():
+            for chunk in _chunks(ids):
+                rows = conn.execute(
+                    sa.select(T.c.resource, T.c.entity_id).distinct()
+                    .where(T.c.resource == resource, T.c.entity_id.in_(chunk),
+                           T.c.status == ItemStatus.PENDING.value))
+                with_followers.update((r, e) for r, e in rows)
+        todo = [r for r in rebases if (r["b_resource"], r["b_entity_id"]) in with_followers]
+        if todo:
             conn.execute(
                 T.update().where(T.c.resource == sa.bindparam("b_resource"),
                                  T.c.entity_id == sa.bindparam("b_entity_id"),
                                  T.c.status == ItemStatus.PENDING.value, T.c.attempts == 0)
                 .values(base_version=sa.bindparam("base_version")),
-                rebases,
+                todo,
             )
 
     def insert(self, conn: Connection, row: dict[str, Any]) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -98,19 +99,25 @@ class PullService:
         if cursor is not None and cursor.startswith(LEGACY_PREFIX):
             self._legacy(entity, cursor, stats)
             return
-        while True:
-            page = self._client.pull(entity.resource, cursor, self._page_size)
-            if page.next_cursor is None and (page.has_more or page.sync_timestamp):
-                # an HO without cursors (seed 004's updated_since + offset): this pass goes the legacy way
-                self._legacy(entity, cursor, stats, first=page)
-                return
-            cursor = page.next_cursor or cursor
-            with write_transaction(self._engine) as conn:
-                stats.applied.add(self._applier.apply(conn, entity, page.records, page.deleted, source="pull"))
-                self._checkpoints.save(conn, entity.resource, cursor=cursor, last_pull_at=self._now())
-            stats.pages += 1
-            if not page.has_more:
-                return
+        page = self._client.pull(entity.resource, cursor, self._page_size)
+        if page.next_cursor is None and (page.has_more or page.sync_timestamp):
+            # an HO without cursors (seed 004's updated_since + offset): this pass goes the legacy way
+            self._legacy(entity, cursor, stats, first=page)
+            return
+        # The next page is fetched while this one is applied: HTTP and SQLite overlap.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="posync-pull") as prefetch:
+            while True:
+                cursor = page.next_cursor or cursor
+                upcoming = (prefetch.submit(self._client.pull, entity.resource, cursor, self._page_size)
+                            if page.has_more else None)
+                with write_transaction(self._engine) as conn:
+                    stats.applied.add(self._applier.apply(conn, entity, page.records, page.deleted,
+                                                          source="pull"))
+                    self._checkpoints.save(conn, entity.resource, cursor=cursor, last_pull_at=self._now())
+                stats.pages += 1
+                if upcoming is None:
+                    return
+                page = upcoming.result()
 
     def _legacy(self, entity: TrackedEntity, cursor: str | None, stats: PullStats,
                 first: PullPage | None = None) -> None:

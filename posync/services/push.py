@@ -106,7 +106,7 @@ class PushService:
             self._outbox.reclaim_expired_leases(conn, now)
             due = self._outbox.due(conn, now, limit * 2)
             keys = list(dict.fromkeys((r["resource"], r["entity_id"]) for r in due))
-            keys = self._outbox.lock_entities(conn, keys)
+            keys = self._outbox.lock_entities(conn, keys)[: limit + limit // 4]  # a little slack for skips
             outstanding = self._outbox.outstanding(conn, keys)
             groups: list[tuple[list[Any], Op | None]] = []
             to_block: list[int] = []
