@@ -187,14 +187,21 @@ class HOClient:
               params: dict[str, str] | None = None) -> dict[str, Any]:
         content = None if json_body is None else json.dumps(json_body, separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json"} if content is not None else None
-        try:
-            response = self._http.request(method, path, content=content, params=params, headers=headers)
-        except AuthenticationError:
-            raise
-        except httpx.TimeoutException as exc:
-            raise HOUnavailableError(f"{method} {path}: timed out") from exc
-        except httpx.TransportError as exc:
-            raise HOUnavailableError(f"{method} {path}: {type(exc).__name__}") from exc
+        # Every request posync sends is safe to repeat (reads, or pushes under idempotency keys), so a
+        # connection reset (often a kept-alive connection the server closed) is retried once at once.
+        for attempt in (1, 2):
+            try:
+                response = self._http.request(method, path, content=content, params=params, headers=headers)
+                break
+            except AuthenticationError:
+                raise
+            except httpx.TimeoutException as exc:
+                raise HOUnavailableError(f"{method} {path}: timed out") from exc
+            except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError) as exc:
+                if attempt == 2:
+                    raise HOUnavailableError(f"{method} {path}: {type(exc).__name__}") from exc
+            except httpx.TransportError as exc:
+                raise HOUnavailableError(f"{method} {path}: {type(exc).__name__}") from exc
         status = response.status_code
         if status in (429, 502, 503, 504) or status >= 500:
             raise HOUnavailableError(f"{method} {path}: HO answered {status}", status=status,

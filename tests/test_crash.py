@@ -179,14 +179,17 @@ def kill_loop(db_url: str, ho_url: str, tmp_path: Path, kills: int, seed: int) -
     return result
 
 
-def read_journal(path: Path) -> dict[str, dict[str, set[str]]]:
-    """{"begin"|"commit": {op: ids}}; a line cut by the kill is ignored."""
+def read_journal(path: Path) -> tuple[dict[str, dict[str, set[str]]], int]:
+    """({"begin"|"commit": {op: ids}}, how many changes certainly committed); a line cut by the kill
+    is ignored."""
     out: dict[str, dict[str, set[str]]] = {"begin": {}, "commit": {}}
+    commits = 0
     for line in path.read_text().splitlines():
         parts = line.split()
         if len(parts) == 4 and parts[1] in out:
             out[parts[1]].setdefault(parts[2], set()).add(parts[3])
-    return out
+            commits += parts[1] == "commit"
+    return out, commits
 
 
 def sync_until_clean(db_url: str, ho_url: str) -> dict[str, Any]:
@@ -218,9 +221,8 @@ def sync_until_clean(db_url: str, ho_url: str) -> dict[str, Any]:
 def check(db_url: str, ho_url: str, tmp_path: Path, run: Run, capsys: pytest.CaptureFixture[str]) -> None:
     local = sync_until_clean(db_url, ho_url)
     orders: dict[str, Order] = local["orders"]
-    journal = read_journal(tmp_path / "journal.txt")
+    journal, run.changes = read_journal(tmp_path / "journal.txt")
     committed, begun = journal["commit"], journal["begin"]
-    run.changes = sum(len(ids) for ids in committed.values())
     with RemoteHO(ho_url) as ho:
         ho_orders = ho.records("orders")
         ho_products = ho.records("products")

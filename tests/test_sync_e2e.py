@@ -426,3 +426,23 @@ def test_pull_from_an_ho_without_cursors_uses_updated_since_and_offsets(db_url: 
         o.close()
         server.stop()
         ref.close()
+
+
+def test_a_change_that_makes_ho_fail_with_500_is_isolated_and_the_rest_flow(sqlite_url: str, tmp_path: Path) -> None:
+    def crash_on_boom(change: Any) -> None:
+        if change.entity_id == "boom":
+            raise RuntimeError("HO bug triggered by this record")
+
+    h = HO(tmp_path, validators={"orders": crash_on_boom})
+    o = outlet_for(sqlite_url, h, max_retries=0)
+    try:
+        with o.Session() as s:
+            s.add_all([Order(id=i, total=1) for i in ("a", "b", "boom", "c", "d", "e")])
+            s.commit()
+        o.sync.push.drain()
+        assert set(ho_data(h, "orders")) == {"a", "b", "c", "d", "e"}
+        [dead] = o.sync.manager.queue(ItemStatus.DEAD)
+        assert dead["entity_id"] == "boom" and "HO failed on this change" in dead["last_error"]
+    finally:
+        o.close()
+        h.close()

@@ -9,8 +9,9 @@ whose lease we still hold.
 Failure handling:
 - HO unreachable / 429 / 503 / truncated answer: leases released untouched (same key, same payload,
   no attempt counted); the caller backs off. An outage never dead-letters anything.
-- 500 on a batch: maybe one poison change. The next batches are halved; a single change that still
-  gets 500 counts a failed attempt.
+- 500 on a batch: HO's version endpoint is asked whether HO is up at all. If not, it is an outage (as
+  above). If it is, some change in the batch makes HO fail: the batch is bisected until the culprit
+  stands alone; it counts a failed attempt, the rest are settled normally.
 - per-change ``rejected``: ``retryable`` -> RetryPolicy decides (backoff or dead); otherwise dead at once.
   A dead change blocks only its own entity.
 """
@@ -30,7 +31,7 @@ from typing import Any
 from sqlalchemy.engine import Connection, Engine
 
 from posync.db import write_transaction
-from posync.errors import HOUnavailableError, ProtocolError, TransportError
+from posync.errors import HOErrorResponse, HOUnavailableError, TransportError
 from posync.models.enums import ItemStatus, Op, SyncStatus
 from posync.registry import Registry
 from posync.repositories import EntityRepository, LogRepository, OutboxRepository
@@ -92,7 +93,6 @@ class PushService:
         self.owner = owner or f"posync-{uuid.uuid4().hex[:12]}"
         self._lease_seconds = lease_seconds
         self._batch_size = batch_size
-        self._limit = batch_size  # shrinks while a batch keeps failing with 500 (poison hunting)
         self._rng = rng or random.Random()
 
     # -- claim -------------------------------------------------------------------------------------
@@ -100,7 +100,7 @@ class PushService:
     def claim(self, limit: int | None = None) -> tuple[list[Lease], int]:
         """Lease up to ``limit`` changes (one per entity). Returns the leases and how many queued items
         folded into nothing (a create and delete that HO never needs to see)."""
-        limit = limit or self._limit
+        limit = limit or self._batch_size
         now = self._clock()
         with write_transaction(self._engine) as conn:
             self._outbox.reclaim_expired_leases(conn, now)
@@ -198,14 +198,38 @@ class PushService:
             return stats
         started = time.perf_counter()
         try:
-            results = self._send(leases)
-        except TransportError as exc:
-            self._give_back(leases, exc)
+            outcome = self._deliver(leases, healthy=None)
+        except TransportError:
+            self._give_back(leases)
             raise
-        self._limit = min(self._batch_size, self._limit * 2)
         stats.batches, stats.sent = 1, len(leases)
+        results = [outcome[lease.item_id] for lease in leases]
         self._settle(leases, results, stats, (time.perf_counter() - started) * 1000)
         return stats
+
+    def _deliver(self, leases: list[Lease], healthy: bool | None) -> dict[int, dict[str, Any]]:
+        """Send ``leases``; on a 500, tell an outage from a poison change and isolate the latter."""
+        try:
+            return {lease.item_id: result for lease, result in zip(leases, self._send(leases), strict=True)}
+        except HOUnavailableError as exc:
+            if exc.status != 500:
+                raise
+            if healthy is None:
+                healthy = self._ho_answers()
+            if not healthy:
+                raise  # HO fails on everything: an outage, nobody's fault
+            if len(leases) == 1:
+                return {leases[0].item_id: {"status": "server_error", "reason": f"HO failed on this change: {exc}"}}
+            mid = len(leases) // 2
+            return self._deliver(leases[:mid], healthy) | self._deliver(leases[mid:], healthy)
+
+    def _ho_answers(self) -> bool:
+        """Is HO up at all (its version endpoint answers)?"""
+        try:
+            self._client.version()
+        except (TransportError, HOErrorResponse):
+            return False
+        return True
 
     def drain(self, max_batches: int | None = None) -> PushStats:
         """Push until nothing is due (or ``max_batches``). TransportError propagates to the caller."""
@@ -231,17 +255,11 @@ class PushService:
                 by_key[str(res.get("idempotency_key"))] = res
         return [by_key.get(lease.change["idempotency_key"], {"status": "missing"}) for lease in leases]
 
-    def _give_back(self, leases: list[Lease], exc: TransportError) -> None:
-        now = self._clock()
-        poison_suspect = isinstance(exc, ProtocolError) or (
-            isinstance(exc, HOUnavailableError) and exc.status == 500)
+    def _give_back(self, leases: list[Lease]) -> None:
+        """HO unreachable or unreadable: the batch goes back untouched (same keys, no attempt counted).
+        Changes HO may have applied meanwhile answer ``duplicate`` when they are resent."""
         with write_transaction(self._engine) as conn:
-            if poison_suspect and len(leases) == 1:
-                self._fail(conn, leases[0], f"HO failed on this change alone: {exc}", now)
-                return
-            self._outbox.release(conn, [lease.item_id for lease in leases], self.owner, now)
-        if poison_suspect:
-            self._limit = max(1, len(leases) // 2)
+            self._outbox.release(conn, [lease.item_id for lease in leases], self.owner, self._clock())
 
     def _settle(self, leases: list[Lease], results: list[dict[str, Any]], stats: PushStats,
                 duration_ms: float) -> None:
@@ -278,6 +296,8 @@ class PushService:
                         self._fail(conn, lease, reason, now)
                     else:
                         self._set_aside(conn, lease, reason, now)
+                elif status == "server_error":  # HO failed on this change alone (isolated by bisection)
+                    self._fail(conn, lease, str(result.get("reason")), now)
                 else:
                     self._fail(conn, lease, f"HO gave no usable result ({status!r})", now)
             self._outbox.delete(conn, done)
