@@ -124,10 +124,11 @@ class Posync:
         Mount it with ``posync.webhooks.asgi.create_asgi_app`` (or the Flask/Django/WSGI adapters)."""
         from posync.webhooks import ReceiptStore, WebhookReceiver
 
-        extra = {} if max_body_bytes is None else {"max_body_bytes": max_body_bytes}
+        from posync.webhooks import DEFAULT_MAX_BODY
+
         self._receipts = ReceiptStore(self.engine)
         return WebhookReceiver(verifiers, self._receipts, apply_in_session=self.apply_webhook, sources=sources,
-                               **extra)
+                               max_body_bytes=DEFAULT_MAX_BODY if max_body_bytes is None else max_body_bytes)
 
     def apply_webhook(self, event: Any, session: Session) -> None:
         """Apply one verified webhook event inside ``session``'s transaction (the receipt's)."""

@@ -8,6 +8,7 @@ The scripts live in the repository's ``migrations/`` and ship as ``posync._migra
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 from alembic import command
@@ -18,10 +19,9 @@ __all__ = ["alembic_config", "current", "upgrade"]
 
 
 def alembic_config() -> Config:
-    import posync._migrations
-
+    scripts = importlib.import_module("posync._migrations")  # the top-level migrations/, as packaged
     cfg = Config()
-    cfg.set_main_option("script_location", str(Path(posync._migrations.__file__).parent))
+    cfg.set_main_option("script_location", str(Path(str(scripts.__file__)).parent))
     return cfg
 
 

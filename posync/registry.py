@@ -89,7 +89,7 @@ class TrackedEntity:
             return uuid.UUID(entity_id)
         return entity_id
 
-    def to_payload(self, row: Mapping[str, Any]) -> Payload:
+    def to_payload(self, row: Mapping[Any, Any]) -> Payload:
         """A local row as the JSON ``data`` HO receives (the id included, bookkeeping left out)."""
         data = {name: _jsonable(row[name]) for name in self.data_columns}
         data[self.pk.name] = str(row[self.pk.name])

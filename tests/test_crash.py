@@ -113,8 +113,9 @@ def start_fork_server(db_url: str, ho_url: str, journal: Path, log: IO[str]) -> 
     )
 
 
-def start_worker(server: subprocess.Popen[str], out: Lines, run: int) -> int:
-    """Ask for a worker; answers its pid once it is ready (the fork server and the worker both write)."""
+def start_worker(server: subprocess.Popen[str], out: Lines, run: int, alive: list[int]) -> int:
+    """Ask for a worker and wait until it is ready (the fork server and the worker both write a line).
+    Its pid goes into ``alive`` as soon as it is known, so that a failure here still kills it."""
     assert server.stdin is not None
     server.stdin.write(f"start {run}\n")
     server.stdin.flush()
@@ -123,6 +124,7 @@ def start_worker(server: subprocess.Popen[str], out: Lines, run: int) -> int:
         line = out.next(60, f"worker {run}")
         if line.startswith("pid "):
             pid = int(line.split()[1])
+            alive.append(pid)
         elif line == "ready":
             ready = True
         else:
@@ -132,7 +134,8 @@ def start_worker(server: subprocess.Popen[str], out: Lines, run: int) -> int:
 
 def kill_worker(out: Lines, pid: int) -> None:
     """SIGKILL the worker by pid; the fork server reaps it and says so."""
-    os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):  # it died on its own: the fork server tells how
+        os.kill(pid, signal.SIGKILL)
     line = out.next(30, f"reaping worker {pid}")
     assert line == f"exited {pid} -9", f"worker {pid} was not killed by us: {line!r}"
 
@@ -154,23 +157,23 @@ def kill_loop(db_url: str, ho_url: str, tmp_path: Path, kills: int, seed: int) -
     log_path = tmp_path / "workers.log"
     with open(log_path, "a") as log, RemoteHO(ho_url) as ho:
         server = start_fork_server(db_url, ho_url, tmp_path / "journal.txt", log)
-        pid: int | None = None
+        alive: list[int] = []  # forked and not yet reaped by the fork server
         assert server.stdout is not None
         out = Lines(server.stdout)
         try:
             for run in range(1, kills + 1):
                 ho_edits(ho, rng, run)
-                pid = start_worker(server, out, run)
+                pid = start_worker(server, out, run, alive)
                 time.sleep(rng.uniform(0.05, 1.5))
                 kill_worker(out, pid)  # fails if the worker had died on its own
-                pid = None
+                alive.remove(pid)
                 result.kills += 1
         except BaseException:
             log.flush()
             sys.stderr.write(f"worker log:\n{log_path.read_text()[-4000:]}\n")
             raise
         finally:
-            if pid is not None:
+            for pid in alive:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             if server.stdin is not None:

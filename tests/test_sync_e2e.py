@@ -413,7 +413,7 @@ def test_pull_from_an_ho_without_cursors_uses_updated_since_and_offsets(db_url: 
     try:
         for i in range(7):
             ref.put("products", f"p{i}", {"id": f"p{i}", "name": f"P{i}", "price": i})
-        o.sync.pull._page_size = 3  # noqa: SLF001 - several pages
+        o.sync.pull._page_size = 3
         stats = o.sync.pull.pull(o.sync.registry["products"])
         assert stats.applied.written == 7 and stats.pages == 3
         ref.put("products", "p1", {"id": "p1", "name": "P1 new", "price": 100})

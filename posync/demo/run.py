@@ -10,7 +10,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlmodel
 from sqlalchemy.orm import sessionmaker
@@ -22,8 +22,11 @@ from posync.testing import ReferenceHO, serve_in_thread
 
 __all__ = ["run_demo"]
 
+T = TypeVar("T")
+
 API_KEY = "demo-outlet-key"
-HOST_TABLES = [m.__table__ for m in (Order, Product, Category, Promotion, PromotionUsage)]  # type: ignore[attr-defined]
+HOST_TABLES = [sqlmodel.SQLModel.metadata.tables[str(m.__tablename__)]
+               for m in (Order, Product, Category, Promotion, PromotionUsage)]
 
 
 def run_demo(data_dir: Path | None = None, say: Callable[[str], None] = print) -> dict[str, Any]:
@@ -61,7 +64,7 @@ def run_demo(data_dir: Path | None = None, say: Callable[[str], None] = print) -
             s.add(PromotionUsage(promotion_id="promo1", bill_id="o1", discount_amount=5100.0,
                                  store_id="outlet-avril-001"))
             s.commit()
-            s.get(Order, "o2").total += 7000  # an edit before anything was sent: folded into one create
+            _get(s, Order, "o2").total += 7000  # an edit before anything was sent: folded into one create
             s.commit()
         report = sync.sync_now()
         status = sync.manager.status()
@@ -101,31 +104,31 @@ def _conflicts(sync: posync.Posync, Session: Any, ho: ReferenceHO, say: Callable
     out: dict[str, str] = {}
     # cloud_wins (products): HO's price change beats the outlet's local edit
     with Session() as s:
-        s.get(Product, "p1").price = 39000
+        _get(s, Product, "p1").price = 39000
         s.commit()
     ho.put("products", "p1", {"id": "p1", "sku": "P1", "name": "ASAHI SALMON BOWL", "price": 45000})
     sync.pull.pull_all()
     sync.push.drain()
     with Session() as s:
-        out["cloud_wins"] = f"products/p1 price {s.get(Product, 'p1').price} (HO's)"
+        out["cloud_wins"] = f"products/p1 price {_get(s, Product, 'p1').price} (HO's)"
     # local_wins (orders): HO voided the order, the cashier changed it; the outlet's version is pushed on top
     ho.put("orders", "o3", {"id": "o3", "table_no": "T3", "total": 0, "status": "void"})
     with Session() as s:
-        s.get(Order, "o3").total = 61000
+        _get(s, Order, "o3").total = 61000
         s.commit()
     sync.sync_now()
-    out["local_wins"] = f"orders/o3 total at HO {ho.get('orders', 'o3').data['total']} (the outlet's)"
+    out["local_wins"] = f"orders/o3 total at HO {_ho(ho, 'orders', 'o3')['total']} (the outlet's)"
     # newest_wins (categories): HO renamed first, the outlet renamed later -> the outlet's name wins
     ho.put("categories", "c1", {"id": "c1", "name": "Rice bowls"})
     time.sleep(0.01)
     with Session() as s:
-        s.get(Category, "c1").name = "Donburi"
+        _get(s, Category, "c1").name = "Donburi"
         s.commit()
     sync.sync_now()
-    out["newest_wins"] = f"categories/c1 name at HO {ho.get('categories', 'c1').data['name']!r} (the newer)"
+    out["newest_wins"] = f"categories/c1 name at HO {_ho(ho, 'categories', 'c1')['name']!r} (the newer)"
     # manual (promotions): both changed the discount; an operator merges
     with Session() as s:
-        s.get(Promotion, "promo1").discount_pct = 15
+        _get(s, Promotion, "promo1").discount_pct = 15
         s.commit()
     ho.put("promotions", "promo1", {"id": "promo1", "name": "Lunch deal (weekdays)", "discount_pct": 12})
     sync.sync_now()
@@ -135,11 +138,23 @@ def _conflicts(sync: posync.Posync, Session: Any, ho: ReferenceHO, say: Callable
     sync.manager.resolve(conflict["id"], {"id": "promo1", "name": conflict["remote_data"]["name"],
                                           "discount_pct": 15})
     sync.sync_now()
-    promo = ho.get("promotions", "promo1").data
+    promo = _ho(ho, "promotions", "promo1")
     out["manual"] = f"promotions/promo1 at HO {promo['name']!r} {promo['discount_pct']}% (merged by the operator)"
     for strategy, outcome in out.items():
         say(f"   {strategy:<12} {outcome}")
     return out
+
+
+def _get(session: Any, model: type[T], key: str) -> T:
+    row = session.get(model, key)
+    assert row is not None, f"{model.__name__} {key} is missing"
+    return row  # type: ignore[no-any-return]
+
+
+def _ho(ho: ReferenceHO, resource: str, key: str) -> dict[str, Any]:
+    record = ho.get(resource, key)
+    assert record is not None and record.data is not None, f"HO has no {resource}/{key}"
+    return dict(record.data)
 
 
 def _outlet_matches_ho(Session: Any, ho: ReferenceHO) -> bool:
@@ -147,11 +162,11 @@ def _outlet_matches_ho(Session: Any, ho: ReferenceHO) -> bool:
         for model, resource, fields in [(Product, "products", ("name", "price")), (Category, "categories", ("name",)),
                                         (Promotion, "promotions", ("name", "discount_pct")),
                                         (Order, "orders", ("total", "table_no"))]:
-            local = {str(r.id): r for r in s.exec(sqlmodel.select(model)).all()}
+            local = {str(r.id): r for r in s.exec(sqlmodel.select(model)).all()}  # type: ignore[arg-type]
             remote = {k: v for k, v in ho.records(resource).items() if not v.deleted}
             if set(local) != set(remote):
                 return False
             for key, row in local.items():
-                if any(getattr(row, f) != remote[key].data.get(f) for f in fields):
+                if any(getattr(row, f) != (remote[key].data or {}).get(f) for f in fields):
                     return False
     return True

@@ -28,7 +28,7 @@ class Tracked(SQLModel):
     sync_status: str = Field(default=SyncStatus.PENDING.value, max_length=12, nullable=False)
     updated_at: datetime = Field(default_factory=utcnow, nullable=False)
 
-    @declared_attr  # type: ignore[misc]
+    @declared_attr  # type: ignore[arg-type]
     def __mapper_args__(cls) -> dict[str, Any]:
         return {"version_id_col": cls.__table__.c.version}  # type: ignore[attr-defined]
 

@@ -34,7 +34,7 @@ class ConflictRepository:
     def get(self, conn: Connection, conflict_id: int) -> RowMapping | None:
         return conn.execute(sa.select(T).where(T.c.id == conflict_id)).mappings().first()
 
-    def list(self, conn: Connection, *, status: str | None = "open", limit: int = 100) -> list[RowMapping]:
+    def find(self, conn: Connection, *, status: str | None = "open", limit: int = 100) -> list[RowMapping]:
         stmt = sa.select(T).order_by(T.c.id).limit(limit)
         if status:
             stmt = stmt.where(T.c.status == status)

@@ -191,7 +191,7 @@ class OutboxRepository:
     def get(self, conn: Connection, item_id: int) -> RowMapping | None:
         return conn.execute(sa.select(T).where(T.c.id == item_id)).mappings().first()
 
-    def list(self, conn: Connection, statuses: Sequence[ItemStatus] | None, limit: int,
+    def find(self, conn: Connection, statuses: Sequence[ItemStatus] | None, limit: int,
              offset: int = 0) -> list[RowMapping]:
         stmt = sa.select(T).order_by(T.c.id).limit(limit).offset(offset)
         if statuses:

@@ -40,9 +40,8 @@ class StatusReport:
         return self.queue.get(ItemStatus.PENDING.value, 0) + self.queue.get(ItemStatus.INFLIGHT.value, 0)
 
     def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["pending"] = self.pending
-        return _jsonable(out)
+        out: dict[str, Any] = _jsonable({**asdict(self), "pending": self.pending})
+        return out
 
 
 def _jsonable(value: Any) -> Any:
@@ -56,7 +55,8 @@ def _jsonable(value: Any) -> Any:
 
 
 def _row(row: RowMapping) -> dict[str, Any]:
-    return _jsonable(dict(row))  # type: ignore[no-any-return]
+    out: dict[str, Any] = _jsonable(dict(row))
+    return out
 
 
 class SyncManager:
@@ -85,7 +85,7 @@ class SyncManager:
 
     def queue(self, status: ItemStatus | None = None, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
         with self._engine.connect() as conn:
-            return [_row(r) for r in self._outbox.list(conn, [status] if status else None, limit, offset)]
+            return [_row(r) for r in self._outbox.find(conn, [status] if status else None, limit, offset)]
 
     def logs(self, limit: int = 100, kind: str | None = None) -> list[dict[str, Any]]:
         with self._engine.connect() as conn:
@@ -93,7 +93,7 @@ class SyncManager:
 
     def conflicts(self, status: str | None = "open", limit: int = 100) -> list[dict[str, Any]]:
         with self._engine.connect() as conn:
-            return [_row(r) for r in self._conflicts.list(conn, status=status, limit=limit)]
+            return [_row(r) for r in self._conflicts.find(conn, status=status, limit=limit)]
 
     def resolve(self, conflict_id: int, choice: str | dict[str, Any]) -> None:
         with write_transaction(self._engine) as conn:
