@@ -122,9 +122,7 @@ class Posync:
         """A ``posync.webhooks.WebhookReceiver`` whose events go through the same apply path as pull
         (same versions, same conflict strategies). The replay receipt and the change commit together.
         Mount it with ``posync.webhooks.asgi.create_asgi_app`` (or the Flask/Django/WSGI adapters)."""
-        from posync.webhooks import ReceiptStore, WebhookReceiver
-
-        from posync.webhooks import DEFAULT_MAX_BODY
+        from posync.webhooks import DEFAULT_MAX_BODY, ReceiptStore, WebhookReceiver
 
         self._receipts = ReceiptStore(self.engine)
         return WebhookReceiver(verifiers, self._receipts, apply_in_session=self.apply_webhook, sources=sources,
