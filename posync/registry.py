@@ -35,6 +35,9 @@ def _parse_datetime(value: Any) -> Any:
     return value
 
 
+_PLAIN = frozenset({str, int, float, bool})
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
@@ -91,7 +94,10 @@ class TrackedEntity:
 
     def to_payload(self, row: Mapping[Any, Any]) -> Payload:
         """A local row as the JSON ``data`` HO receives (the id included, bookkeeping left out)."""
-        data = {name: _jsonable(row[name]) for name in self.data_columns}
+        data = {name: row[name] for name in self.data_columns}
+        for name, value in data.items():
+            if not (value is None or type(value) in _PLAIN):
+                data[name] = _jsonable(value)
         data[self.pk.name] = str(row[self.pk.name])
         return data
 

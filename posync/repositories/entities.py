@@ -30,10 +30,10 @@ class EntityRepository:
         ids = [entity.pk_value(i) for i in entity_ids]
         out: dict[str, RowMapping] = {}
         for i in range(0, len(ids), _CHUNK):
-            stmt = sa.select(entity.table).where(entity.pk.in_(ids[i : i + _CHUNK]))
+            stmt = sa.select(entity.table).where(entity.pk.in_(sa.bindparam("ids", expanding=True)))
             if for_update and conn.dialect.name == "postgresql":
                 stmt = stmt.with_for_update()
-            for row in conn.execute(stmt).mappings():
+            for row in conn.execute(stmt, {"ids": ids[i : i + _CHUNK]}).mappings():
                 out[str(row[entity.pk.name])] = row
         return out
 

@@ -36,6 +36,15 @@ def driver_executemany(conn: Connection, sql: str, rows: list[tuple[Any, ...]]) 
         cursor.close()
 
 
+# Prepared once; an expanding parameter avoids coercing every id of a large IN list on each call.
+_OUTSTANDING = (
+    sa.select(T)
+    .where(T.c.resource == sa.bindparam("resource"), T.c.entity_id.in_(sa.bindparam("ids", expanding=True)),
+           T.c.status.in_([s.value for s in OUTSTANDING]))
+    .order_by(T.c.id)
+)
+
+
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
@@ -71,12 +80,7 @@ class OutboxRepository:
         out: dict[EntityKey, list[RowMapping]] = defaultdict(list)
         for resource, ids in by_resource.items():
             for chunk in _chunks(ids):
-                rows = conn.execute(
-                    sa.select(T)
-                    .where(T.c.resource == resource, T.c.entity_id.in_(chunk),
-                           T.c.status.in_([s.value for s in OUTSTANDING]))
-                    .order_by(T.c.id)
-                ).mappings()
+                rows = conn.execute(_OUTSTANDING, {"resource": resource, "ids": list(chunk)}).mappings()
                 for row in rows:
                     out[(row["resource"], row["entity_id"])].append(row)
         return out
@@ -115,10 +119,10 @@ class OutboxRepository:
         """Delete settled items. With ``lease_owner``, only while we still hold their lease."""
         deleted = 0
         for chunk in _chunks(list(ids)):
-            stmt = T.delete().where(T.c.id.in_(chunk))
+            stmt = T.delete().where(T.c.id.in_(sa.bindparam("ids", expanding=True)))
             if lease_owner is not None:
                 stmt = stmt.where(T.c.lease_owner == lease_owner, T.c.status == ItemStatus.INFLIGHT.value)
-            deleted += conn.execute(stmt).rowcount or 0
+            deleted += conn.execute(stmt, {"ids": list(chunk)}).rowcount or 0
         return deleted
 
     def still_leased(self, conn: Connection, ids: Sequence[int], lease_owner: str) -> set[int]:

@@ -24,6 +24,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -232,14 +233,42 @@ class PushService:
         return True
 
     def drain(self, max_batches: int | None = None) -> PushStats:
-        """Push until nothing is due (or ``max_batches``). TransportError propagates to the caller."""
+        """Push until nothing is due (or ``max_batches``). TransportError propagates to the caller,
+        after every leased change has been given back.
+
+        Pipelined: while one batch is on the wire, the next is claimed (it cannot contain the same
+        entities: those are in flight), so the outlet's database work overlaps HO's."""
         total = PushStats()
-        while max_batches is None or total.batches < max_batches:
-            stats = self.push_once()
-            total.add(stats)
-            if stats.sent == 0 and stats.coalesced_away == 0:
-                break
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="posync-push") as wire:
+            batch = self._claim_some(total)
+            while batch:
+                started = time.perf_counter()
+                in_flight = wire.submit(self._deliver, batch, None)
+                last = max_batches is not None and total.batches + 1 >= max_batches
+                try:
+                    upcoming = [] if last else self._claim_some(total)
+                except BaseException:
+                    in_flight.result()  # let the request finish; its leases run out if it is never settled
+                    raise
+                try:
+                    outcome = in_flight.result()
+                except TransportError:
+                    self._give_back(batch + upcoming)
+                    raise
+                stats = PushStats(batches=1, sent=len(batch))
+                self._settle(batch, [outcome[lease.item_id] for lease in batch], stats,
+                             (time.perf_counter() - started) * 1000)
+                total.add(stats)
+                batch = upcoming
         return total
+
+    def _claim_some(self, total: PushStats) -> list[Lease]:
+        """Claim a batch, passing over rounds that only folded changes into nothing."""
+        while True:
+            leases, nothing = self.claim()
+            total.coalesced_away += nothing
+            if leases or not nothing:
+                return leases
 
     def _send(self, leases: list[Lease]) -> list[dict[str, Any]]:
         regular = [lease for lease in leases if not lease.append_only]
