@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -225,6 +225,8 @@ def handle_errors(fn: Callable[[Request], Awaitable[Response]]) -> Callable[[Req
             return error_response(exc.status, exc.code, exc.message, exc.headers)
         except StoreBusyError as exc:
             return error_response(503, "UNAVAILABLE", str(exc), {"Retry-After": "1"})
+        except ClientDisconnect:  # the client gave up (a stall): nobody is left to answer
+            return Response(status_code=499)
 
     return endpoint
 
