@@ -11,6 +11,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -66,3 +67,12 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'outlet.db'}"
     return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def server(ho: Any) -> Iterator[Any]:
+    """The module's ``ho`` (a ReferenceHO) served over loopback HTTP."""
+    from posync.testing import serve_in_thread
+
+    with serve_in_thread(ho.app) as handle:
+        yield handle

@@ -45,12 +45,6 @@ def ho(db_url: str) -> Iterator[ReferenceHO]:
 
 
 @pytest.fixture
-def server(ho: ReferenceHO) -> Iterator[ServerHandle]:
-    with serve_in_thread(ho.app) as handle:
-        yield handle
-
-
-@pytest.fixture
 def client(server: ServerHandle) -> Iterator[httpx.Client]:
     headers = {"X-API-Key": DEFAULT_API_KEY, "X-Outlet-ID": "o1"}
     with httpx.Client(base_url=server.url, headers=headers, timeout=30) as c:

@@ -29,12 +29,6 @@ def ho(db_url: str) -> Iterator[ReferenceHO]:
 
 
 @pytest.fixture
-def server(ho: ReferenceHO) -> Iterator[ServerHandle]:
-    with serve_in_thread(ho.app) as handle:
-        yield handle
-
-
-@pytest.fixture
 def client(server: ServerHandle) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, headers=HEADERS, timeout=30) as c:
         yield c

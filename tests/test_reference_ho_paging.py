@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from posync.testing import DEFAULT_API_KEY, ReferenceHO, ServerHandle, serve_in_thread
+from posync.testing import DEFAULT_API_KEY, ReferenceHO, ServerHandle
 
 Q = {"company_id": "c1", "store_id": "s1"}
 _names = itertools.count()
@@ -23,12 +23,6 @@ _names = itertools.count()
 def ho(db_url: str) -> Iterator[ReferenceHO]:
     with ReferenceHO(db_url) as ho:
         yield ho
-
-
-@pytest.fixture
-def server(ho: ReferenceHO) -> Iterator[ServerHandle]:
-    with serve_in_thread(ho.app) as handle:
-        yield handle
 
 
 @pytest.fixture

@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlmodel
-from sqlalchemy.orm import sessionmaker
 
 import posync
-from posync.demo.models import Category, Order, Product, Promotion, PromotionUsage, pos_registry
-from posync.migrations import upgrade
+from posync.demo.models import Category, Order, Product, Promotion, PromotionUsage
+from posync.demo.outlet import make_outlet
 from posync.testing import ReferenceHO, serve_in_thread
 
 __all__ = ["run_demo"]
@@ -25,8 +24,6 @@ __all__ = ["run_demo"]
 T = TypeVar("T")
 
 API_KEY = "demo-outlet-key"
-HOST_TABLES = [sqlmodel.SQLModel.metadata.tables[str(m.__tablename__)]
-               for m in (Order, Product, Category, Promotion, PromotionUsage)]
 
 
 def run_demo(data_dir: Path | None = None, say: Callable[[str], None] = print) -> dict[str, Any]:
@@ -41,10 +38,6 @@ def run_demo(data_dir: Path | None = None, say: Callable[[str], None] = print) -
     ho.put("categories", "c1", {"id": "c1", "name": "Bowls"})
     ho.put("promotions", "promo1", {"id": "promo1", "name": "Lunch deal", "discount_pct": 10})
 
-    engine = posync.create_engine(f"sqlite:///{workdir / 'outlet.db'}")
-    upgrade(engine)
-    sqlmodel.SQLModel.metadata.create_all(engine, tables=HOST_TABLES)
-    Session = sessionmaker(engine, class_=sqlmodel.Session, expire_on_commit=False)
     figures: dict[str, Any] = {}
 
     # Start HO once to learn a free port, then take it down: the outlet begins offline.
@@ -52,9 +45,9 @@ def run_demo(data_dir: Path | None = None, say: Callable[[str], None] = print) -
     url = server.url
     port = int(url.rsplit(":", 1)[1])
     server.stop()
-    settings = posync.PosyncSettings(ho_url=url, outlet_id="outlet-avril-001", api_key=API_KEY,
-                                     request_timeout=5.0)
-    sync = posync.Posync(engine, pos_registry(), settings, sessionmaker=Session)
+    outlet = make_outlet(f"sqlite:///{workdir / 'outlet.db'}", url, api_key=API_KEY, outlet_id="outlet-avril-001",
+                         request_timeout=5.0)
+    sync, Session = outlet.sync, outlet.Session
     try:
         say(f"== posync demo (data in {workdir})")
         say("-- 1. Offline: the internet is down, the outlet keeps selling")
@@ -94,8 +87,7 @@ def run_demo(data_dir: Path | None = None, say: Callable[[str], None] = print) -
             f"outlet and HO agree: {agree} (last cycle error: {final.error})")
         server.stop()
     finally:
-        sync.close()
-        engine.dispose()
+        outlet.close()
         ho.close()
     return figures
 
