@@ -22,13 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import sqlmodel
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import sessionmaker
 
-import posync
-from posync.demo.models import Category, Order, Product, Promotion, PromotionUsage, pos_registry
-from posync.migrations import upgrade
+from posync.demo.outlet import Outlet, prepare_database
+from posync.demo.outlet import make_outlet as _make_outlet
 
 __all__ = [
     "API_KEY",
@@ -48,7 +45,6 @@ __all__ = [
 ]
 
 API_KEY = "bench-api-key-0123456789"
-HOST_TABLES = [m.__table__ for m in (Order, Product, Category, Promotion, PromotionUsage)]  # type: ignore[attr-defined]
 
 
 # -- arguments and reporting ------------------------------------------------------------------------
@@ -155,35 +151,12 @@ def workdir(prefix: str) -> Iterator[Path]:
 # -- outlets ------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Outlet:
-    engine: Engine
-    sync: posync.Posync
-    Session: Any  # sessionmaker[sqlmodel.Session], with posync's capture attached
-
-    def close(self) -> None:
-        self.sync.close()
-        self.engine.dispose()
-
-
-def prepare_database(url: str) -> Engine:
-    """posync's migrations plus the demo host tables (as tests/support.py does)."""
-    engine = posync.create_engine(url)
-    upgrade(engine)
-    sqlmodel.SQLModel.metadata.create_all(engine, tables=HOST_TABLES)
-    return engine
-
-
 def make_outlet(url: str, ho_url: str = "http://127.0.0.1:9", *, engine: Engine | None = None,
                 outlet_id: str = "outlet-1", **settings: Any) -> Outlet:
-    """An outlet wired as a host app wires it: capture attached to the host's sessionmaker."""
-    engine = engine or prepare_database(url)
-    Session = sessionmaker(engine, class_=sqlmodel.Session, expire_on_commit=False)
+    """An outlet wired as a host app wires it (posync.demo.outlet), with the benches' key and timeout."""
     settings.setdefault("api_key", API_KEY)
     settings.setdefault("request_timeout", 30.0)
-    cfg = posync.PosyncSettings(ho_url=ho_url, outlet_id=outlet_id, **settings)
-    sync = posync.Posync(engine, pos_registry(), cfg, sessionmaker=Session)
-    return Outlet(engine, sync, Session)
+    return _make_outlet(url, ho_url, engine=engine, outlet_id=outlet_id, **settings)
 
 
 # -- head office in its own process -------------------------------------------------------------------
