@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -446,3 +447,34 @@ def test_a_change_that_makes_ho_fail_with_500_is_isolated_and_the_rest_flow(sqli
     finally:
         o.close()
         h.close()
+
+
+def test_two_terminals_sharing_one_database_push_each_change_once(db_url: str, ho: HO) -> None:
+    first = outlet_for(db_url, ho, push_batch_size=40)
+    second = outlet_for(db_url, ho, engine=first.engine, push_batch_size=40)
+    try:
+        with first.Session() as s:
+            s.add_all([Order(id=f"o{i}", total=i) for i in range(400)])
+            s.commit()
+        errors: list[BaseException] = []
+
+        def drain(o: Outlet) -> None:
+            try:
+                o.sync.push.drain()
+            except BaseException as exc:  # surfaced below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=drain, args=(o,)) for o in (first, second)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert errors == []
+        first.sync.push.drain()
+        assert len(ho_data(ho, "orders")) == 400
+        assert set(ho.ref.applied_counts("outlet-1").values()) == {1}
+        assert sum(ho.ref.applied_counts("outlet-1").values()) == 400
+        assert outbox(first) == []
+    finally:
+        second.sync.close()
+        first.close()
