@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -36,13 +37,7 @@ def driver_executemany(conn: Connection, sql: str, rows: list[tuple[Any, ...]]) 
         cursor.close()
 
 
-# Prepared once; an expanding parameter avoids coercing every id of a large IN list on each call.
-_OUTSTANDING = (
-    sa.select(T)
-    .where(T.c.resource == sa.bindparam("resource"), T.c.entity_id.in_(sa.bindparam("ids", expanding=True)),
-           T.c.status.in_([s.value for s in OUTSTANDING]))
-    .order_by(T.c.id)
-)
+_ITEM_COLUMNS = tuple(c.name for c in T.columns)
 
 
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
@@ -72,17 +67,35 @@ class OutboxRepository:
             stmt = stmt.with_for_update(skip_locked=True)
         return list(conn.execute(stmt).mappings())
 
-    def outstanding(self, conn: Connection, keys: Sequence[EntityKey]) -> dict[EntityKey, list[RowMapping]]:
-        """Every unsettled item of these entities, in commit order."""
+    def outstanding(self, conn: Connection, keys: Sequence[EntityKey]) -> dict[EntityKey, list[dict[str, Any]]]:
+        """Every unsettled item of these entities, in commit order.
+
+        Read on the driver's cursor: this runs for every claimed batch, and SQLAlchemy's per-row result
+        processing was a quarter of a claim's time."""
         by_resource: dict[str, list[str]] = defaultdict(list)
         for resource, entity_id in keys:
             by_resource[resource].append(entity_id)
-        out: dict[EntityKey, list[RowMapping]] = defaultdict(list)
-        for resource, ids in by_resource.items():
-            for chunk in _chunks(ids):
-                rows = conn.execute(_OUTSTANDING, {"resource": resource, "ids": list(chunk)}).mappings()
-                for row in rows:
-                    out[(row["resource"], row["entity_id"])].append(row)
+        out: dict[EntityKey, list[dict[str, Any]]] = defaultdict(list)
+        ph = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        statuses = [s.value for s in OUTSTANDING]
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            for resource, ids in by_resource.items():
+                for chunk in _chunks(ids):
+                    cursor.execute(
+                        f"SELECT {', '.join(_ITEM_COLUMNS)} FROM {T.name} WHERE resource = {ph} "
+                        f"AND entity_id IN ({', '.join([ph] * len(chunk))}) "
+                        f"AND status IN ({', '.join([ph] * len(statuses))}) ORDER BY id",
+                        (resource, *chunk, *statuses))
+                    for values in cursor.fetchall():
+                        item = dict(zip(_ITEM_COLUMNS, values, strict=True))
+                        if isinstance(item["payload"], str):
+                            item["payload"] = json.loads(item["payload"])
+                        if isinstance(item["changed_at"], str):  # SQLite keeps datetimes as text
+                            item["changed_at"] = datetime.fromisoformat(item["changed_at"])
+                        out[(item["resource"], item["entity_id"])].append(item)
+        finally:
+            cursor.close()
         return out
 
     def lock_entities(self, conn: Connection, keys: Sequence[EntityKey]) -> list[EntityKey]:
@@ -210,7 +223,7 @@ class OutboxRepository:
         return list(conn.execute(sa.select(T.c.id).where(T.c.status == ItemStatus.DEAD.value)
                                  .order_by(T.c.id)).scalars())
 
-    def entity_items(self, conn: Connection, key: EntityKey) -> list[RowMapping]:
+    def entity_items(self, conn: Connection, key: EntityKey) -> list[dict[str, Any]]:
         return self.outstanding(conn, [key]).get(key, [])
 
     def reset(self, conn: Connection, item_id: int, values: dict[str, Any]) -> None:

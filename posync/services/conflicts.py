@@ -7,7 +7,7 @@ host row, the outbox and the conflict inbox, inside the caller's transaction.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -51,7 +51,7 @@ def remote_side(record: dict[str, Any], *, deleted: bool = False) -> RemoteSide:
 @dataclass(frozen=True)
 class _Local:
     row: RowMapping | None
-    items: list[RowMapping]
+    items: list[dict[str, Any]]
 
 
 class ConflictHandler:
@@ -124,7 +124,7 @@ class ConflictHandler:
         self._entities.write_remote(conn, entity, [record], {entity_id} if local_exists else set(), now)
 
     def _requeue_local(self, conn: Connection, entity: TrackedEntity, entity_id: str, remote: RemoteSide,
-                       items: Sequence[RowMapping], local_exists: bool, now: datetime) -> None:
+                       items: Sequence[Mapping[str, Any]], local_exists: bool, now: datetime) -> None:
         """Replace the entity's unsent items by one fresh change based on HO's version (new key)."""
         self._outbox.delete(conn, [i["id"] for i in items])
         if local_exists:

@@ -105,7 +105,7 @@ class PushService:
         now = self._clock()
         with write_transaction(self._engine) as conn:
             self._outbox.reclaim_expired_leases(conn, now)
-            due = self._outbox.due(conn, now, limit * 2)
+            due = self._outbox.due(conn, now, limit + limit // 2)
             keys = list(dict.fromkeys((r["resource"], r["entity_id"]) for r in due))
             keys = self._outbox.lock_entities(conn, keys)[: limit + limit // 4]  # a little slack for skips
             outstanding = self._outbox.outstanding(conn, keys)
