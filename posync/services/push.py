@@ -236,31 +236,37 @@ class PushService:
         """Push until nothing is due (or ``max_batches``). TransportError propagates to the caller,
         after every leased change has been given back.
 
-        Pipelined: while one batch is on the wire, the next is claimed (it cannot contain the same
-        entities: those are in flight), so the outlet's database work overlaps HO's."""
+        Pipelined: while one batch is on the wire, the previous one is settled and the next one claimed
+        (never the same entities: those are in flight), so the outlet's database work overlaps HO's."""
         total = PushStats()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="posync-push") as wire:
             batch = self._claim_some(total)
-            while batch:
-                started = time.perf_counter()
-                in_flight = wire.submit(self._deliver, batch, None)
-                last = max_batches is not None and total.batches + 1 >= max_batches
-                try:
-                    upcoming = [] if last else self._claim_some(total)
-                except BaseException:
-                    in_flight.result()  # let the request finish; its leases run out if it is never settled
-                    raise
+            if not batch:
+                return total
+            in_flight = wire.submit(self._deliver, batch, None)
+            started = time.perf_counter()
+            upcoming = self._claim_next(total, max_batches)
+            while True:
                 try:
                     outcome = in_flight.result()
                 except TransportError:
                     self._give_back(batch + upcoming)
                     raise
+                elapsed_ms = (time.perf_counter() - started) * 1000
+                if upcoming:
+                    in_flight, started = wire.submit(self._deliver, upcoming, None), time.perf_counter()
                 stats = PushStats(batches=1, sent=len(batch))
-                self._settle(batch, [outcome[lease.item_id] for lease in batch], stats,
-                             (time.perf_counter() - started) * 1000)
+                self._settle(batch, [outcome[lease.item_id] for lease in batch], stats, elapsed_ms)
                 total.add(stats)
-                batch = upcoming
-        return total
+                if not upcoming:
+                    return total
+                batch, upcoming = upcoming, self._claim_next(total, max_batches)
+
+    def _claim_next(self, total: PushStats, max_batches: int | None) -> list[Lease]:
+        # total.batches counts settled batches; one more is on the wire
+        if max_batches is not None and total.batches + 2 > max_batches:
+            return []
+        return self._claim_some(total)
 
     def _claim_some(self, total: PushStats) -> list[Lease]:
         """Claim a batch, passing over rounds that only folded changes into nothing."""
