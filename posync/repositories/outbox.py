@@ -171,10 +171,14 @@ class OutboxRepository:
             conn.execute(T.update().where(T.c.id.in_(chunk)).values(**values))
 
     def hold_followers(self, conn: Connection, key: EntityKey, available_at: float) -> None:
-        """Keep an entity's later items behind its head while the head waits out a backoff."""
-        conn.execute(T.update().where(
-            T.c.resource == key[0], T.c.entity_id == key[1], T.c.status == ItemStatus.PENDING.value,
-            T.c.available_at < available_at).values(available_at=available_at))
+        """Keep an entity's later items behind its head while the head waits out a backoff.
+        Ids first, through the entity index: a bare UPDATE would be planned on the due index and walk
+        every pending item of the queue."""
+        ids = list(conn.execute(sa.select(T.c.id).where(
+            T.c.resource == key[0], T.c.entity_id == key[1], T.c.status == ItemStatus.PENDING.value)).scalars())
+        for chunk in _chunks(ids):
+            conn.execute(T.update().where(T.c.id.in_(chunk), T.c.available_at < available_at)
+                         .values(available_at=available_at))
 
     def rebase_followers(self, conn: Connection, rebases: list[dict[str, Any]]) -> None:
         """After HO accepted a change (new version), later unsent changes of that entity build on it.
