@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 from posync.registry import TrackedEntity
 from posync.repositories import EntityRepository, OutboxRepository
 from posync.services.conflicts import ConflictHandler, remote_side
+from posync.services.resolve import Merge
 
 __all__ = ["ApplyStats", "RemoteApplier"]
 
@@ -90,5 +91,5 @@ class RemoteApplier:
             decision = self._handler.handle(conn, entity, eid, remote_side(record, deleted=deleted),
                                             source=source)
             stats.conflicts += 1
-            stats.decisions.append(str(decision) if not hasattr(decision, "data") else "merge")
+            stats.decisions.append("merge" if isinstance(decision, Merge) else str(decision))
         return stats

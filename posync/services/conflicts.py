@@ -20,7 +20,7 @@ from posync.registry import Registry, TrackedEntity
 from posync.repositories import ConflictRepository, EntityRepository, LogRepository, OutboxRepository
 from posync.services.resolve import Decision, LocalSide, Merge, RemoteSide, decide
 
-__all__ = ["ConflictHandler", "remote_side"]
+__all__ = ["ConflictHandler", "remote_current", "remote_side"]
 
 log = logging.getLogger("posync.conflicts")
 
@@ -37,15 +37,16 @@ def _parse_ts(value: Any) -> datetime | None:
 
 
 def remote_side(record: dict[str, Any], *, deleted: bool = False) -> RemoteSide:
-    """An HO record (pull record, tombstone, webhook record or a push's ``current``) as a RemoteSide."""
-    if "data" in record and isinstance(record.get("data"), dict | None) and "version" in record:
-        # push conflict shape: {"id", "version", "deleted", "updated_at", "data": {...}}
-        is_deleted = bool(record.get("deleted")) or deleted
-        data = None if is_deleted else dict(record["data"] or {})
-    else:
-        is_deleted = deleted or bool(record.get("deleted"))
-        data = None if is_deleted else dict(record)
-    return RemoteSide(int(record["version"]), is_deleted, data, _parse_ts(record.get("updated_at")))
+    """A pulled record, tombstone or webhook record (flat: fields beside ``id``/``version``)."""
+    return RemoteSide(int(record["version"]), deleted, None if deleted else dict(record),
+                      _parse_ts(record.get("updated_at")))
+
+
+def remote_current(current: dict[str, Any]) -> RemoteSide:
+    """HO's ``current`` record from a push conflict: ``{"id", "version", "deleted", "updated_at", "data"}``."""
+    deleted = bool(current.get("deleted"))
+    data = None if deleted else dict(current.get("data") or {})
+    return RemoteSide(int(current["version"]), deleted, data, _parse_ts(current.get("updated_at")))
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from posync.models.enums import ItemStatus, Op, SyncStatus
 from posync.registry import Registry
 from posync.repositories import EntityRepository, LogRepository, OutboxRepository
 from posync.services.coalesce import coalesce
-from posync.services.conflicts import ConflictHandler, remote_side
+from posync.services.conflicts import ConflictHandler, remote_current
 from posync.services.retry import RetryPolicy
 from posync.transport import HOClient
 
@@ -322,7 +322,7 @@ class PushService:
                 elif status == "conflict" and isinstance(result.get("current"), dict):
                     stats.conflicts += 1
                     entity = self._registry[lease.resource]
-                    self._handler.handle(conn, entity, lease.entity_id, remote_side(result["current"]),
+                    self._handler.handle(conn, entity, lease.entity_id, remote_current(result["current"]),
                                          source="push", own_item_id=lease.item_id)
                 elif status == "rejected":
                     stats.rejected += 1
