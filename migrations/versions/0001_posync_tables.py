@@ -1,13 +1,12 @@
 """posync tables
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-23 09:15:02.864978
 """
-from alembic import op
 import sqlalchemy as sa
 import sqlmodel
-
+from alembic import op
 
 revision = '0001'
 down_revision = None
