@@ -29,6 +29,10 @@ class PosyncSettings(BaseSettings):
     request_timeout: float = Field(30.0, gt=0)
     sync_interval_seconds: float = Field(30.0, gt=0)
 
+    # while HO is unreachable the whole queue waits, backing off from the first to the second figure
+    outage_initial_backoff_seconds: float = Field(2.0, gt=0)
+    outage_max_backoff_seconds: float = Field(300.0, gt=0)
+
     max_retries: int = 3
     initial_backoff_seconds: float = 60.0
     max_backoff_seconds: float = 1800.0
@@ -51,4 +55,5 @@ class PosyncSettings(BaseSettings):
                            self.backoff_multiplier)
 
     def outage_policy(self) -> OutagePolicy:
-        return OutagePolicy()
+        return OutagePolicy(self.outage_initial_backoff_seconds,
+                            max(self.outage_initial_backoff_seconds, self.outage_max_backoff_seconds))

@@ -145,6 +145,7 @@ class PushService:
         folded: list[int] = []
         nothing: list[int] = []
         unknown: list[int] = []
+        vanished: list[int] = []
         for items, op in groups:
             head = items[0]
             resource, entity_id = head["resource"], head["entity_id"]
@@ -163,7 +164,7 @@ class PushService:
                 else:
                     row = rows[resource].get(entity_id)
                     if row is None:  # deleted by a writer that did not enqueue the delete
-                        nothing += [i["id"] for i in items]
+                        vanished += [i["id"] for i in items]
                         continue
                     data, base, pushed_version = entity.to_payload(row), row["cloud_version"], row["version"]
                 change = {
@@ -181,11 +182,15 @@ class PushService:
             leases.append(Lease(head["id"], resource, entity_id, Op(change["op"]), change, pushed_version,
                                 head["attempts"], entity.append_only))
         self._outbox.lease(conn, updates)
-        self._outbox.delete(conn, folded + nothing)
+        self._outbox.delete(conn, folded + nothing + vanished)
         self._outbox.set_status(conn, unknown, ItemStatus.DEAD, error="resource is not registered")
         if nothing:
             self._logs.add(conn, "coalesced", _dt(now), count=len(nothing),
                            detail="created and deleted before HO saw them: nothing to send")
+        if vanished:
+            log.warning("%d queued changes refer to rows deleted without posync.enqueue(); dropped", len(vanished))
+            self._logs.add(conn, "dropped", _dt(now), count=len(vanished),
+                           detail="rows deleted without a queued delete (use posync.enqueue for raw deletes)")
         return leases, len(nothing)
 
     # -- send + settle -----------------------------------------------------------------------------
