@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, RowMapping
+from sqlalchemy.engine import Connection
 
 from posync.models.enums import SyncStatus
 from posync.registry import TrackedEntity
@@ -26,14 +26,17 @@ _CHUNK = 500
 
 class EntityRepository:
     def rows(self, conn: Connection, entity: TrackedEntity, entity_ids: Iterable[str], *,
-             for_update: bool = False) -> dict[str, RowMapping]:
+             for_update: bool = False) -> dict[str, dict[str, Any]]:
         ids = [entity.pk_value(i) for i in entity_ids]
-        out: dict[str, RowMapping] = {}
+        out: dict[str, dict[str, Any]] = {}
         for i in range(0, len(ids), _CHUNK):
             stmt = sa.select(entity.table).where(entity.pk.in_(sa.bindparam("ids", expanding=True)))
             if for_update and conn.dialect.name == "postgresql":
                 stmt = stmt.with_for_update()
-            for row in conn.execute(stmt, {"ids": ids[i : i + _CHUNK]}).mappings():
+            result = conn.execute(stmt, {"ids": ids[i : i + _CHUNK]})
+            keys = list(result.keys())
+            for values in result:
+                row = dict(zip(keys, values, strict=True))
                 out[str(row[entity.pk.name])] = row
         return out
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -91,8 +90,6 @@ class OutboxRepository:
                         item = dict(zip(_ITEM_COLUMNS, values, strict=True))
                         if isinstance(item["payload"], str):
                             item["payload"] = json.loads(item["payload"])
-                        if isinstance(item["changed_at"], str):  # SQLite keeps datetimes as text
-                            item["changed_at"] = datetime.fromisoformat(item["changed_at"])
                         out[(item["resource"], item["entity_id"])].append(item)
         finally:
             cursor.close()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy.engine import Connection, RowMapping
+from sqlalchemy.engine import Connection
 
 from posync.errors import ConflictStateError, NotFoundError
 from posync.models.enums import ItemStatus, Op, SyncStatus
@@ -51,7 +51,7 @@ def remote_current(current: dict[str, Any]) -> RemoteSide:
 
 @dataclass(frozen=True)
 class _Local:
-    row: RowMapping | None
+    row: dict[str, Any] | None
     items: list[dict[str, Any]]
 
 
@@ -81,7 +81,8 @@ class ConflictHandler:
             side = LocalSide(Op.CREATE if first_op is Op.CREATE else Op.UPDATE, entity.to_payload(local.row),
                              local.row["updated_at"])
         else:
-            changed = local.items[-1]["changed_at"] if local.items else self._now()
+            changed = _parse_ts(local.items[-1]["changed_at"]) if local.items else None
+            changed = changed or self._now()
             side = LocalSide(Op.DELETE, None, changed)
         decision = entity.resolver(side, remote) if entity.resolver else decide(entity.strategy, side, remote)
         # inflight items of another worker's push stay with that push (its answer is settled by version)

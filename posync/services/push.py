@@ -375,6 +375,8 @@ def _dt(ts: float) -> datetime:
 
 
 def _iso(value: Any) -> str:
+    """An outbox timestamp as ISO 8601 with offset; SQLite hands back its stored text (UTC, no offset)."""
     if isinstance(value, datetime):
         return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
-    return str(value)
+    text = str(value).replace(" ", "T", 1)
+    return text if ("+" in text[10:] or text.endswith("Z")) else text + "+00:00"
