@@ -70,6 +70,15 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
+def ho(db_url: str) -> Iterator[Any]:
+    """A reference head office on the test's database (modules with their own ``ho`` override it)."""
+    from posync.testing import ReferenceHO
+
+    with ReferenceHO(db_url) as ref:
+        yield ref
+
+
+@pytest.fixture
 def server(ho: Any) -> Iterator[Any]:
     """The module's ``ho`` (a ReferenceHO) served over loopback HTTP."""
     from posync.testing import serve_in_thread

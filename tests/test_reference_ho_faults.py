@@ -23,12 +23,6 @@ HEADERS = {"X-API-Key": DEFAULT_API_KEY, "X-Outlet-ID": "o1"}
 
 
 @pytest.fixture
-def ho(db_url: str) -> Iterator[ReferenceHO]:
-    with ReferenceHO(db_url) as ho:
-        yield ho
-
-
-@pytest.fixture
 def client(server: ServerHandle) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, headers=HEADERS, timeout=30) as c:
         yield c

@@ -20,12 +20,6 @@ _names = itertools.count()
 
 
 @pytest.fixture
-def ho(db_url: str) -> Iterator[ReferenceHO]:
-    with ReferenceHO(db_url) as ho:
-        yield ho
-
-
-@pytest.fixture
 def client(server: ServerHandle) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, headers={"X-API-Key": DEFAULT_API_KEY}, timeout=30) as c:
         yield c

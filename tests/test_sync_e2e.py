@@ -120,7 +120,6 @@ def test_an_edit_made_while_the_push_is_in_flight_is_not_lost(outlet: Outlet, ho
 def test_pull_is_incremental_applies_tombstones_and_skips_when_nothing_changed(outlet: Outlet, ho: HO) -> None:
     for i in range(7):
         ho.ref.put("products", f"p{i}", {"id": f"p{i}", "name": f"P{i}", "price": i})
-    outlet.sync.settings.pull_page_size  # noqa: B018 - documented knob
     outlet.sync.pull._page_size = 3
     stats = outlet.sync.pull.pull_all()
     assert stats.pages >= 3 and stats.applied.written == 7

@@ -105,6 +105,3 @@ class EntityRepository:
         ids = [entity.pk_value(i) for i in entity_ids]
         for i in range(0, len(ids), _CHUNK):
             conn.execute(entity.table.delete().where(entity.pk.in_(ids[i : i + _CHUNK])))
-
-    def all_ids(self, conn: Connection, entity: TrackedEntity) -> set[str]:
-        return {str(v) for v in conn.execute(sa.select(entity.pk)).scalars()}

@@ -125,13 +125,11 @@ class OutboxRepository:
                  x["available_at"], x["id"]) for x in leases]
         driver_executemany(conn, sql, rows)
 
-    def delete(self, conn: Connection, ids: Sequence[int], *, lease_owner: str | None = None) -> int:
-        """Delete settled items. With ``lease_owner``, only while we still hold their lease."""
+    def delete(self, conn: Connection, ids: Sequence[int]) -> int:
+        """Delete settled items."""
         deleted = 0
         for chunk in _chunks(list(ids)):
             stmt = T.delete().where(T.c.id.in_(sa.bindparam("ids", expanding=True)))
-            if lease_owner is not None:
-                stmt = stmt.where(T.c.lease_owner == lease_owner, T.c.status == ItemStatus.INFLIGHT.value)
             deleted += conn.execute(stmt, {"ids": list(chunk)}).rowcount or 0
         return deleted
 
