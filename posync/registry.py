@@ -17,21 +17,26 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from posync.errors import ConfigurationError
+from posync.errors import ConfigurationError, ProtocolError
 from posync.models.enums import ConflictStrategy, Direction
 from posync.models.tracked import BOOKKEEPING_COLUMNS, Tracked
 
 if TYPE_CHECKING:
     from posync.services.resolve import Resolver
 
-__all__ = ["Registry", "TrackedEntity"]
+__all__ = ["Registry", "TrackedEntity", "parse_timestamp"]
 
 Payload = dict[str, Any]
 
 
-def _parse_datetime(value: Any) -> Any:
+def parse_timestamp(value: Any) -> Any:
+    """ISO 8601 text (``Z`` allowed) as a datetime; other values unchanged. Bad text from HO is a
+    ProtocolError, not a bare ValueError."""
     if isinstance(value, str):
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise ProtocolError(f"HO sent {value[:40]!r} where an ISO 8601 timestamp belongs") from exc
     return value
 
 
@@ -107,10 +112,10 @@ class TrackedEntity:
         for name in self.data_columns:
             if name in record:
                 value = record[name]
-                values[name] = _parse_datetime(value) if name in self._datetime_columns else value
+                values[name] = parse_timestamp(value) if name in self._datetime_columns else value
         values[self.pk.name] = self.pk_value(str(record.get(self.pk.name, record.get("id"))))
         if "updated_at" in record:
-            values["updated_at"] = _parse_datetime(record["updated_at"])
+            values["updated_at"] = parse_timestamp(record["updated_at"])
         return values
 
 

@@ -129,3 +129,9 @@ def test_registration_errors_are_clear() -> None:
         posync.Registry([posync.TrackedEntity(Order, "orders"), posync.TrackedEntity(Order, "orders")])
     with pytest.raises(posync.ConfigurationError, match="must inherit"):
         posync.TrackedEntity(int, "ints")  # type: ignore[arg-type]
+
+
+def test_an_unreadable_timestamp_from_ho_is_a_protocol_error() -> None:
+    entity = posync.TrackedEntity(Product, "products")
+    with pytest.raises(posync.ProtocolError, match="ISO 8601"):
+        entity.from_remote({"id": "p1", "updated_at": "yesterday-ish"})

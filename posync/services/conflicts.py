@@ -14,9 +14,9 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from posync.errors import ConflictStateError, NotFoundError
+from posync.errors import ConflictStateError, NotFoundError, ProtocolError
 from posync.models.enums import ItemStatus, Op, SyncStatus
-from posync.registry import Registry, TrackedEntity
+from posync.registry import Registry, TrackedEntity, parse_timestamp
 from posync.repositories import ConflictRepository, EntityRepository, LogRepository, OutboxRepository
 from posync.services.resolve import Decision, LocalSide, Merge, RemoteSide, decide
 
@@ -26,14 +26,12 @@ log = logging.getLogger("posync.conflicts")
 
 
 def _parse_ts(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        return value
-    if isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    return None
+    """A timestamp for deciding conflicts; an unreadable one counts as unknown."""
+    try:
+        parsed = parse_timestamp(value)
+    except ProtocolError:
+        return None
+    return parsed if isinstance(parsed, datetime) else None
 
 
 def remote_side(record: dict[str, Any], *, deleted: bool = False) -> RemoteSide:
