@@ -9,7 +9,6 @@ Every httpx error and every HTTP status is translated here, so nothing above thi
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Generator
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
+from posync import _json
 from posync.errors import (
     AuthenticationError,
     HOErrorResponse,
@@ -59,8 +59,8 @@ class JwtAuth(httpx.Auth):
         self._lock = threading.Lock()
 
     def _token_request(self) -> httpx.Request:
-        body = json.dumps({"username": self._username, "password": self._password.get_secret_value()})
-        return httpx.Request("POST", self._token_url, content=body.encode(),
+        body = _json.dumps({"username": self._username, "password": self._password.get_secret_value()})
+        return httpx.Request("POST", self._token_url, content=body,
                              headers={"Content-Type": "application/json"})
 
     def _read_token(self, response: httpx.Response) -> str:
@@ -185,7 +185,7 @@ class HOClient:
 
     def _send(self, method: str, path: str, *, json_body: Any = None,
               params: dict[str, str] | None = None) -> dict[str, Any]:
-        content = None if json_body is None else json.dumps(json_body, separators=(",", ":")).encode()
+        content = None if json_body is None else _json.dumps(json_body)
         headers = {"Content-Type": "application/json"} if content is not None else None
         # Every request posync sends is safe to repeat (reads, or pushes under idempotency keys), so a
         # connection reset (often a kept-alive connection the server closed) is retried once at once.
@@ -207,7 +207,7 @@ class HOClient:
             raise HOUnavailableError(f"{method} {path}: HO answered {status}", status=status,
                                      retry_after=_retry_after(response))
         try:
-            body = json.loads(response.content)
+            body = _json.loads(response.content)
         except ValueError as exc:
             raise ProtocolError(f"{method} {path}: HO answered {status} with a body that is not JSON") from exc
         if status in (401, 403):

@@ -173,6 +173,10 @@ def test_poison_and_malformed_changes_are_rejected_per_item(client: httpx.Client
     assert push(client, bad)[0]["status"] == "rejected"
     r = client.post(PUSH, json={"changes": [None, {"resource": "orders"}]})
     assert [x["status"] for x in r.json()["results"]] == ["rejected", "rejected"]
+    # an op that is a list or an object (unhashable) is a validation error too, not a 500
+    r = client.post(PUSH, json={"changes": [{**change("u1", "8"), "op": ["create"]}, {**change("u2", "8"), "op": {}}]})
+    assert r.status_code == 200
+    assert [x["code"] for x in r.json()["results"]] == ["VALIDATION_ERROR", "VALIDATION_ERROR"]
     assert set(ho.records("orders")) == {"1", "7"}
 
 

@@ -17,42 +17,82 @@ from sqlalchemy.engine import Connection
 
 from posync.models.enums import SyncStatus
 from posync.registry import TrackedEntity
-from posync.repositories.outbox import driver_executemany
+from posync.repositories import driver
 
 __all__ = ["EntityRepository"]
 
 _CHUNK = 500
 
 
+class _RowReader:
+    """How to read some columns of one tracked table on the driver's cursor: the SELECT, the primary
+    key's bind processor, and each column's result processor (the conversions SQLAlchemy applies)."""
+
+    def __init__(self, conn: Connection, entity: TrackedEntity, names: Sequence[str]) -> None:
+        dialect = conn.dialect
+        q = dialect.identifier_preparer
+        self.names = tuple(names)
+        self.table = q.format_table(entity.table)
+        self.pk = q.quote(entity.pk.name)
+        columns = f"SELECT {', '.join(q.quote(n) for n in self.names)} FROM {self.table}"
+        self.select = f"{columns} WHERE {self.pk} IN ({{}})"
+        type_codes = driver.column_types(conn, f"{columns} WHERE 1 = 0")
+        self.bind_pk = entity.pk.type.dialect_impl(dialect).bind_processor(dialect)
+        self.convert = [(n, proc) for n, code in zip(self.names, type_codes, strict=True)
+                        if (proc := entity.table.c[n].type.dialect_impl(dialect).result_processor(dialect, code))
+                        is not None]
+
+    def key(self, entity: TrackedEntity, entity_id: str) -> Any:
+        value = entity.pk_value(entity_id)
+        return value if self.bind_pk is None else self.bind_pk(value)
+
+
 class EntityRepository:
+    def __init__(self) -> None:
+        self._readers: dict[tuple[str, str, bool], _RowReader] = {}
+
+    def _reader(self, conn: Connection, entity: TrackedEntity, *, for_push: bool = False) -> _RowReader:
+        cache_key = (conn.dialect.name, entity.resource, for_push)
+        reader = self._readers.get(cache_key)
+        if reader is None:
+            names = ([*entity.data_columns, "version", "cloud_version"] if for_push
+                     else [c.name for c in entity.table.columns])
+            reader = self._readers[cache_key] = _RowReader(conn, entity, names)
+        return reader
+
     def rows(self, conn: Connection, entity: TrackedEntity, entity_ids: Iterable[str], *,
              for_update: bool = False) -> dict[str, dict[str, Any]]:
-        ids = [entity.pk_value(i) for i in entity_ids]
+        """Whole rows of these entities, by entity id, as plain dicts of column values."""
+        return self._read(conn, entity, self._reader(conn, entity), entity_ids, for_update=for_update)
+
+    def push_rows(self, conn: Connection, entity: TrackedEntity,
+                  entity_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """What a push needs of these rows: the data columns (``to_payload``), ``version`` and
+        ``cloud_version``; the other bookkeeping columns are not read."""
+        return self._read(conn, entity, self._reader(conn, entity, for_push=True), entity_ids)
+
+    @staticmethod
+    def _read(conn: Connection, entity: TrackedEntity, reader: _RowReader, entity_ids: Iterable[str], *,
+              for_update: bool = False) -> dict[str, dict[str, Any]]:
+        sql = reader.select + (" FOR UPDATE" if for_update and conn.dialect.name == "postgresql" else "")
         out: dict[str, dict[str, Any]] = {}
-        for i in range(0, len(ids), _CHUNK):
-            stmt = sa.select(entity.table).where(entity.pk.in_(sa.bindparam("ids", expanding=True)))
-            if for_update and conn.dialect.name == "postgresql":
-                stmt = stmt.with_for_update()
-            result = conn.execute(stmt, {"ids": ids[i : i + _CHUNK]})
-            keys = list(result.keys())
-            for values in result:
-                row = dict(zip(keys, values, strict=True))
-                out[str(row[entity.pk.name])] = row
+        names, pk, convert = reader.names, entity.pk.name, reader.convert
+        for values in driver.fetch_in(conn, sql, [reader.key(entity, i) for i in entity_ids]):
+            row = dict(zip(names, values, strict=True))
+            for name, proc in convert:
+                row[name] = proc(row[name])
+            out[str(row[pk])] = row
         return out
 
     def mark_pushed(self, conn: Connection, entity: TrackedEntity, accepted: Sequence[dict[str, Any]]) -> None:
         """HO accepted changes: record its version; the row is synced unless changed again meanwhile.
         Each dict: entity_id, cloud_version, pushed_version. A version older than one already applied
         (a pull got there first) changes nothing."""
-        if not accepted:
-            return
-        q = conn.dialect.identifier_preparer.quote
-        table, pk = q(entity.table.name), q(entity.pk.name)
-        # one driver-level executemany: this runs for every accepted change
-        sql = (f"UPDATE {table} SET cloud_version = ?, sync_status = CASE WHEN version = ? THEN "
+        reader = self._reader(conn, entity)
+        sql = (f"UPDATE {reader.table} SET cloud_version = ?, sync_status = CASE WHEN version = ? THEN "
                f"'{SyncStatus.SYNCED.value}' ELSE sync_status END "
-               f"WHERE {pk} = ? AND (cloud_version IS NULL OR cloud_version < ?)")
-        driver_executemany(conn, sql, [(a["cloud_version"], a["pushed_version"], entity.pk_value(a["entity_id"]),
+               f"WHERE {reader.pk} = ? AND (cloud_version IS NULL OR cloud_version < ?)")
+        driver.executemany(conn, sql, [(a["cloud_version"], a["pushed_version"], reader.key(entity, a["entity_id"]),
                                         a["cloud_version"]) for a in accepted])
 
     def set_status(self, conn: Connection, entity: TrackedEntity, entity_id: str, status: SyncStatus,

@@ -6,7 +6,6 @@ Every method takes the caller's ``Connection``: the service decides the transact
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -14,29 +13,23 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
-from posync.models.enums import OUTSTANDING, ItemStatus
+from posync import _json as json
+from posync.models.enums import ItemStatus
 from posync.models.outbox import OutboxItem
+from posync.repositories import driver
 
-__all__ = ["OutboxRepository", "driver_executemany"]
+__all__ = ["OutboxRepository"]
 
 T = OutboxItem.__table__  # type: ignore[attr-defined]
 _CHUNK = 500
 EntityKey = tuple[str, str]
 
 
-def driver_executemany(conn: Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
-    """``cursor.executemany`` straight on the DBAPI connection, in the caller's transaction. ``sql`` uses
-    ``?`` placeholders; they become ``%s`` for drivers with the format paramstyle (psycopg)."""
-    if conn.dialect.paramstyle != "qmark":
-        sql = sql.replace("?", "%s")
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    try:
-        cursor.executemany(sql, rows)
-    finally:
-        cursor.close()
-
-
-_ITEM_COLUMNS = tuple(c.name for c in T.columns)
+# the columns claiming and conflict handling read (not the lease owner or the last error)
+_ITEM_COLUMNS = ("id", "resource", "entity_id", "op", "status", "available_at", "attempts", "idempotency_key",
+                 "payload", "base_version", "entity_version", "changed_at")
+_PENDING = ItemStatus.PENDING.value
+_INFLIGHT = ItemStatus.INFLIGHT.value
 
 
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
@@ -54,45 +47,28 @@ class OutboxRepository:
         )
         return res.rowcount or 0
 
-    def due(self, conn: Connection, now: float, limit: int) -> list[RowMapping]:
-        """Pending items that are due, oldest first: a range scan on (status, available_at, id)."""
-        stmt = (
-            sa.select(T.c.id, T.c.resource, T.c.entity_id)
-            .where(T.c.status == ItemStatus.PENDING.value, T.c.available_at <= now)
-            .order_by(T.c.available_at, T.c.id)
-            .limit(limit)
-        )
-        if conn.dialect.name == "postgresql":
-            stmt = stmt.with_for_update(skip_locked=True)
-        return list(conn.execute(stmt).mappings())
+    def due(self, conn: Connection, now: float, limit: int) -> list[EntityKey]:
+        """The entities of pending items that are due, oldest item first: a range scan on
+        (status, available_at, id). PostgreSQL locks those items, skipping ones another claimer holds."""
+        lock = " FOR UPDATE SKIP LOCKED" if conn.dialect.name == "postgresql" else ""
+        rows = driver.fetch(conn, f"SELECT resource, entity_id FROM {T.name} WHERE status = ? AND available_at <= ? "
+                                  f"ORDER BY available_at, id LIMIT ?{lock}", (_PENDING, now, limit))
+        return [(resource, entity_id) for resource, entity_id in rows]
 
     def outstanding(self, conn: Connection, keys: Sequence[EntityKey]) -> dict[EntityKey, list[dict[str, Any]]]:
-        """Every unsettled item of these entities, in commit order.
-
-        Read on the driver's cursor: this runs for every claimed batch, and SQLAlchemy's per-row result
-        processing was a quarter of a claim's time."""
+        """Every unsettled item of these entities, in commit order (every status is unsettled: items HO
+        accepted are deleted). Through the entity index, on the driver's cursor."""
         by_resource: dict[str, list[str]] = defaultdict(list)
         for resource, entity_id in keys:
             by_resource[resource].append(entity_id)
         out: dict[EntityKey, list[dict[str, Any]]] = defaultdict(list)
-        ph = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-        statuses = [s.value for s in OUTSTANDING]
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        try:
-            for resource, ids in by_resource.items():
-                for chunk in _chunks(ids):
-                    cursor.execute(
-                        f"SELECT {', '.join(_ITEM_COLUMNS)} FROM {T.name} WHERE resource = {ph} "
-                        f"AND entity_id IN ({', '.join([ph] * len(chunk))}) "
-                        f"AND status IN ({', '.join([ph] * len(statuses))}) ORDER BY id",
-                        (resource, *chunk, *statuses))
-                    for values in cursor.fetchall():
-                        item = dict(zip(_ITEM_COLUMNS, values, strict=True))
-                        if isinstance(item["payload"], str):
-                            item["payload"] = json.loads(item["payload"])
-                        out[(item["resource"], item["entity_id"])].append(item)
-        finally:
-            cursor.close()
+        sql = f"SELECT {', '.join(_ITEM_COLUMNS)} FROM {T.name} WHERE resource = ? AND entity_id IN ({{}}) ORDER BY id"
+        for resource, ids in by_resource.items():
+            for values in driver.fetch_in(conn, sql, ids, before=(resource,)):
+                item = dict(zip(_ITEM_COLUMNS, values, strict=True))
+                if isinstance(item["payload"], str):
+                    item["payload"] = json.loads(item["payload"])
+                out[(resource, item["entity_id"])].append(item)
         return out
 
     def lock_entities(self, conn: Connection, keys: Sequence[EntityKey]) -> list[EntityKey]:
@@ -120,27 +96,18 @@ class OutboxRepository:
         payload = "CAST(? AS JSON)" if conn.dialect.name == "postgresql" else "?"
         sql = (f"UPDATE {T.name} SET status = ?, op = ?, payload = {payload}, idempotency_key = ?, "
                "base_version = ?, entity_version = ?, lease_owner = ?, available_at = ? WHERE id = ?")
-        rows = [(ItemStatus.INFLIGHT.value, x["op"], json.dumps(x["payload"], separators=(",", ":")),
-                 x["idempotency_key"], x["base_version"], x["entity_version"], x["lease_owner"],
-                 x["available_at"], x["id"]) for x in leases]
-        driver_executemany(conn, sql, rows)
+        rows = [(_INFLIGHT, x["op"], json.dumps_text(x["payload"]), x["idempotency_key"], x["base_version"],
+                 x["entity_version"], x["lease_owner"], x["available_at"], x["id"]) for x in leases]
+        driver.executemany(conn, sql, rows)
 
     def delete(self, conn: Connection, ids: Sequence[int]) -> int:
         """Delete settled items."""
-        deleted = 0
-        for chunk in _chunks(list(ids)):
-            stmt = T.delete().where(T.c.id.in_(sa.bindparam("ids", expanding=True)))
-            deleted += conn.execute(stmt, {"ids": list(chunk)}).rowcount or 0
-        return deleted
+        return driver.execute_in(conn, f"DELETE FROM {T.name} WHERE id IN ({{}})", list(ids))
 
     def still_leased(self, conn: Connection, ids: Sequence[int], lease_owner: str) -> set[int]:
-        held: set[int] = set()
-        for chunk in _chunks(list(ids)):
-            held.update(conn.execute(
-                sa.select(T.c.id).where(T.c.id.in_(chunk), T.c.lease_owner == lease_owner,
-                                        T.c.status == ItemStatus.INFLIGHT.value)
-            ).scalars())
-        return held
+        rows = driver.fetch_in(conn, f"SELECT id FROM {T.name} WHERE id IN ({{}}) AND lease_owner = ? AND status = ?",
+                               list(ids), after=(lease_owner, _INFLIGHT))
+        return {item_id for (item_id,) in rows}
 
     def release(self, conn: Connection, ids: Sequence[int], lease_owner: str, available_at: float) -> None:
         """Give leased items back untouched (HO unreachable): same key, same payload, no attempt counted."""
@@ -177,29 +144,23 @@ class OutboxRepository:
 
     def rebase_followers(self, conn: Connection, rebases: list[dict[str, Any]]) -> None:
         """After HO accepted a change (new version), later unsent changes of that entity build on it.
-        Most accepted changes have no followers: find the few that do with one query per chunk."""
+        Most accepted changes have no followers: find the few that do (an index-only read) first."""
         if not rebases:
             return
         by_resource: dict[str, list[str]] = defaultdict(list)
         for r in rebases:
             by_resource[r["b_resource"]].append(r["b_entity_id"])
-        with_followers: set[tuple[str, str]] = set()
+        with_followers: set[EntityKey] = set()
         for resource, ids in by_resource.items():
-            for chunk in _chunks(ids):
-                rows = conn.execute(
-                    sa.select(T.c.resource, T.c.entity_id).distinct()
-                    .where(T.c.resource == resource, T.c.entity_id.in_(chunk),
-                           T.c.status == ItemStatus.PENDING.value))
-                with_followers.update((r, e) for r, e in rows)
-        todo = [r for r in rebases if (r["b_resource"], r["b_entity_id"]) in with_followers]
-        if todo:
-            conn.execute(
-                T.update().where(T.c.resource == sa.bindparam("b_resource"),
-                                 T.c.entity_id == sa.bindparam("b_entity_id"),
-                                 T.c.status == ItemStatus.PENDING.value, T.c.attempts == 0)
-                .values(base_version=sa.bindparam("base_version")),
-                todo,
-            )
+            rows = driver.fetch_in(conn, f"SELECT DISTINCT entity_id FROM {T.name} "
+                                         "WHERE resource = ? AND entity_id IN ({}) AND status = ?",
+                                   ids, before=(resource,), after=(_PENDING,))
+            with_followers.update((resource, entity_id) for (entity_id,) in rows)
+        driver.executemany(
+            conn, f"UPDATE {T.name} SET base_version = ? WHERE resource = ? AND entity_id = ? AND status = ? "
+                  "AND attempts = 0",
+            [(r["base_version"], r["b_resource"], r["b_entity_id"], _PENDING) for r in rebases
+             if (r["b_resource"], r["b_entity_id"]) in with_followers])
 
     def insert(self, conn: Connection, row: dict[str, Any]) -> None:
         conn.execute(T.insert(), [row])

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import random
+import secrets
 import time
 import uuid
 from collections import defaultdict
@@ -27,7 +28,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.engine import Connection, Engine
 
@@ -45,11 +46,11 @@ __all__ = ["Lease", "PushService", "PushStats"]
 
 log = logging.getLogger("posync.push")
 
+_OP_BY_VALUE = {op.value: op for op in Op}  # a dict lookup: Op(value) costs microseconds, per claimed item
 _SET_ASIDE = frozenset({ItemStatus.DEAD.value, ItemStatus.CONFLICT.value, ItemStatus.BLOCKED.value})
 
 
-@dataclass(frozen=True)
-class Lease:
+class Lease(NamedTuple):
     item_id: int
     resource: str
     entity_id: str
@@ -105,41 +106,32 @@ class PushService:
         now = self._clock()
         with write_transaction(self._engine) as conn:
             self._outbox.reclaim_expired_leases(conn, now)
-            due = self._outbox.due(conn, now, limit + limit // 2)
-            keys = list(dict.fromkeys((r["resource"], r["entity_id"]) for r in due))
-            keys = self._outbox.lock_entities(conn, keys)[: limit + limit // 4]  # a little slack for skips
-            outstanding = self._outbox.outstanding(conn, keys)
+            keys = list(dict.fromkeys(self._outbox.due(conn, now, limit + limit // 2)))
+            keys = self._outbox.lock_entities(conn, keys)
             groups: list[tuple[list[Any], Op | None]] = []
             to_block: list[int] = []
-            for key in keys:
-                items = outstanding.get(key, [])
-                statuses = {i["status"] for i in items}
-                if not items or ItemStatus.INFLIGHT.value in statuses:
-                    continue
-                if statuses & _SET_ASIDE:  # the entity waits on a dead change or a conflict
-                    to_block += [i["id"] for i in items if i["status"] == ItemStatus.PENDING.value]
-                    continue
-                head = items[0]
-                if head["available_at"] > now:
-                    continue
-                if head["idempotency_key"] is not None:  # sent before: resend exactly that, alone
-                    groups.append(([head], Op(head["op"])))
-                else:
-                    groups.append((items, coalesce([Op(i["op"]) for i in items])))
-                if len(groups) >= limit:
-                    break
+            # most due entities are claimable: read the first ``limit`` of them, more only if some weren't
+            start = 0
+            while len(groups) < limit and start < len(keys):
+                window = keys[start : start + limit - len(groups)]
+                start += len(window)
+                outstanding = self._outbox.outstanding(conn, window)
+                for key in window:
+                    _take(outstanding.get(key, []), now, groups, to_block)
             self._outbox.set_status(conn, to_block, ItemStatus.BLOCKED)
             return self._lease(conn, groups, now)
 
     def _lease(self, conn: Connection, groups: list[tuple[list[Any], Op | None]],
                now: float) -> tuple[list[Lease], int]:
+        entities = {res: self._registry[res] for res in {items[0]["resource"] for items, _ in groups}
+                    if res in self._registry}
         to_read: dict[str, list[str]] = defaultdict(list)
         for items, op in groups:
             head = items[0]
-            if head["idempotency_key"] is None and op in (Op.CREATE, Op.UPDATE):
+            if head["idempotency_key"] is None and op in (Op.CREATE, Op.UPDATE) and head["resource"] in entities:
                 to_read[head["resource"]].append(head["entity_id"])
-        rows = {res: self._entities.rows(conn, self._registry[res], ids) for res, ids in to_read.items()
-                if res in self._registry}
+        rows = {res: self._entities.push_rows(conn, entities[res], ids) for res, ids in to_read.items()}
+        lease_until = now + self._lease_seconds
         leases: list[Lease] = []
         updates: list[dict[str, Any]] = []
         folded: list[int] = []
@@ -149,12 +141,12 @@ class PushService:
         for items, op in groups:
             head = items[0]
             resource, entity_id = head["resource"], head["entity_id"]
-            if resource not in self._registry:
+            entity = entities.get(resource)
+            if entity is None:
                 unknown.append(head["id"])
                 continue
-            entity = self._registry[resource]
-            if head["idempotency_key"] is not None:
-                change, pushed_version = head["payload"], head["entity_version"]
+            if head["idempotency_key"] is not None:  # a resend: the frozen change, as it was
+                change, pushed_version, op = head["payload"], head["entity_version"], Op(head["op"])
             elif op is None:
                 nothing += [i["id"] for i in items]
                 continue
@@ -168,7 +160,7 @@ class PushService:
                         continue
                     data, base, pushed_version = entity.to_payload(row), row["cloud_version"], row["version"]
                 change = {
-                    "idempotency_key": uuid.uuid4().hex, "resource": resource, "entity_id": entity_id,
+                    "idempotency_key": secrets.token_hex(16), "resource": resource, "entity_id": entity_id,
                     # a create's base is None for a new entity, or the tombstone's version when it
                     # re-creates one HO deleted (protocol.md)
                     "op": op.value, "base_version": base,
@@ -177,10 +169,9 @@ class PushService:
                 folded += [i["id"] for i in items[1:]]
             updates.append({"id": head["id"], "op": change["op"], "payload": change,
                             "idempotency_key": change["idempotency_key"], "base_version": change["base_version"],
-                            "entity_version": pushed_version, "lease_owner": self.owner,
-                            "available_at": now + self._lease_seconds})
-            leases.append(Lease(head["id"], resource, entity_id, Op(change["op"]), change, pushed_version,
-                                head["attempts"], entity.append_only))
+                            "entity_version": pushed_version, "lease_owner": self.owner, "available_at": lease_until})
+            leases.append(Lease(head["id"], resource, entity_id, op, change, pushed_version, head["attempts"],
+                                entity.append_only))
         self._outbox.lease(conn, updates)
         self._outbox.delete(conn, folded + nothing + vanished)
         self._outbox.set_status(conn, unknown, ItemStatus.DEAD, error="resource is not registered")
@@ -368,6 +359,25 @@ class PushService:
             self._entities.set_status(conn, self._registry[lease.resource], lease.entity_id, SyncStatus.FAILED)
         self._logs.add(conn, "dead", _dt(now), resource=lease.resource, entity_id=lease.entity_id, detail=reason)
         log.warning("change set aside: %s %s:%s (%s)", lease.op.value, lease.resource, lease.entity_id, reason)
+
+
+def _take(items: list[dict[str, Any]], now: float, groups: list[tuple[list[Any], Op | None]],
+          to_block: list[int]) -> None:
+    """Claim decision for one entity's outstanding ``items`` (commit order): add its group to ``groups``,
+    its waiting items to ``to_block``, or nothing (in flight, in backoff)."""
+    statuses = {i["status"] for i in items}
+    if not items or ItemStatus.INFLIGHT.value in statuses:
+        return
+    if statuses & _SET_ASIDE:  # the entity waits on a dead change or a conflict
+        to_block += [i["id"] for i in items if i["status"] == ItemStatus.PENDING.value]
+        return
+    head = items[0]
+    if head["available_at"] > now:
+        return
+    if head["idempotency_key"] is not None:  # sent before: resend exactly that, alone
+        groups.append(([head], _OP_BY_VALUE[head["op"]]))
+    else:
+        groups.append((items, coalesce([_OP_BY_VALUE[i["op"]] for i in items])))
 
 
 def _dt(ts: float) -> datetime:

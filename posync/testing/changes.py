@@ -17,12 +17,17 @@ Rules (docs/protocol.md, "Push"):
 
 from __future__ import annotations
 
-import hashlib
 import json
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from hashlib import sha256
 from typing import Any, Literal, NamedTuple
+
+import orjson
+
+from posync import _json
 
 __all__ = [
     "RESOURCE_RE",
@@ -32,7 +37,9 @@ __all__ = [
     "State",
     "Validator",
     "canonical_json",
+    "compact_json",
     "decide",
+    "loads_json",
     "parse_change",
     "request_hash",
 ]
@@ -96,13 +103,82 @@ class Decision(NamedTuple):
     data: dict[str, Any] | None = None
 
 
+# -- JSON: orjson's speed, the standard library's exact bytes and values -----------------------------
+# HO stores canonical JSON and hashes it for idempotency, so its bytes must not change: a key applied
+# before an upgrade must still answer "duplicate" after it. orjson writes the same bytes as json.dumps
+# for the types below; other values (NaN as null, 1e-05 as 0.00001, datetimes it accepts where the
+# stdlib raises) go to the stdlib, as does whatever orjson refuses (ints beyond 64 bits, non-str keys).
+
+_SAME_SCALARS = frozenset({str, int, bool, type(None)})
+_MAX_DEPTH = 64  # deeper values go to the stdlib: a bounded walk, and its RecursionError as before
+
+
+def _orjson_exact(value: Any, depth: int = 0) -> bool:
+    """True when orjson writes ``value`` byte for byte as json.dumps(ensure_ascii=False) does."""
+    kind = type(value)
+    if kind in _SAME_SCALARS:
+        return True
+    if kind is float:  # finite and not tiny: orjson and repr() agree (NaN fails both comparisons)
+        return bool(value == 0.0 or 1e-4 <= abs(value) < math.inf)
+    if kind is dict:
+        items = value.values()
+    elif kind is list:
+        items = value
+    else:
+        return False
+    if depth >= _MAX_DEPTH:
+        return False
+    for item in items:  # noqa: SIM110 - a loop: all() over a generator costs 3x, on every pushed change
+        if type(item) not in _SAME_SCALARS and not _orjson_exact(item, depth + 1):
+            return False
+    return True
+
+
 def canonical_json(value: Any) -> str:
+    """Sorted keys, compact, UTF-8 text: what HO stores and hashes."""
+    if _orjson_exact(value):
+        try:
+            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+        except TypeError:  # an int beyond 64 bits, a non-str key, a lone surrogate: the stdlib decides
+            pass
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def compact_json(value: Any) -> bytes:
+    """Compact UTF-8 JSON in insertion order: the bytes of HO's answers."""
+    if _orjson_exact(value):
+        try:
+            return _json.dumps(value)
+        except TypeError:
+            pass
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+# orjson reads an integer beyond 64 bits as a float, silently; the stdlib keeps it exact. Such a number
+# is a run of >= 19 digits right after a JSON delimiter (or a minus sign): translating digits to "0" and
+# delimiters to "|" finds one with a substring search, ~2 ns a byte. Runs inside strings (after a space
+# or a hyphen) are false alarms that only cost the slower stdlib parse.
+_NUMBER_SCAN = bytes(
+    ord("0") if b in b"0123456789" else ord("|") if b in b"[,: \t\r\n-" else ord(" ") for b in range(256)
+)
+_LONG_RUN = b"0" * 19
+
+
+def loads_json(raw: bytes | str) -> Any:
+    """json.loads's result (values and errors), parsed by orjson whenever that gives the same."""
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw  # orjson rejects lone surrogates
+    scan = data.translate(_NUMBER_SCAN)
+    if not (scan.startswith(_LONG_RUN) or b"|" + _LONG_RUN in scan):
+        try:
+            return _json.loads(data)
+        except ValueError:  # NaN, Infinity, a BOM, UTF-16...: what the stdlib accepts beyond strict JSON
+            pass
+    return json.loads(raw)
 
 
 def request_hash(*parts: Any) -> str:
     """sha256 of the parts' canonical JSON: the same change always hashes the same, whatever its key order."""
-    return hashlib.sha256(canonical_json(parts).encode()).hexdigest()  # parts: what came in as JSON
+    return sha256(canonical_json(list(parts)).encode()).hexdigest()  # parts: what came in as JSON
 
 
 def _bad(reason: str, key: Any = None) -> Rejection:
@@ -110,36 +186,52 @@ def _bad(reason: str, key: Any = None) -> Rejection:
                      key=key if isinstance(key, str | int) and not isinstance(key, bool) else None)
 
 
+# Resource names already matched against RESOURCE_RE: a push names a handful, over and over, and a set
+# lookup costs a tenth of the regex. Bounded, so a client sending random names cannot grow it.
+_RESOURCES_OK: set[str] = set()
+
+
+def _resource_ok(name: str) -> bool:
+    if name in _RESOURCES_OK:
+        return True
+    if not RESOURCE_RE.match(name):
+        return False
+    if len(_RESOURCES_OK) < 1024:
+        _RESOURCES_OK.add(name)
+    return True
+
+
 def parse_change(raw: Any) -> Change | Rejection:
+    # Runs for every pushed change (1,000 per batch): one dict lookup per field, no regex for known resources.
     if not isinstance(raw, dict):
         return _bad("change must be an object")
-    key = raw.get("idempotency_key")
+    get = raw.get
+    key = get("idempotency_key")
     if not isinstance(key, str) or not key or len(key) > MAX_ID_LEN:
         return _bad("idempotency_key must be a non-empty string of at most 255 characters", key)
-    resource = raw.get("resource")
-    if not isinstance(resource, str) or not RESOURCE_RE.match(resource):
+    resource = get("resource")
+    if not isinstance(resource, str) or not _resource_ok(resource):
         return _bad("resource must match [a-z][a-z0-9_-]{0,63}", key)
-    entity_id = raw.get("entity_id")
+    entity_id = get("entity_id")
     if not isinstance(entity_id, str) or not entity_id or len(entity_id) > MAX_ID_LEN:
         return _bad("entity_id must be a non-empty string of at most 255 characters", key)
-    op = raw.get("op")
-    if op not in OPS:
+    op = get("op")
+    if isinstance(op, list | dict) or op not in OPS:  # a JSON list or object is unhashable: no `in` for it
         return _bad("op must be create, update or delete", key)
-    base_version = raw.get("base_version")
+    base_version = get("base_version")
     if base_version is not None and (
         not isinstance(base_version, int) or isinstance(base_version, bool) or base_version < 0
     ):
         return _bad("base_version must be null or a non-negative integer", key)
-    data = raw.get("data")
     if op == "delete":
-        data = None
-    elif not isinstance(data, dict):
-        return _bad(f"data must be an object for {op}", key)
-    data_json = None if data is None else canonical_json(data)
+        data = data_json = None
+    else:
+        data = get("data")
+        if not isinstance(data, dict):
+            return _bad(f"data must be an object for {op}", key)
+        data_json = canonical_json(data)
     # The hash covers what the change does (not changed_at, which a client may re-stamp on a retry).
-    digest = hashlib.sha256(
-        f"{resource}\x00{entity_id}\x00{op}\x00{base_version}\x00{data_json}".encode()
-    ).hexdigest()
+    digest = sha256(f"{resource}\x00{entity_id}\x00{op}\x00{base_version}\x00{data_json}".encode()).hexdigest()
     return Change(key, resource, entity_id, op, base_version, data, digest, data_json)
 
 
