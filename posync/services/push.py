@@ -146,7 +146,7 @@ class PushService:
                 unknown.append(head["id"])
                 continue
             if head["idempotency_key"] is not None:  # a resend: the frozen change, as it was
-                change, pushed_version, op = head["payload"], head["entity_version"], Op(head["op"])
+                change, pushed_version, op = head["payload"], head["entity_version"], _OP_BY_VALUE[head["op"]]
             elif op is None:
                 nothing += [i["id"] for i in items]
                 continue
