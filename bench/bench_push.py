@@ -99,6 +99,20 @@ def posync_round(tmp: Path, template: Path, n: int, batch_size: int, tag: str) -
     return elapsed, dict(parts, batches=stats.batches)
 
 
+HEADERS = {"X-API-Key": API_KEY, "X-Outlet-ID": OUTLET, "Content-Type": "application/json"}
+
+
+def push_one(client: httpx.Client, change: dict[str, Any]) -> dict[str, Any]:
+    """``PushOrder``: one change, one request; returns HO's result, which must be ``applied``."""
+    body = json.dumps({"outlet_id": OUTLET, "changes": [change]}, separators=(",", ":")).encode()
+    response = client.post("/api/v1/sync/push/", content=body)
+    response.raise_for_status()
+    result: dict[str, Any] = response.json()["results"][0]
+    if result["status"] != "applied":
+        raise RuntimeError(f"baseline change not applied: {response.text}")
+    return result
+
+
 def baseline_round(url: str, n: int, start: int) -> float:
     """Seed 003 style: one request per change."""
     now = datetime.now(UTC).isoformat()
@@ -106,15 +120,10 @@ def baseline_round(url: str, n: int, start: int) -> float:
                 "base_version": None, "changed_at": now,
                 "data": {"id": f"b{i:07d}", "table_no": f"T{i % 40}", "total": 10_000 + i, "status": "open"}}
                for i in range(start, start + n)]
-    headers = {"X-API-Key": API_KEY, "X-Outlet-ID": OUTLET, "Content-Type": "application/json"}
-    with httpx.Client(base_url=url, headers=headers, timeout=30.0) as client:
+    with httpx.Client(base_url=url, headers=HEADERS, timeout=30.0) as client:
         started = time.perf_counter()
         for change in changes:
-            body = json.dumps({"outlet_id": OUTLET, "changes": [change]}, separators=(",", ":")).encode()
-            response = client.post("/api/v1/sync/push/", content=body)
-            response.raise_for_status()
-            if response.json()["results"][0]["status"] != "applied":
-                raise RuntimeError(f"baseline change not applied: {response.text}")
+            push_one(client, change)
         return time.perf_counter() - started
 
 
@@ -127,9 +136,8 @@ def seed003_round(url: str, template: Path, tmp: Path, n: int, tag: str) -> floa
     conn = sqlite3.connect(db, isolation_level=None)  # autocommit, as database/sql's Exec
     for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=30000"):
         conn.execute(f"PRAGMA {pragma}")
-    headers = {"X-API-Key": API_KEY, "X-Outlet-ID": OUTLET, "Content-Type": "application/json"}
     try:
-        with httpx.Client(base_url=url, headers=headers, timeout=30.0) as client:
+        with httpx.Client(base_url=url, headers=HEADERS, timeout=30.0) as client:
             started = time.perf_counter()
             pending = conn.execute(
                 "SELECT q.id, q.entity_id, q.changed_at, o.table_no, o.total, o.status FROM posync_outbox q "
@@ -139,12 +147,7 @@ def seed003_round(url: str, template: Path, tmp: Path, n: int, tag: str) -> floa
                 change = {"idempotency_key": uuid.uuid4().hex, "resource": "orders", "entity_id": order_id,
                           "op": "create", "base_version": None, "changed_at": changed_at,
                           "data": {"id": order_id, "table_no": table_no, "total": total, "status": status}}
-                body = json.dumps({"outlet_id": OUTLET, "changes": [change]}, separators=(",", ":")).encode()
-                response = client.post("/api/v1/sync/push/", content=body)
-                response.raise_for_status()
-                result = response.json()["results"][0]
-                if result["status"] != "applied":
-                    raise RuntimeError(f"seed 003 change not applied: {response.text}")
+                result = push_one(client, change)
                 conn.execute("DELETE FROM posync_outbox WHERE id = ?", (item_id,))  # MarkSyncSuccess
                 conn.execute("UPDATE pos_order SET cloud_version = ?, sync_status = 'synced' WHERE id = ?",
                              (result["cloud_version"], order_id))  # UpdateEntityVersion

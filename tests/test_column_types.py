@@ -34,7 +34,7 @@ def registry() -> Registry:
 
 
 @pytest.fixture
-def pair(db_url: str, tmp_path: object) -> Iterator[tuple[Outlet, ReferenceHO]]:
+def pair(db_url: str) -> Iterator[tuple[Outlet, ReferenceHO]]:
     with ReferenceHO(db_url, api_keys={API_KEY: None}) as ho, serve_in_thread(ho.app) as server:
         outlet = make_outlet(db_url, server.url, registry=registry())
         sqlmodel.SQLModel.metadata.create_all(outlet.engine, tables=[Ticket.__table__])  # type: ignore[attr-defined]

@@ -275,20 +275,13 @@ def seed_ho(ho_url: str) -> None:
             ho.put("products", f"p{n}", {"id": f"p{n}", "sku": f"P{n}", "name": f"product {n}", "price": n * 1000})
 
 
-def test_sigkill_at_random_points_loses_nothing_and_applies_nothing_twice_sqlite(
-        ho_process: str, sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    prepare_database(sqlite_url).dispose()
-    seed_ho(ho_process)
-    run = kill_loop(sqlite_url, ho_process, tmp_path, kills=50, seed=20261123)
-    check(sqlite_url, ho_process, tmp_path, run, capsys)
-    assert run.kills == 50
+KILL_SEEDS = {"sqlite": 20261123, "postgresql": 1123}
 
 
-@pytest.mark.postgres
-def test_sigkill_at_random_points_loses_nothing_and_applies_nothing_twice_postgres(
-        ho_process: str, pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    prepare_database(pg_url).dispose()
+def test_sigkill_at_random_points_loses_nothing_and_applies_nothing_twice(
+        ho_process: str, db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    prepare_database(db_url).dispose()
     seed_ho(ho_process)
-    run = kill_loop(pg_url, ho_process, tmp_path, kills=50, seed=1123)
-    check(pg_url, ho_process, tmp_path, run, capsys)
+    run = kill_loop(db_url, ho_process, tmp_path, kills=50, seed=KILL_SEEDS[db_url.split(":")[0].split("+")[0]])
+    check(db_url, ho_process, tmp_path, run, capsys)
     assert run.kills == 50

@@ -21,7 +21,6 @@ from posync.repositories import driver
 
 __all__ = ["EntityRepository"]
 
-_CHUNK = 500
 
 
 class _RowReader:
@@ -143,5 +142,5 @@ class EntityRepository:
 
     def delete(self, conn: Connection, entity: TrackedEntity, entity_ids: Sequence[str]) -> None:
         ids = [entity.pk_value(i) for i in entity_ids]
-        for i in range(0, len(ids), _CHUNK):
-            conn.execute(entity.table.delete().where(entity.pk.in_(ids[i : i + _CHUNK])))
+        for i in range(0, len(ids), driver.CHUNK):
+            conn.execute(entity.table.delete().where(entity.pk.in_(ids[i : i + driver.CHUNK])))

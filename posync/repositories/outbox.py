@@ -21,7 +21,6 @@ from posync.repositories import driver
 __all__ = ["OutboxRepository"]
 
 T = OutboxItem.__table__  # type: ignore[attr-defined]
-_CHUNK = 500
 EntityKey = tuple[str, str]
 
 
@@ -32,7 +31,7 @@ _PENDING = ItemStatus.PENDING.value
 _INFLIGHT = ItemStatus.INFLIGHT.value
 
 
-def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
+def _chunks(items: Sequence[Any], size: int = driver.CHUNK) -> Iterable[Sequence[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
 
