@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["capture", "push", "pull", "claim", "webhooks"]  # bench_webhooks.py is optional (written separately)
+ORDER = ["capture", "push", "pull", "claim", "keys", "webhooks"]  # bench_webhooks.py is optional (written separately)
 
 
 def _takes_quick(script: Path) -> bool:

@@ -71,7 +71,8 @@ class Posync:
         self.applier = RemoteApplier(outbox, entities, self.conflict_handler, clock)
         self.push = PushService(engine, registry, self.client, outbox, entities, self.conflict_handler, logs,
                                 retry=settings.retry_policy(), clock=clock, owner=owner,
-                                lease_seconds=settings.lease_seconds, batch_size=settings.push_batch_size)
+                                lease_seconds=settings.lease_seconds, batch_size=settings.push_batch_size,
+                                pause_gc=settings.pause_gc)
         self.pull = PullService(engine, registry, self.client, self.applier, checkpoints, entities, logs,
                                 page_size=settings.pull_page_size, clock=clock)
         self.manager = SyncManager(engine, registry, outbox, entities, conflicts, logs, checkpoints,

@@ -3,6 +3,7 @@
 SQLite needs three things for several POS processes sharing one file: WAL (readers don't block the
 writer), a busy timeout (wait instead of failing), and ``BEGIN IMMEDIATE`` for read-modify-write
 transactions (take the write lock up front, so two claimers never deadlock upgrading a read lock).
+A fourth is for speed: WAL checkpoints every 10,000 pages instead of every 1,000.
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=30000")
+    # A WAL checkpoint runs inside whichever commit crosses the threshold. At SQLite's default (1,000
+    # pages, ~4 MB) that is every other push batch, and it made claim + settle ~25% slower than
+    # checkpointing every 10,000 pages (~40 MB; bench/README.md). The size limit truncates the WAL
+    # file back after a checkpoint, so it does not keep its high-water mark on disk.
+    cur.execute("PRAGMA wal_autocheckpoint=10000")
+    cur.execute("PRAGMA journal_size_limit=67108864")
     cur.close()
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import time
+import uuid
+
 import pytest
 import sqlalchemy as sa
 
 from posync import HOUnavailableError, ItemStatus
 from posync.demo.models import Order
 from posync.models import OutboxItem
+from posync.services.push import PushStats, _idempotency_keys
 from tests.support import Outlet, make_outlet
 
 OUTBOX = OutboxItem.__table__  # type: ignore[attr-defined]
@@ -115,3 +119,48 @@ def test_claim_uses_the_due_index(sqlite_url: str) -> None:
     assert "USING COVERING INDEX ix_posync_outbox_due" in plan or "USING INDEX ix_posync_outbox_due" in plan
     assert "TEMP B-TREE" not in plan  # no sort of the whole queue
     outlet.close()
+
+
+@pytest.mark.parametrize("returning", [True, False], ids=["delete-returning", "select-then-delete"])
+def test_a_settle_after_the_lease_ran_out_changes_nothing(db_url: str, returning: bool) -> None:
+    """A worker whose lease expired (another took the change over) must not settle it: the item
+    stays with its new owner, the row stays pending. Both settle paths: ``DELETE ... RETURNING`` and the
+    read-then-delete fallback for SQLite < 3.35."""
+    clock = [time.time() + 5]  # past the capture time of the orders below
+    slow, fast = make_outlet(db_url, lease_seconds=10), make_outlet(db_url, lease_seconds=10)
+    for o in (slow, fast):
+        o.sync.push._clock = lambda: clock[0]
+        o.engine.dialect.delete_returning = returning and o.engine.dialect.delete_returning
+    try:
+        add_orders(slow, ["a", "b"])
+        mine, _ = slow.sync.push.claim(1)  # "a"
+        clock[0] += 11
+        theirs, _ = fast.sync.push.claim(10)  # "a" again (lease ran out) and "b"
+        assert sorted(le.entity_id for le in theirs) == ["a", "b"]
+        stats = PushStats()
+        slow.sync.push._settle(mine, [{"status": "applied", "cloud_version": 1}], stats, 1.0)
+        assert stats.applied == 0
+        assert [(i["status"], i["lease_owner"]) for i in items(slow)] == [("inflight", fast.sync.push.owner)] * 2
+        fast.sync.push._settle(theirs, [{"status": "applied", "cloud_version": 1}] * 2, stats, 1.0)
+        assert stats.applied == 2 and items(fast) == []
+        with fast.engine.connect() as conn:
+            rows = conn.execute(sa.select(Order.sync_status, Order.cloud_version).order_by(Order.id)).all()
+        assert [tuple(r) for r in rows] == [("synced", 1)] * 2
+    finally:
+        slow.close()
+        fast.close()
+
+
+def test_idempotency_keys_are_distinct_time_ordered_uuid7() -> None:
+    """Keys are UUIDv7 (RFC 9562): unique, stamped with the current millisecond, later batches sort after."""
+    before = time.time_ns() // 1_000_000
+    first = list(_idempotency_keys(2_000))
+    time.sleep(0.002)
+    second = list(_idempotency_keys(10))
+    after = time.time_ns() // 1_000_000
+    assert len(set(first + second)) == 2_010
+    for key in first + second:
+        u = uuid.UUID(key)
+        assert (len(key), u.version, u.variant) == (32, 7, uuid.RFC_4122)
+        assert before <= u.int >> 80 <= after
+    assert max(first) < min(second)

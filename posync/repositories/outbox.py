@@ -84,19 +84,21 @@ class OutboxRepository:
         ).scalars())
         return [key for key, name in zip(keys, names, strict=True) if name in got]
 
-    def lease(self, conn: Connection, leases: list[dict[str, Any]]) -> None:
-        """Mark heads inflight. Each dict: id, op, payload, idempotency_key, base_version,
-        entity_version, lease_owner, available_at (the lease's end).
+    def lease(self, conn: Connection, heads: Sequence[tuple[int, dict[str, Any], int | None]], lease_owner: str,
+              until: float) -> None:
+        """Mark heads inflight until ``until``, each frozen as it will be sent. A head is (item id, the
+        change as sent: op, key and base version included, the local version it carries).
 
         The hot path of every push: one driver-level executemany, without SQLAlchemy's per-row
         parameter processing (a third of a claim's time otherwise)."""
-        if not leases:
+        if not heads:
             return
         payload = "CAST(? AS JSON)" if conn.dialect.name == "postgresql" else "?"
         sql = (f"UPDATE {T.name} SET status = ?, op = ?, payload = {payload}, idempotency_key = ?, "
                "base_version = ?, entity_version = ?, lease_owner = ?, available_at = ? WHERE id = ?")
-        rows = [(_INFLIGHT, x["op"], json.dumps_text(x["payload"]), x["idempotency_key"], x["base_version"],
-                 x["entity_version"], x["lease_owner"], x["available_at"], x["id"]) for x in leases]
+        dumps = json.dumps_text
+        rows = [(_INFLIGHT, change["op"], dumps(change), change["idempotency_key"], change["base_version"],
+                 entity_version, lease_owner, until, item_id) for item_id, change, entity_version in heads]
         driver.executemany(conn, sql, rows)
 
     def delete(self, conn: Connection, ids: Sequence[int]) -> int:
@@ -106,6 +108,17 @@ class OutboxRepository:
     def still_leased(self, conn: Connection, ids: Sequence[int], lease_owner: str) -> set[int]:
         rows = driver.fetch_in(conn, f"SELECT id FROM {T.name} WHERE id IN ({{}}) AND lease_owner = ? AND status = ?",
                                list(ids), after=(lease_owner, _INFLIGHT))
+        return {item_id for (item_id,) in rows}
+
+    def delete_leased(self, conn: Connection, ids: Sequence[int], lease_owner: str) -> set[int]:
+        """Delete the items among ``ids`` whose lease ``lease_owner`` still holds; return their ids.
+        One ``DELETE ... RETURNING`` where the database has it (PostgreSQL, SQLite >= 3.35)."""
+        if not conn.dialect.delete_returning:
+            held = self.still_leased(conn, ids, lease_owner)
+            self.delete(conn, list(held))
+            return held
+        rows = driver.fetch_in(conn, f"DELETE FROM {T.name} WHERE id IN ({{}}) AND lease_owner = ? AND status = ? "
+                                     "RETURNING id", list(ids), after=(lease_owner, _INFLIGHT))
         return {item_id for (item_id,) in rows}
 
     def release(self, conn: Connection, ids: Sequence[int], lease_owner: str, available_at: float) -> None:

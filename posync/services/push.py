@@ -24,7 +24,7 @@ import secrets
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy.engine import Connection, Engine
 
+from posync import _gc
 from posync.db import write_transaction
 from posync.errors import HOErrorResponse, HOUnavailableError, TransportError
 from posync.models.enums import ItemStatus, Op, SyncStatus
@@ -47,6 +48,7 @@ __all__ = ["Lease", "PushService", "PushStats"]
 log = logging.getLogger("posync.push")
 
 _OP_BY_VALUE = {op.value: op for op in Op}  # a dict lookup: Op(value) costs microseconds, per claimed item
+_ACCEPTED = frozenset({"applied", "duplicate"})
 _SET_ASIDE = frozenset({ItemStatus.DEAD.value, ItemStatus.CONFLICT.value, ItemStatus.BLOCKED.value})
 
 
@@ -82,7 +84,8 @@ class PushService:
     def __init__(self, engine: Engine, registry: Registry, client: HOClient, outbox: OutboxRepository,
                  entities: EntityRepository, handler: ConflictHandler, logs: LogRepository, *,
                  retry: RetryPolicy, clock: Callable[[], float] = time.time, owner: str | None = None,
-                 lease_seconds: float = 60.0, batch_size: int = 500, rng: random.Random | None = None) -> None:
+                 lease_seconds: float = 60.0, batch_size: int = 500, rng: random.Random | None = None,
+                 pause_gc: bool = True) -> None:
         self._engine = engine
         self._registry = registry
         self._client = client
@@ -96,6 +99,7 @@ class PushService:
         self._lease_seconds = lease_seconds
         self._batch_size = batch_size
         self._rng = rng or random.Random()
+        self._pause_gc = pause_gc
 
     # -- claim -------------------------------------------------------------------------------------
 
@@ -104,7 +108,7 @@ class PushService:
         folded into nothing (a create and delete that HO never needs to see)."""
         limit = limit or self._batch_size
         now = self._clock()
-        with write_transaction(self._engine) as conn:
+        with _gc.paused(self._pause_gc), write_transaction(self._engine) as conn:
             self._outbox.reclaim_expired_leases(conn, now)
             keys = list(dict.fromkeys(self._outbox.due(conn, now, limit + limit // 2)))
             keys = self._outbox.lock_entities(conn, keys)
@@ -133,7 +137,8 @@ class PushService:
         rows = {res: self._entities.push_rows(conn, entities[res], ids) for res, ids in to_read.items()}
         lease_until = now + self._lease_seconds
         leases: list[Lease] = []
-        updates: list[dict[str, Any]] = []
+        heads: list[tuple[int, dict[str, Any], int | None]] = []
+        keys = _idempotency_keys(len(groups))
         folded: list[int] = []
         nothing: list[int] = []
         unknown: list[int] = []
@@ -160,19 +165,17 @@ class PushService:
                         continue
                     data, base, pushed_version = entity.to_payload(row), row["cloud_version"], row["version"]
                 change = {
-                    "idempotency_key": secrets.token_hex(16), "resource": resource, "entity_id": entity_id,
+                    "idempotency_key": next(keys), "resource": resource, "entity_id": entity_id,
                     # a create's base is None for a new entity, or the tombstone's version when it
                     # re-creates one HO deleted (protocol.md)
                     "op": op.value, "base_version": base,
                     "changed_at": _iso(items[-1]["changed_at"]), "data": data,
                 }
                 folded += [i["id"] for i in items[1:]]
-            updates.append({"id": head["id"], "op": change["op"], "payload": change,
-                            "idempotency_key": change["idempotency_key"], "base_version": change["base_version"],
-                            "entity_version": pushed_version, "lease_owner": self.owner, "available_at": lease_until})
+            heads.append((head["id"], change, pushed_version))
             leases.append(Lease(head["id"], resource, entity_id, op, change, pushed_version, head["attempts"],
                                 entity.append_only))
-        self._outbox.lease(conn, updates)
+        self._outbox.lease(conn, heads, self.owner, lease_until)
         self._outbox.delete(conn, folded + nothing + vanished)
         self._outbox.set_status(conn, unknown, ItemStatus.DEAD, error="resource is not registered")
         if nothing:
@@ -294,20 +297,25 @@ class PushService:
 
     def _settle(self, leases: list[Lease], results: list[dict[str, Any]], stats: PushStats,
                 duration_ms: float) -> None:
+        """Record HO's answers, for the changes whose lease we still hold (a lease that ran out belongs
+        to another worker now). Accepted changes are deleted from the outbox in the same statement
+        that checks the lease."""
         now = self._clock()
-        with write_transaction(self._engine) as conn:
-            held = self._outbox.still_leased(conn, [lease.item_id for lease in leases], self.owner)
-            done: list[int] = []
+        with _gc.paused(self._pause_gc), write_transaction(self._engine) as conn:
+            accepted_ids = [lease.item_id for lease, result in zip(leases, results, strict=True)
+                            if result.get("status") in _ACCEPTED]
+            done = self._outbox.delete_leased(conn, accepted_ids, self.owner)
+            others = [lease.item_id for lease in leases if lease.item_id not in done]
+            held = done | self._outbox.still_leased(conn, others, self.owner) if others else done
             accepted: dict[str, list[dict[str, Any]]] = defaultdict(list)
             rebases: list[dict[str, Any]] = []
             for lease, result in zip(leases, results, strict=True):
                 if lease.item_id not in held:
                     continue  # our lease ran out and another worker owns this change now
                 status = result.get("status")
-                if status in ("applied", "duplicate"):
+                if status in _ACCEPTED:
                     stats.applied += status == "applied"
                     stats.duplicates += status == "duplicate"
-                    done.append(lease.item_id)
                     version = result.get("cloud_version")
                     if version is not None and not lease.append_only:
                         if lease.op is not Op.DELETE:
@@ -331,7 +339,6 @@ class PushService:
                     self._fail(conn, lease, str(result.get("reason")), now)
                 else:
                     self._fail(conn, lease, f"HO gave no usable result ({status!r})", now)
-            self._outbox.delete(conn, done)
             for resource, rows in accepted.items():
                 self._entities.mark_pushed(conn, self._registry[resource], rows)
             self._outbox.rebase_followers(conn, rebases)
@@ -378,6 +385,23 @@ def _take(items: list[dict[str, Any]], now: float, groups: list[tuple[list[Any],
         groups.append(([head], _OP_BY_VALUE[head["op"]]))
     else:
         groups.append((items, coalesce([_OP_BY_VALUE[i["op"]] for i in items])))
+
+
+def _idempotency_keys(n: int) -> Iterator[str]:
+    """``n`` UUIDv7 keys (RFC 9562) as 32 hex digits: the millisecond clock, the version, 74 random bits.
+
+    Time-ordered so that HO's unique index on (outlet, key) grows at one end. With wholly random keys a
+    1,000-change batch lands on hundreds of scattered index pages once HO holds 100,000 keys: 35 ms per
+    batch in SQLite instead of 4 (bench/README.md). One call to the OS's random source per batch."""
+    clock = f"{time.time_ns() // 1_000_000:012x}7"
+    noise = secrets.token_hex(10 * n)
+    for i in range(0, 20 * n, 20):
+        # 12 random bits, a digit holding the variant and 2 random bits, 60 more random bits
+        yield clock + noise[i : i + 3] + _VARIANT[noise[i + 3]] + noise[i + 4 : i + 19]
+
+
+# a random hex digit -> 8, 9, a or b: the RFC 9562 variant (binary 10) followed by two of its random bits
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
 
 def _dt(ts: float) -> datetime:
