@@ -6,7 +6,8 @@ Setup (untimed): one outlet database with N ``pos_order`` rows and their N outbo
 Core plus ``posync.enqueue``, the documented path for writers outside the ORM: the same outbox rows the
 ORM capture writes), copied afresh for every round. Each round starts a fresh ``python -m posync.testing``
 process on an empty HO database, then times ``sync.push.drain()`` (claim, send, settle, batch after batch).
-Rounds rotate through the batch sizes (``push_batch_size``) so machine noise spreads over all of them.
+Each round runs both baselines, then posync at every batch size (``push_batch_size``), and prints its
+own ratios: the machine drifts, and interleaving puts the drift on both sides of every ratio.
 
 Two baselines, same run, same kind of HO process, on a sample:
 - requests only: a plain httpx client sending one ``POST /api/v1/sync/push/`` per change (same JSON
