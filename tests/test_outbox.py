@@ -124,7 +124,7 @@ def test_claim_uses_the_due_index(sqlite_url: str) -> None:
 @pytest.mark.parametrize("returning", [True, False], ids=["delete-returning", "select-then-delete"])
 def test_a_settle_after_the_lease_ran_out_changes_nothing(db_url: str, returning: bool) -> None:
     """A worker whose lease expired (another took the change over) must not settle it: the item
-    stays with its new owner, the row stays pending. Both settle paths: ``DELETE ... RETURNING`` and the
+    stays in flight with its new owner, who settles it. Both settle paths: ``DELETE ... RETURNING`` and the
     read-then-delete fallback for SQLite < 3.35."""
     clock = [time.time() + 5]  # past the capture time of the orders below
     slow, fast = make_outlet(db_url, lease_seconds=10), make_outlet(db_url, lease_seconds=10)

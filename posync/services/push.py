@@ -391,8 +391,8 @@ def _idempotency_keys(n: int) -> Iterator[str]:
     """``n`` UUIDv7 keys (RFC 9562) as 32 hex digits: the millisecond clock, the version, 74 random bits.
 
     Time-ordered so that HO's unique index on (outlet, key) grows at one end. With wholly random keys a
-    1,000-change batch lands on hundreds of scattered index pages once HO holds 100,000 keys: 35 ms per
-    batch in SQLite instead of 4 (bench/README.md). One call to the OS's random source per batch."""
+    1,000-change batch lands on hundreds of scattered index pages once HO holds 100,000 keys: ~14 ms per
+    batch in SQLite instead of ~3 (bench/bench_keys.py). One call to the OS's random source per batch."""
     clock = f"{time.time_ns() // 1_000_000:012x}7"
     noise = secrets.token_hex(10 * n)
     for i in range(0, 20 * n, 20):
