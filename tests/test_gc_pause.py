@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import gc
 import threading
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -63,3 +64,43 @@ def test_overlapping_pauses_resume_only_when_the_last_one_ends() -> None:
     release.set()
     t.join(5)
     assert gc.isenabled()
+
+
+class _Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+def _collections_during(fn: Callable[[], None]) -> list[int]:
+    """The generations the collector visited while ``fn`` ran."""
+    seen: list[int] = []
+
+    def watch(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            seen.append(info["generation"])
+
+    gc.callbacks.append(watch)
+    try:
+        fn()
+    finally:
+        gc.callbacks.remove(watch)
+    return seen
+
+
+def test_collect_young_frees_cycles_made_during_a_pause_and_keeps_the_pause() -> None:
+    gc.enable()
+    with _gc.paused():
+        ref = weakref.ref(_Cycle())
+        assert ref() is not None  # a cycle: reference counting alone cannot free it
+        assert _collections_during(_gc.collect_young) == [0]
+        assert ref() is None
+        assert not gc.isenabled()
+    assert gc.isenabled()
+
+
+def test_collect_young_does_nothing_outside_a_pause_or_for_a_host_that_disabled_the_collector() -> None:
+    gc.enable()
+    assert _collections_during(_gc.collect_young) == []
+    gc.disable()
+    with _gc.paused():
+        assert _collections_during(_gc.collect_young) == []

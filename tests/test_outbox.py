@@ -8,9 +8,10 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from posync import HOUnavailableError, ItemStatus
+from posync import HOUnavailableError
 from posync.demo.models import Order
 from posync.models import OutboxItem
+from posync.repositories import OutboxRepository
 from posync.services.push import PushStats, _idempotency_keys
 from tests.support import Outlet, make_outlet
 
@@ -111,13 +112,13 @@ def test_expired_lease_is_reclaimed_with_the_same_key(db_url: str) -> None:
 def test_claim_uses_the_due_index(sqlite_url: str) -> None:
     """O(batch), not O(queue): the due-items query is an index range scan (bench/bench_claim.py measures it)."""
     outlet = make_outlet(sqlite_url)
-    stmt = (sa.select(OUTBOX.c.id).where(OUTBOX.c.status == ItemStatus.PENDING.value, OUTBOX.c.available_at <= 1.0)
-            .order_by(OUTBOX.c.available_at, OUTBOX.c.id).limit(10))
-    sql = str(stmt.compile(outlet.engine, compile_kwargs={"literal_binds": True}))
+    sql = OutboxRepository.due_sql("sqlite")
     with outlet.engine.connect() as conn:
-        plan = " ".join(str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
-    assert "USING COVERING INDEX ix_posync_outbox_due" in plan or "USING INDEX ix_posync_outbox_due" in plan
-    assert "TEMP B-TREE" not in plan  # no sort of the whole queue
+        plans = [str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, ("pending", 1.0, 10))]
+    assert "SEARCH o USING INDEX ix_posync_outbox_due (status=? AND available_at<?)" in plans
+    # the "alone in its entity" check reads the entity index only, never the table
+    assert "SEARCH p USING COVERING INDEX ix_posync_outbox_entity (resource=? AND entity_id=?)" in plans
+    assert not any("TEMP B-TREE" in p or "SCAN" in p for p in plans)  # no sort or walk of the whole queue
     outlet.close()
 
 

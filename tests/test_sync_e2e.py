@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from collections.abc import Iterator
@@ -82,6 +83,37 @@ def test_push_reaches_ho_and_marks_rows_synced(outlet: Outlet, ho: HO) -> None:
     outlet.sync.push.drain()
     assert {k: v["total"] for k, v in ho_data(ho, "orders").items()} == {"o1": 11}
     assert ho.ref.get("orders", "o2").deleted
+
+
+@pytest.mark.parametrize("host_gc", ["on", "off"])
+def test_a_drain_holds_the_collector_off_and_collects_young_every_50_batches(sqlite_url: str, ho: HO,
+                                                                            host_gc: str) -> None:
+    """posync/_gc.py: no automatic collection during a drain (HO shares this process here, and its
+    threads allocate too), one young collection per 50 batches, and the collector as the host had it."""
+    outlet = outlet_for(sqlite_url, ho, push_batch_size=2)
+    try:
+        with outlet.Session() as s:
+            s.add_all([Order(id=f"o{i:03d}", total=i) for i in range(240)])
+            s.commit()
+        seen: list[int] = []
+
+        def watch(phase: str, info: dict[str, int]) -> None:
+            if phase == "start":
+                seen.append(info["generation"])
+
+        (gc.enable if host_gc == "on" else gc.disable)()
+        gc.callbacks.append(watch)
+        try:
+            stats = outlet.sync.push.drain()
+        finally:
+            gc.callbacks.remove(watch)
+            enabled_after = gc.isenabled()
+            gc.enable()
+        assert (stats.batches, stats.applied) == (120, 240)
+        assert seen == ([0, 0] if host_gc == "on" else [])
+        assert enabled_after is (host_gc == "on")
+    finally:
+        outlet.close()
 
 
 def test_a_batch_delivered_twice_applies_once(outlet: Outlet, ho: HO) -> None:

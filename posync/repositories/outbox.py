@@ -36,6 +36,13 @@ def _chunks(items: Sequence[Any], size: int = driver.CHUNK) -> Iterable[Sequence
         yield items[i : i + size]
 
 
+def _decoded(item: dict[str, Any]) -> dict[str, Any]:
+    """A frozen payload as read through the driver: text on SQLite, already a dict on PostgreSQL."""
+    if isinstance(item["payload"], str):
+        item["payload"] = json.loads(item["payload"])
+    return item
+
+
 class OutboxRepository:
     def reclaim_expired_leases(self, conn: Connection, now: float) -> int:
         """Items whose worker died mid-push go back to pending, keeping key and frozen payload."""
@@ -46,13 +53,28 @@ class OutboxRepository:
         )
         return res.rowcount or 0
 
-    def due(self, conn: Connection, now: float, limit: int) -> list[EntityKey]:
-        """The entities of pending items that are due, oldest item first: a range scan on
-        (status, available_at, id). PostgreSQL locks those items, skipping ones another claimer holds."""
-        lock = " FOR UPDATE SKIP LOCKED" if conn.dialect.name == "postgresql" else ""
-        rows = driver.fetch(conn, f"SELECT resource, entity_id FROM {T.name} WHERE status = ? AND available_at <= ? "
-                                  f"ORDER BY available_at, id LIMIT ?{lock}", (_PENDING, now, limit))
-        return [(resource, entity_id) for resource, entity_id in rows]
+    def due(self, conn: Connection, now: float, limit: int) -> list[tuple[EntityKey, dict[str, Any] | None]]:
+        """Due pending items, oldest first, each as (its entity, the item itself when it is its entity's
+        only unsettled item, else None: claiming must read that entity with :meth:`outstanding`).
+
+        One range scan on (status, available_at, id); per item, an index-only probe of the entity index
+        for other items of its entity. The usual item, alone in its entity, is then claimed without a
+        second read. PostgreSQL locks the items, skipping ones another claimer holds."""
+        rows = driver.fetch(conn, self.due_sql(conn.dialect.name), (_PENDING, now, limit))
+        out: list[tuple[EntityKey, dict[str, Any] | None]] = []
+        for *values, not_alone in rows:
+            item = dict(zip(_ITEM_COLUMNS, values, strict=True))
+            key = (item["resource"], item["entity_id"])
+            out.append((key, None) if not_alone else (key, _decoded(item)))
+        return out
+
+    @staticmethod
+    def due_sql(dialect_name: str) -> str:
+        lock = " FOR UPDATE OF o SKIP LOCKED" if dialect_name == "postgresql" else ""
+        columns = ", ".join(f"o.{c}" for c in _ITEM_COLUMNS)
+        return (f"SELECT {columns}, EXISTS (SELECT 1 FROM {T.name} p WHERE p.resource = o.resource "
+                f"AND p.entity_id = o.entity_id AND p.id <> o.id) FROM {T.name} o "
+                f"WHERE o.status = ? AND o.available_at <= ? ORDER BY o.available_at, o.id LIMIT ?{lock}")
 
     def outstanding(self, conn: Connection, keys: Sequence[EntityKey]) -> dict[EntityKey, list[dict[str, Any]]]:
         """Every unsettled item of these entities, in commit order (every status is unsettled: items HO
@@ -64,9 +86,7 @@ class OutboxRepository:
         sql = f"SELECT {', '.join(_ITEM_COLUMNS)} FROM {T.name} WHERE resource = ? AND entity_id IN ({{}}) ORDER BY id"
         for resource, ids in by_resource.items():
             for values in driver.fetch_in(conn, sql, ids, before=(resource,)):
-                item = dict(zip(_ITEM_COLUMNS, values, strict=True))
-                if isinstance(item["payload"], str):
-                    item["payload"] = json.loads(item["payload"])
+                item = _decoded(dict(zip(_ITEM_COLUMNS, values, strict=True)))
                 out[(resource, item["entity_id"])].append(item)
         return out
 

@@ -49,6 +49,8 @@ log = logging.getLogger("posync.push")
 
 _OP_BY_VALUE = {op.value: op for op in Op}  # a dict lookup: Op(value) costs microseconds, per claimed item
 _ACCEPTED = frozenset({"applied", "duplicate"})
+# A drain keeps the cyclic GC paused throughout (posync/_gc.py) and lets it collect this often
+_GC_EVERY_BATCHES = 50
 _SET_ASIDE = frozenset({ItemStatus.DEAD.value, ItemStatus.CONFLICT.value, ItemStatus.BLOCKED.value})
 
 
@@ -110,18 +112,20 @@ class PushService:
         now = self._clock()
         with _gc.paused(self._pause_gc), write_transaction(self._engine) as conn:
             self._outbox.reclaim_expired_leases(conn, now)
-            keys = list(dict.fromkeys(self._outbox.due(conn, now, limit + limit // 2)))
-            keys = self._outbox.lock_entities(conn, keys)
+            due = self._outbox.due(conn, now, limit + limit // 2)
+            alone = {key: item for key, item in due if item is not None}  # an entity's only unsettled item
+            keys = self._outbox.lock_entities(conn, list(dict.fromkeys(key for key, _ in due)))
             groups: list[tuple[list[Any], Op | None]] = []
             to_block: list[int] = []
-            # most due entities are claimable: read the first ``limit`` of them, more only if some weren't
+            # most due entities are claimable: take the first ``limit`` of them, more only if some weren't
             start = 0
             while len(groups) < limit and start < len(keys):
                 window = keys[start : start + limit - len(groups)]
                 start += len(window)
-                outstanding = self._outbox.outstanding(conn, window)
+                outstanding = self._outbox.outstanding(conn, [key for key in window if key not in alone])
                 for key in window:
-                    _take(outstanding.get(key, []), now, groups, to_block)
+                    item = alone.get(key)
+                    _take([item] if item is not None else outstanding.get(key, []), now, groups, to_block)
             self._outbox.set_status(conn, to_block, ItemStatus.BLOCKED)
             return self._lease(conn, groups, now)
 
@@ -236,9 +240,12 @@ class PushService:
         after every leased change has been given back.
 
         Pipelined: while one batch is on the wire, the previous one is settled and the next one claimed
-        (never the same entities: those are in flight), so the outlet's database work overlaps HO's."""
+        (never the same entities: those are in flight), so the outlet's database work overlaps HO's.
+        The cyclic GC stays paused for the whole drain, with a young collection every
+        ``_GC_EVERY_BATCHES`` batches (posync/_gc.py)."""
         total = PushStats()
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="posync-push") as wire:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="posync-push") as wire, \
+                _gc.paused(self._pause_gc):
             batch = self._claim_some(total)
             if not batch:
                 return total
@@ -257,6 +264,8 @@ class PushService:
                 stats = PushStats(batches=1, sent=len(batch))
                 self._settle(batch, [outcome[lease.item_id] for lease in batch], stats, elapsed_ms)
                 total.add(stats)
+                if total.batches % _GC_EVERY_BATCHES == 0:
+                    _gc.collect_young()
                 if not upcoming:
                     return total
                 batch, upcoming = upcoming, self._claim_next(total, max_batches)

@@ -14,13 +14,11 @@ callback is logged and never fails the write.
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,6 +26,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from posync import _gc
 from posync.db import create_engine
 from posync.errors import NotFoundError
 from posync.testing.admin import admin_routes
@@ -54,25 +53,6 @@ class ChangeEvent:
     source: str  # "admin" | "push"
     outlet_id: str | None = None
     change_seq: int = 0
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection while one push batch is applied.
-
-    A 1,000-change batch keeps ~10,000 containers alive until it answers, and reference counting frees
-    them all; the collector would only scan them a dozen times meanwhile and, every few batches, walk the
-    whole heap (~60 ms on a small machine). Left alone when already off: the host's choice, or another
-    thread's batch (whichever turned it off turns it back on, so a pause never outlasts one batch).
-    """
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 class _CountRequests:
@@ -158,7 +138,7 @@ class ReferenceHO:
     # -- protocol operations (the HTTP layer calls these in a worker thread) ----------------------
 
     def apply_push(self, outlet_id: str, raw_changes: list[Any]) -> list[dict[str, Any]]:
-        with _gc_paused():
+        with _gc.paused():  # a batch's ~10,000 containers die by reference counting (posync/_gc.py)
             items = [parse_change(raw) for raw in raw_changes]
             results, changed = self.store.apply_changes(outlet_id, items, self.validators,
                                                         want_changed=bool(self.on_change))
