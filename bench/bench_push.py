@@ -87,7 +87,7 @@ def posync_round(tmp: Path, template: Path, n: int, batch_size: int, tag: str) -
         outlet = make_outlet(f"sqlite:///{db}", ho.url, engine=posync.create_engine(f"sqlite:///{db}"),
                              outlet_id=OUTLET, push_batch_size=batch_size)
         try:
-            for name in ("claim", "_send", "_settle"):
+            for name in ("_claim", "_send", "_record"):  # claiming, the wire, settling
                 _wrap(outlet.sync.push, name, parts)
             started = time.perf_counter()
             stats = outlet.sync.push.drain()
@@ -223,9 +223,9 @@ def main() -> None:
         print(t.line(f"posync drain, push_batch_size={bs}", n, "changes")
               + f"   {rate / base_rate:,.1f}x baseline, {rate / seed_rate:,.1f}x seed 003"
               + f" (per-round median {per_round[0]:,.1f}x, {per_round[1]:,.1f}x)")
-        mid = sorted(parts[bs], key=lambda p: p["claim"] + p["_send"] + p["_settle"])[len(parts[bs]) // 2]
-        print(f"      split of the median round: claim {mid['claim']:.2f} s, send (HTTP + HO) {mid['_send']:.2f} s, "
-              f"settle {mid['_settle']:.2f} s, {int(mid['batches'])} batches")
+        mid = sorted(parts[bs], key=lambda p: p["_claim"] + p["_send"] + p["_record"])[len(parts[bs]) // 2]
+        print(f"      split of the median round: claim {mid['_claim']:.2f} s, send (HTTP + HO) {mid['_send']:.2f} s, "
+              f"settle {mid['_record']:.2f} s, {int(mid['batches'])} batches")
     print(f"   best posync rate: {fmt_rate(best, 'changes')} (target >= 10,000/s)")
     print(f"   best / baseline (requests only): {fmt_ratio(best / base_rate, '>= 50x')}; "
           f"per-round median {best_ratios[0]:,.1f}x")

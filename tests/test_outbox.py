@@ -61,6 +61,21 @@ def test_a_change_made_while_its_entity_is_in_flight_waits_its_turn(outlet: Outl
     assert first[0].change["data"]["total"] == 1
 
 
+def test_a_claim_reads_past_due_items_it_cannot_take_to_fill_its_batch(outlet: Outlet) -> None:
+    """The oldest due items belong to an entity in flight: the claim's first window takes nothing, the
+    next ones fill the batch."""
+    add_orders(outlet, ["a"])
+    first, _ = outlet.sync.push.claim(1)
+    for total in (2, 3, 4):  # three edits of "a" queue up behind its change in flight
+        with outlet.Session() as s:
+            s.get(Order, "a").total = total
+            s.commit()
+    add_orders(outlet, ["b", "c", "d", "e"])
+    leases, _ = outlet.sync.push.claim(3)
+    assert [le.entity_id for le in leases] == ["b", "c", "d"]
+    assert [le.entity_id for le in first] == ["a"]
+
+
 def test_create_then_delete_before_sending_sends_nothing(outlet: Outlet) -> None:
     add_orders(outlet, ["a"])
     with outlet.Session() as s:
@@ -112,13 +127,16 @@ def test_expired_lease_is_reclaimed_with_the_same_key(db_url: str) -> None:
 def test_claim_uses_the_due_index(sqlite_url: str) -> None:
     """O(batch), not O(queue): the due-items query is an index range scan (bench/bench_claim.py measures it)."""
     outlet = make_outlet(sqlite_url)
-    sql = OutboxRepository.due_sql("sqlite")
     with outlet.engine.connect() as conn:
-        plans = [str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, ("pending", 1.0, 10))]
-    assert "SEARCH o USING INDEX ix_posync_outbox_due (status=? AND available_at<?)" in plans
-    # the "alone in its entity" check reads the entity index only, never the table
-    assert "SEARCH p USING COVERING INDEX ix_posync_outbox_entity (resource=? AND entity_id=?)" in plans
-    assert not any("TEMP B-TREE" in p or "SCAN" in p for p in plans)  # no sort or walk of the whole queue
+        for after, params in ((False, ("pending", 1.0, 10)), (True, ("pending", 1.0, 0.5, 7, 10))):
+            sql = OutboxRepository.due_sql("sqlite", after)
+            plans = [str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params)]
+            # a range of the due index, bounded above by now (and below by the window's start)
+            assert any(p.startswith("SEARCH o USING INDEX ix_posync_outbox_due (status=? AND available_at")
+                       and p.endswith("available_at<?)") for p in plans), plans
+            # the "alone in its entity" check reads the entity index only, never the table
+            assert "SEARCH p USING COVERING INDEX ix_posync_outbox_entity (resource=? AND entity_id=?)" in plans
+            assert not any("TEMP B-TREE" in p or "SCAN" in p for p in plans)  # no sort or walk of the queue
     outlet.close()
 
 

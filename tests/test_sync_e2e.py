@@ -85,6 +85,24 @@ def test_push_reaches_ho_and_marks_rows_synced(outlet: Outlet, ho: HO) -> None:
     assert ho.ref.get("orders", "o2").deleted
 
 
+@pytest.mark.parametrize("max_batches", [1, 2, 3, 5])
+def test_drain_stops_after_max_batches_and_leaves_nothing_leased(sqlite_url: str, ho: HO, max_batches: int) -> None:
+    """The pipelined drain claims ahead (in the transaction that settles the batch before); it must
+    still send exactly ``max_batches`` and give nothing back half-claimed."""
+    outlet = outlet_for(sqlite_url, ho, push_batch_size=3)
+    try:
+        with outlet.Session() as s:
+            s.add_all([Order(id=f"o{i:02d}", total=i) for i in range(20)])
+            s.commit()
+        stats = outlet.sync.push.drain(max_batches=max_batches)
+        assert (stats.batches, stats.applied) == (max_batches, 3 * max_batches)
+        assert sorted(ho_data(ho, "orders")) == [f"o{i:02d}" for i in range(3 * max_batches)]
+        statuses = [i["status"] for i in outbox(outlet)]
+        assert statuses == ["pending"] * (20 - 3 * max_batches)  # nothing left in flight
+    finally:
+        outlet.close()
+
+
 @pytest.mark.parametrize("host_gc", ["on", "off"])
 def test_a_drain_holds_the_collector_off_and_collects_young_every_50_batches(sqlite_url: str, ho: HO,
                                                                             host_gc: str) -> None:

@@ -53,28 +53,28 @@ class OutboxRepository:
         )
         return res.rowcount or 0
 
-    def due(self, conn: Connection, now: float, limit: int) -> list[tuple[EntityKey, dict[str, Any] | None]]:
-        """Due pending items, oldest first, each as (its entity, the item itself when it is its entity's
-        only unsettled item, else None: claiming must read that entity with :meth:`outstanding`).
+    def due(self, conn: Connection, now: float, limit: int,
+            after: tuple[float, int] | None = None) -> list[tuple[dict[str, Any], bool]]:
+        """Due pending items, oldest first (after the ``(available_at, id)`` of ``after``, if given), each
+        with whether it is its entity's only unsettled item. Only such an item is a whole entity; for
+        the others, claiming reads the entity with :meth:`outstanding`.
 
-        One range scan on (status, available_at, id); per item, an index-only probe of the entity index
-        for other items of its entity. The usual item, alone in its entity, is then claimed without a
-        second read. PostgreSQL locks the items, skipping ones another claimer holds."""
-        rows = driver.fetch(conn, self.due_sql(conn.dialect.name), (_PENDING, now, limit))
-        out: list[tuple[EntityKey, dict[str, Any] | None]] = []
-        for *values, not_alone in rows:
-            item = dict(zip(_ITEM_COLUMNS, values, strict=True))
-            key = (item["resource"], item["entity_id"])
-            out.append((key, None) if not_alone else (key, _decoded(item)))
-        return out
+        One range scan on (status, available_at, id); per item, an index-only probe of the entity index.
+        PostgreSQL locks the items, skipping ones another claimer holds."""
+        sql = self.due_sql(conn.dialect.name, after is not None)
+        params = (_PENDING, now, *(after or ()), limit)
+        n = len(_ITEM_COLUMNS)
+        return [(_decoded(dict(zip(_ITEM_COLUMNS, row[:n], strict=True))), not row[n])
+                for row in driver.fetch(conn, sql, params)]
 
     @staticmethod
-    def due_sql(dialect_name: str) -> str:
+    def due_sql(dialect_name: str, after: bool = False) -> str:
         lock = " FOR UPDATE OF o SKIP LOCKED" if dialect_name == "postgresql" else ""
         columns = ", ".join(f"o.{c}" for c in _ITEM_COLUMNS)
+        window = "AND (o.available_at, o.id) > (?, ?) " if after else ""
         return (f"SELECT {columns}, EXISTS (SELECT 1 FROM {T.name} p WHERE p.resource = o.resource "
                 f"AND p.entity_id = o.entity_id AND p.id <> o.id) FROM {T.name} o "
-                f"WHERE o.status = ? AND o.available_at <= ? ORDER BY o.available_at, o.id LIMIT ?{lock}")
+                f"WHERE o.status = ? AND o.available_at <= ? {window}ORDER BY o.available_at, o.id LIMIT ?{lock}")
 
     def outstanding(self, conn: Connection, keys: Sequence[EntityKey]) -> dict[EntityKey, list[dict[str, Any]]]:
         """Every unsettled item of these entities, in commit order (every status is unsettled: items HO

@@ -26,6 +26,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -49,6 +50,9 @@ log = logging.getLogger("posync.push")
 
 _OP_BY_VALUE = {op.value: op for op in Op}  # a dict lookup: Op(value) costs microseconds, per claimed item
 _ACCEPTED = frozenset({"applied", "duplicate"})
+# A claim reads at most this many due items per change it may claim (items it cannot claim: entities in
+# flight or waiting out a backoff), so that its cost stays O(batch) whatever the queue holds
+_MAX_SCAN = 4
 # A drain keeps the cyclic GC paused throughout (posync/_gc.py) and lets it collect this often
 _GC_EVERY_BATCHES = 50
 _SET_ASIDE = frozenset({ItemStatus.DEAD.value, ItemStatus.CONFLICT.value, ItemStatus.BLOCKED.value})
@@ -108,26 +112,49 @@ class PushService:
     def claim(self, limit: int | None = None) -> tuple[list[Lease], int]:
         """Lease up to ``limit`` changes (one per entity). Returns the leases and how many queued items
         folded into nothing (a create and delete that HO never needs to see)."""
-        limit = limit or self._batch_size
-        now = self._clock()
+        with self._transaction() as conn:
+            return self._claim(conn, limit or self._batch_size, self._clock())
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        """A write transaction for a batch's database work, with the cyclic GC held off (posync/_gc.py)."""
         with _gc.paused(self._pause_gc), write_transaction(self._engine) as conn:
-            self._outbox.reclaim_expired_leases(conn, now)
-            due = self._outbox.due(conn, now, limit + limit // 2)
-            alone = {key: item for key, item in due if item is not None}  # an entity's only unsettled item
-            keys = self._outbox.lock_entities(conn, list(dict.fromkeys(key for key, _ in due)))
-            groups: list[tuple[list[Any], Op | None]] = []
-            to_block: list[int] = []
-            # most due entities are claimable: take the first ``limit`` of them, more only if some weren't
-            start = 0
-            while len(groups) < limit and start < len(keys):
-                window = keys[start : start + limit - len(groups)]
-                start += len(window)
-                outstanding = self._outbox.outstanding(conn, [key for key in window if key not in alone])
-                for key in window:
-                    item = alone.get(key)
-                    _take([item] if item is not None else outstanding.get(key, []), now, groups, to_block)
-            self._outbox.set_status(conn, to_block, ItemStatus.BLOCKED)
-            return self._lease(conn, groups, now)
+            yield conn
+
+    def _claim(self, conn: Connection, limit: int, now: float) -> tuple[list[Lease], int]:
+        self._outbox.reclaim_expired_leases(conn, now)
+        groups: list[tuple[list[Any], Op | None]] = []
+        to_block: list[int] = []
+        seen: set[tuple[str, str]] = set()
+        after: tuple[float, int] | None = None
+        scanned = 0
+        # The oldest due items, a window at a time: most are claimable, so the first window of ``limit``
+        # usually fills the batch. Later windows make up for entities that were not (in flight, waiting).
+        while len(groups) < limit and scanned < _MAX_SCAN * limit:
+            want = limit - len(groups)
+            due = self._outbox.due(conn, now, want, after)
+            if not due:
+                break
+            scanned += len(due)
+            after = (due[-1][0]["available_at"], due[-1][0]["id"])
+            alone: dict[tuple[str, str], dict[str, Any]] = {}  # an entity's only unsettled item
+            keys: list[tuple[str, str]] = []
+            for item, is_alone in due:
+                key = (item["resource"], item["entity_id"])
+                if key not in seen:
+                    seen.add(key)
+                    keys.append(key)
+                    if is_alone:
+                        alone[key] = item
+            keys = self._outbox.lock_entities(conn, keys)
+            outstanding = self._outbox.outstanding(conn, [key for key in keys if key not in alone])
+            for key in keys:
+                item = alone.get(key)
+                _take([item] if item is not None else outstanding.get(key, []), now, groups, to_block)
+            if len(due) < want:
+                break
+        self._outbox.set_status(conn, to_block, ItemStatus.BLOCKED)
+        return self._lease(conn, groups, now)
 
     def _lease(self, conn: Connection, groups: list[tuple[list[Any], Op | None]],
                now: float) -> tuple[list[Lease], int]:
@@ -241,17 +268,22 @@ class PushService:
 
         Pipelined: while one batch is on the wire, the previous one is settled and the next one claimed
         (never the same entities: those are in flight), so the outlet's database work overlaps HO's.
+        Settling one batch and claiming the one after the next share a transaction: one commit, not two.
         The cyclic GC stays paused for the whole drain, with a young collection every
         ``_GC_EVERY_BATCHES`` batches (posync/_gc.py)."""
         total = PushStats()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="posync-push") as wire, \
                 _gc.paused(self._pause_gc):
-            batch = self._claim_some(total)
+            with self._transaction() as conn:
+                batch = self._claim_some(conn, total)
             if not batch:
                 return total
             in_flight = wire.submit(self._deliver, batch, None)
             started = time.perf_counter()
-            upcoming = self._claim_next(total, max_batches)
+            upcoming: list[Lease] = []
+            if max_batches is None or max_batches >= 2:
+                with self._transaction() as conn:
+                    upcoming = self._claim_some(conn, total)
             while True:
                 try:
                     outcome = in_flight.result()
@@ -262,24 +294,24 @@ class PushService:
                 if upcoming:
                     in_flight, started = wire.submit(self._deliver, upcoming, None), time.perf_counter()
                 stats = PushStats(batches=1, sent=len(batch))
-                self._settle(batch, [outcome[lease.item_id] for lease in batch], stats, elapsed_ms)
+                following: list[Lease] = []
+                # counting this batch and the one on the wire, is there room for another?
+                more = bool(upcoming) and (max_batches is None or total.batches + 3 <= max_batches)
+                with self._transaction() as conn:
+                    self._record(conn, batch, [outcome[lease.item_id] for lease in batch], stats, elapsed_ms)
+                    if more:
+                        following = self._claim_some(conn, total)
                 total.add(stats)
                 if total.batches % _GC_EVERY_BATCHES == 0:
                     _gc.collect_young()
                 if not upcoming:
                     return total
-                batch, upcoming = upcoming, self._claim_next(total, max_batches)
+                batch, upcoming = upcoming, following
 
-    def _claim_next(self, total: PushStats, max_batches: int | None) -> list[Lease]:
-        # total.batches counts settled batches; one more is on the wire
-        if max_batches is not None and total.batches + 2 > max_batches:
-            return []
-        return self._claim_some(total)
-
-    def _claim_some(self, total: PushStats) -> list[Lease]:
+    def _claim_some(self, conn: Connection, total: PushStats) -> list[Lease]:
         """Claim a batch, passing over rounds that only folded changes into nothing."""
         while True:
-            leases, nothing = self.claim()
+            leases, nothing = self._claim(conn, self._batch_size, self._clock())
             total.coalesced_away += nothing
             if leases or not nothing:
                 return leases
@@ -306,54 +338,59 @@ class PushService:
 
     def _settle(self, leases: list[Lease], results: list[dict[str, Any]], stats: PushStats,
                 duration_ms: float) -> None:
+        """Record HO's answers in a transaction of their own."""
+        with self._transaction() as conn:
+            self._record(conn, leases, results, stats, duration_ms)
+
+    def _record(self, conn: Connection, leases: list[Lease], results: list[dict[str, Any]], stats: PushStats,
+                duration_ms: float) -> None:
         """Record HO's answers, for the changes whose lease we still hold (a lease that ran out belongs
         to another worker now). Accepted changes are deleted from the outbox in the same statement
         that checks the lease."""
         now = self._clock()
-        with _gc.paused(self._pause_gc), write_transaction(self._engine) as conn:
-            accepted_ids = [lease.item_id for lease, result in zip(leases, results, strict=True)
-                            if result.get("status") in _ACCEPTED]
-            done = self._outbox.delete_leased(conn, accepted_ids, self.owner)
-            others = [lease.item_id for lease in leases if lease.item_id not in done]
-            held = done | self._outbox.still_leased(conn, others, self.owner) if others else done
-            accepted: dict[str, list[dict[str, Any]]] = defaultdict(list)
-            rebases: list[dict[str, Any]] = []
-            for lease, result in zip(leases, results, strict=True):
-                if lease.item_id not in held:
-                    continue  # our lease ran out and another worker owns this change now
-                status = result.get("status")
-                if status in _ACCEPTED:
-                    stats.applied += status == "applied"
-                    stats.duplicates += status == "duplicate"
-                    version = result.get("cloud_version")
-                    if version is not None and not lease.append_only:
-                        if lease.op is not Op.DELETE:
-                            accepted[lease.resource].append({"entity_id": lease.entity_id, "cloud_version":
-                                                             int(version), "pushed_version": lease.pushed_version})
-                        rebases.append({"b_resource": lease.resource, "b_entity_id": lease.entity_id,
-                                        "base_version": int(version)})
-                elif status == "conflict" and isinstance(result.get("current"), dict):
-                    stats.conflicts += 1
-                    entity = self._registry[lease.resource]
-                    self._handler.handle(conn, entity, lease.entity_id, remote_current(result["current"]),
-                                         source="push", own_item_id=lease.item_id)
-                elif status == "rejected":
-                    stats.rejected += 1
-                    reason = f"{result.get('code', 'REJECTED')}: {result.get('reason', '')}"
-                    if result.get("retryable"):
-                        self._fail(conn, lease, reason, now)
-                    else:
-                        self._set_aside(conn, lease, reason, now)
-                elif status == "server_error":  # HO failed on this change alone (isolated by bisection)
-                    self._fail(conn, lease, str(result.get("reason")), now)
+        accepted_ids = [lease.item_id for lease, result in zip(leases, results, strict=True)
+                        if result.get("status") in _ACCEPTED]
+        done = self._outbox.delete_leased(conn, accepted_ids, self.owner)
+        others = [lease.item_id for lease in leases if lease.item_id not in done]
+        held = done | self._outbox.still_leased(conn, others, self.owner) if others else done
+        accepted: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        rebases: list[dict[str, Any]] = []
+        for lease, result in zip(leases, results, strict=True):
+            if lease.item_id not in held:
+                continue  # our lease ran out and another worker owns this change now
+            status = result.get("status")
+            if status in _ACCEPTED:
+                stats.applied += status == "applied"
+                stats.duplicates += status == "duplicate"
+                version = result.get("cloud_version")
+                if version is not None and not lease.append_only:
+                    if lease.op is not Op.DELETE:
+                        accepted[lease.resource].append({"entity_id": lease.entity_id, "cloud_version":
+                                                         int(version), "pushed_version": lease.pushed_version})
+                    rebases.append({"b_resource": lease.resource, "b_entity_id": lease.entity_id,
+                                    "base_version": int(version)})
+            elif status == "conflict" and isinstance(result.get("current"), dict):
+                stats.conflicts += 1
+                entity = self._registry[lease.resource]
+                self._handler.handle(conn, entity, lease.entity_id, remote_current(result["current"]),
+                                     source="push", own_item_id=lease.item_id)
+            elif status == "rejected":
+                stats.rejected += 1
+                reason = f"{result.get('code', 'REJECTED')}: {result.get('reason', '')}"
+                if result.get("retryable"):
+                    self._fail(conn, lease, reason, now)
                 else:
-                    self._fail(conn, lease, f"HO gave no usable result ({status!r})", now)
-            for resource, rows in accepted.items():
-                self._entities.mark_pushed(conn, self._registry[resource], rows)
-            self._outbox.rebase_followers(conn, rebases)
-            self._logs.add(conn, "push", _dt(now), count=len(done), duration_ms=duration_ms,
-                           detail=f"{stats.applied} applied, {stats.duplicates} duplicate, "
-                                  f"{stats.conflicts} conflict, {stats.rejected} rejected")
+                    self._set_aside(conn, lease, reason, now)
+            elif status == "server_error":  # HO failed on this change alone (isolated by bisection)
+                self._fail(conn, lease, str(result.get("reason")), now)
+            else:
+                self._fail(conn, lease, f"HO gave no usable result ({status!r})", now)
+        for resource, rows in accepted.items():
+            self._entities.mark_pushed(conn, self._registry[resource], rows)
+        self._outbox.rebase_followers(conn, rebases)
+        self._logs.add(conn, "push", _dt(now), count=len(done), duration_ms=duration_ms,
+                       detail=f"{stats.applied} applied, {stats.duplicates} duplicate, "
+                              f"{stats.conflicts} conflict, {stats.rejected} rejected")
 
     def _fail(self, conn: Connection, lease: Lease, reason: str, now: float) -> None:
         failures = lease.attempts + 1
