@@ -149,8 +149,8 @@ class PushService:
             keys = self._outbox.lock_entities(conn, keys)
             outstanding = self._outbox.outstanding(conn, [key for key in keys if key not in alone])
             for key in keys:
-                item = alone.get(key)
-                _take([item] if item is not None else outstanding.get(key, []), now, groups, to_block)
+                only = alone.get(key)
+                _take([only] if only is not None else outstanding.get(key, []), now, groups, to_block)
             if len(due) < want:
                 break
         self._outbox.set_status(conn, to_block, ItemStatus.BLOCKED)
