@@ -45,6 +45,13 @@ class _RowReader:
         value = entity.pk_value(entity_id)
         return value if self.bind_pk is None else self.bind_pk(value)
 
+    def keys(self, entity: TrackedEntity, entity_ids: Iterable[str]) -> list[Any]:
+        """:meth:`key` for many ids; a text key the driver takes as it is (the usual case) is not
+        converted one by one."""
+        if self.bind_pk is None and entity.pk_value("0") == "0":
+            return list(entity_ids)
+        return [self.key(entity, i) for i in entity_ids]
+
 
 class EntityRepository:
     def __init__(self) -> None:
@@ -76,23 +83,25 @@ class EntityRepository:
         sql = reader.select + (" FOR UPDATE" if for_update and conn.dialect.name == "postgresql" else "")
         out: dict[str, dict[str, Any]] = {}
         names, pk, convert = reader.names, entity.pk.name, reader.convert
-        for values in driver.fetch_in(conn, sql, [reader.key(entity, i) for i in entity_ids]):
+        for values in driver.fetch_in(conn, sql, reader.keys(entity, entity_ids)):
             row = dict(zip(names, values, strict=True))
             for name, proc in convert:
                 row[name] = proc(row[name])
             out[str(row[pk])] = row
         return out
 
-    def mark_pushed(self, conn: Connection, entity: TrackedEntity, accepted: Sequence[dict[str, Any]]) -> None:
-        """HO accepted changes: record its version; the row is synced unless changed again meanwhile.
-        Each dict: entity_id, cloud_version, pushed_version. A version older than one already applied
-        (a pull got there first) changes nothing."""
+    def mark_pushed(self, conn: Connection, entity: TrackedEntity,
+                    accepted: Sequence[tuple[str, int, int | None]]) -> None:
+        """HO accepted changes, each ``(entity_id, HO's version, the local version pushed)``: record HO's
+        version; the row is synced unless changed again meanwhile. A version older than one already
+        applied (a pull got there first) changes nothing."""
         reader = self._reader(conn, entity)
         sql = (f"UPDATE {reader.table} SET cloud_version = ?, sync_status = CASE WHEN version = ? THEN "
                f"'{SyncStatus.SYNCED.value}' ELSE sync_status END "
                f"WHERE {reader.pk} = ? AND (cloud_version IS NULL OR cloud_version < ?)")
-        driver.executemany(conn, sql, [(a["cloud_version"], a["pushed_version"], reader.key(entity, a["entity_id"]),
-                                        a["cloud_version"]) for a in accepted])
+        keys = reader.keys(entity, [entity_id for entity_id, _, _ in accepted])
+        driver.executemany(conn, sql, [(version, pushed, key, version)
+                                       for (_, version, pushed), key in zip(accepted, keys, strict=True)])
 
     def set_status(self, conn: Connection, entity: TrackedEntity, entity_id: str, status: SyncStatus,
                    *, cloud_version: int | None = None) -> None:

@@ -38,8 +38,9 @@ def _chunks(items: Sequence[Any], size: int = driver.CHUNK) -> Iterable[Sequence
 
 def _decoded(item: dict[str, Any]) -> dict[str, Any]:
     """A frozen payload as read through the driver: text on SQLite, already a dict on PostgreSQL."""
-    if isinstance(item["payload"], str):
-        item["payload"] = json.loads(item["payload"])
+    payload = item["payload"]
+    if payload is not None and type(payload) is str:
+        item["payload"] = json.loads(payload)
     return item
 
 
@@ -63,9 +64,9 @@ class OutboxRepository:
         PostgreSQL locks the items, skipping ones another claimer holds."""
         sql = self.due_sql(conn.dialect.name, after is not None)
         params = (_PENDING, now, *(after or ()), limit)
-        n = len(_ITEM_COLUMNS)
-        return [(_decoded(dict(zip(_ITEM_COLUMNS, row[:n], strict=True))), not row[n])
-                for row in driver.fetch(conn, sql, params)]
+        rows = driver.fetch(conn, sql, params)
+        # zip stops at the item's columns, before the trailing "not alone" flag
+        return [(_decoded(dict(zip(_ITEM_COLUMNS, row, strict=False))), not row[-1]) for row in rows]
 
     @staticmethod
     def due_sql(dialect_name: str, after: bool = False) -> str:
@@ -174,14 +175,15 @@ class OutboxRepository:
             conn.execute(T.update().where(T.c.id.in_(chunk), T.c.available_at < available_at)
                          .values(available_at=available_at))
 
-    def rebase_followers(self, conn: Connection, rebases: list[dict[str, Any]]) -> None:
-        """After HO accepted a change (new version), later unsent changes of that entity build on it.
-        Most accepted changes have no followers: find the few that do (an index-only read) first."""
+    def rebase_followers(self, conn: Connection, rebases: Sequence[tuple[str, str, int]]) -> None:
+        """After HO accepted a change (``(resource, entity_id, HO's new version)``), later unsent changes
+        of that entity build on it. Most accepted changes have no followers: find the few that do (an
+        index-only read) first."""
         if not rebases:
             return
         by_resource: dict[str, list[str]] = defaultdict(list)
-        for r in rebases:
-            by_resource[r["b_resource"]].append(r["b_entity_id"])
+        for resource, entity_id, _ in rebases:
+            by_resource[resource].append(entity_id)
         with_followers: set[EntityKey] = set()
         for resource, ids in by_resource.items():
             rows = driver.fetch_in(conn, f"SELECT DISTINCT entity_id FROM {T.name} "
@@ -191,8 +193,8 @@ class OutboxRepository:
         driver.executemany(
             conn, f"UPDATE {T.name} SET base_version = ? WHERE resource = ? AND entity_id = ? AND status = ? "
                   "AND attempts = 0",
-            [(r["base_version"], r["b_resource"], r["b_entity_id"], _PENDING) for r in rebases
-             if (r["b_resource"], r["b_entity_id"]) in with_followers])
+            [(version, resource, entity_id, _PENDING) for resource, entity_id, version in rebases
+             if (resource, entity_id) in with_followers])
 
     def insert(self, conn: Connection, row: dict[str, Any]) -> None:
         conn.execute(T.insert(), [row])

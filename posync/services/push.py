@@ -55,6 +55,7 @@ _ACCEPTED = frozenset({"applied", "duplicate"})
 _MAX_SCAN = 4
 # A drain keeps the cyclic GC paused throughout (posync/_gc.py) and lets it collect this often
 _GC_EVERY_BATCHES = 50
+_PENDING, _INFLIGHT = ItemStatus.PENDING.value, ItemStatus.INFLIGHT.value
 _SET_ASIDE = frozenset({ItemStatus.DEAD.value, ItemStatus.CONFLICT.value, ItemStatus.BLOCKED.value})
 
 
@@ -150,7 +151,10 @@ class PushService:
             outstanding = self._outbox.outstanding(conn, [key for key in keys if key not in alone])
             for key in keys:
                 only = alone.get(key)
-                _take([only] if only is not None else outstanding.get(key, []), now, groups, to_block)
+                if only is not None:  # pending and due (the scan's filter), nothing before or after it
+                    groups.append(([only], _OP_BY_VALUE[only["op"]]))
+                else:
+                    _take(outstanding.get(key, []), now, groups, to_block)
             if len(due) < want:
                 break
         self._outbox.set_status(conn, to_block, ItemStatus.BLOCKED)
@@ -353,22 +357,24 @@ class PushService:
         done = self._outbox.delete_leased(conn, accepted_ids, self.owner)
         others = [lease.item_id for lease in leases if lease.item_id not in done]
         held = done | self._outbox.still_leased(conn, others, self.owner) if others else done
-        accepted: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        rebases: list[dict[str, Any]] = []
+        accepted: dict[str, list[tuple[str, int, int | None]]] = defaultdict(list)
+        rebases: list[tuple[str, str, int]] = []
+        applied = duplicates = 0
         for lease, result in zip(leases, results, strict=True):
             if lease.item_id not in held:
                 continue  # our lease ran out and another worker owns this change now
             status = result.get("status")
             if status in _ACCEPTED:
-                stats.applied += status == "applied"
-                stats.duplicates += status == "duplicate"
+                if status == "applied":
+                    applied += 1
+                else:
+                    duplicates += 1
                 version = result.get("cloud_version")
                 if version is not None and not lease.append_only:
+                    version = int(version)
                     if lease.op is not Op.DELETE:
-                        accepted[lease.resource].append({"entity_id": lease.entity_id, "cloud_version":
-                                                         int(version), "pushed_version": lease.pushed_version})
-                    rebases.append({"b_resource": lease.resource, "b_entity_id": lease.entity_id,
-                                    "base_version": int(version)})
+                        accepted[lease.resource].append((lease.entity_id, version, lease.pushed_version))
+                    rebases.append((lease.resource, lease.entity_id, version))
             elif status == "conflict" and isinstance(result.get("current"), dict):
                 stats.conflicts += 1
                 entity = self._registry[lease.resource]
@@ -385,6 +391,8 @@ class PushService:
                 self._fail(conn, lease, str(result.get("reason")), now)
             else:
                 self._fail(conn, lease, f"HO gave no usable result ({status!r})", now)
+        stats.applied += applied
+        stats.duplicates += duplicates
         for resource, rows in accepted.items():
             self._entities.mark_pushed(conn, self._registry[resource], rows)
         self._outbox.rebase_followers(conn, rebases)
@@ -419,10 +427,10 @@ def _take(items: list[dict[str, Any]], now: float, groups: list[tuple[list[Any],
     """Claim decision for one entity's outstanding ``items`` (commit order): add its group to ``groups``,
     its waiting items to ``to_block``, or nothing (in flight, in backoff)."""
     statuses = {i["status"] for i in items}
-    if not items or ItemStatus.INFLIGHT.value in statuses:
+    if not items or _INFLIGHT in statuses:
         return
     if statuses & _SET_ASIDE:  # the entity waits on a dead change or a conflict
-        to_block += [i["id"] for i in items if i["status"] == ItemStatus.PENDING.value]
+        to_block += [i["id"] for i in items if i["status"] == _PENDING]
         return
     head = items[0]
     if head["available_at"] > now:
