@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import operator
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -107,7 +107,12 @@ class TrackedEntity:
 
     def to_payload(self, row: Mapping[Any, Any]) -> Payload:
         """A local row as the JSON ``data`` HO receives (the id included, bookkeeping left out)."""
-        data = dict(zip(self.data_columns, self._read_data(row), strict=True))
+        return self.payload_of(self._read_data(row))
+
+    def payload_of(self, values: Sequence[Any]) -> Payload:
+        """:meth:`to_payload` from the values of ``data_columns``, in that order (any values after them
+        are left out): what a push reads, without a mapping per row."""
+        data = dict(zip(self.data_columns, values, strict=False))
         for name, value in data.items():
             if not (value is None or type(value) in _PLAIN):
                 if name in self._aware_columns and value.tzinfo is None:
@@ -115,7 +120,7 @@ class TrackedEntity:
                     # convention (SQLModel's UTCDateTime does the same); HO gets the offset spelled out
                     value = value.replace(tzinfo=UTC)
                 data[name] = _jsonable(value)
-        data[self.pk.name] = str(row[self.pk.name])
+        data[self.pk.name] = str(data[self.pk.name])
         return data
 
     def from_remote(self, record: Mapping[str, Any]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ error instead of silently overwriting what HO sent.
 
 from __future__ import annotations
 
+import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -16,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from posync.models.enums import SyncStatus
-from posync.registry import TrackedEntity
+from posync.registry import Payload, TrackedEntity
 from posync.repositories import driver
 
 __all__ = ["EntityRepository"]
@@ -37,6 +38,12 @@ class _RowReader:
         self.select = f"{columns} WHERE {self.pk} IN ({{}})"
         type_codes = driver.column_types(conn, f"{columns} WHERE 1 = 0")
         self.bind_pk = entity.pk.type.dialect_impl(dialect).bind_processor(dialect)
+        try:
+            python_type = entity.pk.type.python_type
+        except NotImplementedError:  # pragma: no cover - exotic types
+            python_type = object
+        # the wire id is the key as it is: a text key without a bind processor (pk_value converts nothing)
+        self.plain_keys = self.bind_pk is None and python_type not in (int, uuid.UUID)
         self.convert = [(n, proc) for n, code in zip(self.names, type_codes, strict=True)
                         if (proc := entity.table.c[n].type.dialect_impl(dialect).result_processor(dialect, code))
                         is not None]
@@ -48,7 +55,7 @@ class _RowReader:
     def keys(self, entity: TrackedEntity, entity_ids: Iterable[str]) -> list[Any]:
         """:meth:`key` for many ids; a text key the driver takes as it is (the usual case) is not
         converted one by one."""
-        if self.bind_pk is None and entity.pk_value("0") == "0":
+        if self.plain_keys:
             return list(entity_ids)
         return [self.key(entity, i) for i in entity_ids]
 
@@ -72,10 +79,22 @@ class EntityRepository:
         return self._read(conn, entity, self._reader(conn, entity), entity_ids, for_update=for_update)
 
     def push_rows(self, conn: Connection, entity: TrackedEntity,
-                  entity_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-        """What a push needs of these rows: the data columns (``to_payload``), ``version`` and
-        ``cloud_version``; the other bookkeeping columns are not read."""
-        return self._read(conn, entity, self._reader(conn, entity, for_push=True), entity_ids)
+                  entity_ids: Iterable[str]) -> dict[str, tuple[Payload, int, int | None]]:
+        """What a push needs of these rows, by entity id: (the data HO receives, ``version``,
+        ``cloud_version``). The other bookkeeping columns are not read."""
+        reader = self._reader(conn, entity, for_push=True)
+        at = {name: i for i, name in enumerate(reader.names)}
+        convert = [(at[name], proc) for name, proc in reader.convert]
+        out: dict[str, tuple[Payload, int, int | None]] = {}
+        for row in driver.fetch_in(conn, reader.select, reader.keys(entity, entity_ids)):
+            values: Sequence[Any] = row
+            if convert:
+                values = list(row)
+                for i, proc in convert:
+                    values[i] = proc(values[i])
+            data = entity.payload_of(values)  # the data columns come first (_reader)
+            out[data[entity.pk.name]] = (data, values[-2], values[-1])
+        return out
 
     @staticmethod
     def _read(conn: Connection, entity: TrackedEntity, reader: _RowReader, entity_ids: Iterable[str], *,

@@ -198,7 +198,7 @@ class PushService:
                     if row is None:  # deleted by a writer that did not enqueue the delete
                         vanished += [i["id"] for i in items]
                         continue
-                    data, base, pushed_version = entity.to_payload(row), row["cloud_version"], row["version"]
+                    data, pushed_version, base = row
                 change = {
                     "idempotency_key": next(keys), "resource": resource, "entity_id": entity_id,
                     # a create's base is None for a new entity, or the tombstone's version when it
