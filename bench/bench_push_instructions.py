@@ -33,6 +33,7 @@ import os, shutil, sys
 tree, template, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 sys.path.insert(0, os.path.join(tree, "bench"))
 import posync
+assert posync.__file__.startswith(tree), (posync.__file__, tree)  # the tree measured, not an installed copy
 from _common import make_outlet
 db = template + f".{os.getpid()}.db"
 shutil.copyfile(template, db)
@@ -48,10 +49,10 @@ os.unlink(db)
 
 
 def instructions(tree: Path, template: Path, n: int) -> int:
-    env = dict(os.environ, PYTHONPATH=str(tree))
+    env = dict(os.environ, PYTHONPATH=str(tree))  # and cwd: "-c" puts the working directory first
     out = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
                           "-c", DRAIN, str(tree), str(template), str(n)],
-                         env=env, capture_output=True, text=True, check=True)
+                         env=env, cwd=tree, capture_output=True, text=True, check=True)
     match = re.search(r"Collected : (\d+)", out.stderr)
     if match is None:
         raise RuntimeError(f"no callgrind total in: {out.stderr[-1000:]}")
@@ -59,6 +60,8 @@ def instructions(tree: Path, template: Path, n: int) -> int:
 
 
 def per_change(tree: Path, templates: dict[int, Path]) -> float:
+    # compiled first: else the first drain alone would pay for compiling the tree's modules
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "posync"), str(tree / "bench")], check=True)
     small, large = (instructions(tree, templates[n], n) for n in SIZES)
     return (large - small) / (SIZES[1] - SIZES[0])
 
