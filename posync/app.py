@@ -74,7 +74,7 @@ class Posync:
                                 lease_seconds=settings.lease_seconds, batch_size=settings.push_batch_size,
                                 pause_gc=settings.pause_gc)
         self.pull = PullService(engine, registry, self.client, self.applier, checkpoints, entities, logs,
-                                page_size=settings.pull_page_size, clock=clock)
+                                page_size=settings.pull_page_size, clock=clock, pause_gc=settings.pause_gc)
         self.manager = SyncManager(engine, registry, outbox, entities, conflicts, logs, checkpoints,
                                    self.conflict_handler, clock)
         self.worker = SyncWorker(self.push, self.pull, outage=settings.outage_policy(), clock=clock)

@@ -28,7 +28,7 @@ class PosyncSettings(BaseSettings):
     lease_seconds: float = Field(60.0, gt=0)
     request_timeout: float = Field(30.0, gt=0)
     sync_interval_seconds: float = Field(30.0, gt=0)
-    # hold the cyclic GC off during each batch's database work (posync/_gc.py)
+    # hold the cyclic GC off while a push drains or a pull applies pages (posync/_gc.py)
     pause_gc: bool = True
 
     # while HO is unreachable the whole queue waits, backing off from the first to the second figure

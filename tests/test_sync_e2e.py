@@ -185,6 +185,29 @@ def test_pull_is_incremental_applies_tombstones_and_skips_when_nothing_changed(o
     assert outbox(outlet) == []  # applying HO's changes is never captured as a local change
 
 
+def test_a_pull_holds_the_collector_off_while_pages_are_applied(outlet: Outlet, ho: HO) -> None:
+    """120 pages of 2 records: applying them unpaused set off 9 young collections here; paused,
+    only the pause's own (pages 50 and 100) and the one the end of the pause lets through may run."""
+    for i in range(240):
+        ho.ref.put("products", f"p{i:03d}", {"id": f"p{i:03d}", "name": f"P{i}", "price": i})
+    outlet.sync.pull._page_size = 2
+    seen: list[int] = []
+
+    def watch(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            seen.append(info["generation"])
+
+    gc.enable()
+    gc.callbacks.append(watch)
+    try:
+        stats = outlet.sync.pull.pull(pos_registry()["products"])
+    finally:
+        gc.callbacks.remove(watch)
+    assert (stats.pages, stats.applied.written) == (120, 240)
+    assert len(seen) <= 3, seen
+    assert gc.isenabled()
+
+
 def test_pulling_the_same_page_twice_applies_once(outlet: Outlet, ho: HO) -> None:
     ho.ref.put("products", "p1", {"id": "p1", "name": "A", "price": 1})
     page = outlet.sync.client.pull("products", None, 100)

@@ -20,6 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from posync import _gc
 from posync.db import write_transaction
 from posync.errors import HOErrorResponse, ResyncRequiredError
 from posync.models.enums import OUTSTANDING
@@ -35,6 +36,8 @@ log = logging.getLogger("posync.pull")
 OUTBOX = OutboxItem.__table__  # type: ignore[attr-defined]
 LEGACY_PREFIX = "since:"
 LEGACY_OVERLAP = timedelta(minutes=5)
+# pulling keeps the cyclic GC paused (posync/_gc.py) and lets it collect this often
+_GC_EVERY_PAGES = 50
 
 
 @dataclass
@@ -48,7 +51,7 @@ class PullStats:
 class PullService:
     def __init__(self, engine: Engine, registry: Registry, client: HOClient, applier: RemoteApplier,
                  checkpoints: CheckpointRepository, entities: EntityRepository, logs: LogRepository, *,
-                 page_size: int = 500, clock: Callable[[], float] = time.time) -> None:
+                 page_size: int = 500, clock: Callable[[], float] = time.time, pause_gc: bool = True) -> None:
         self._engine = engine
         self._registry = registry
         self._client = client
@@ -58,6 +61,7 @@ class PullService:
         self._logs = logs
         self._page_size = page_size
         self._clock = clock
+        self._pause_gc = pause_gc
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
@@ -104,8 +108,10 @@ class PullService:
             # an HO without cursors (seed 004's updated_since + offset): this pass goes the legacy way
             self._legacy(entity, cursor, stats, first=page)
             return
-        # The next page is fetched while this one is applied: HTTP and SQLite overlap.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="posync-pull") as prefetch:
+        # The next page is fetched while this one is applied: HTTP and SQLite overlap. The cyclic GC stays
+        # paused while pages flow, with a young collection every _GC_EVERY_PAGES pages (posync/_gc.py).
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="posync-pull") as prefetch, \
+                _gc.paused(self._pause_gc):
             while True:
                 cursor = page.next_cursor or cursor
                 upcoming = (prefetch.submit(self._client.pull, entity.resource, cursor, self._page_size)
@@ -115,6 +121,8 @@ class PullService:
                                                           source="pull"))
                     self._checkpoints.save(conn, entity.resource, cursor=cursor, last_pull_at=self._now())
                 stats.pages += 1
+                if stats.pages % _GC_EVERY_PAGES == 0:
+                    _gc.collect_young()
                 if upcoming is None:
                     return
                 page = upcoming.result()
