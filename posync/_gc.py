@@ -4,9 +4,9 @@ A 1,000-change claim or settle allocates tens of thousands of short-lived contai
 running, that is a dozen young collections per batch; the batch that is on the wire survives them and
 is promoted, and every few batches that triggers a full collection, which walks the host app's whole
 heap (bench/README.md). Paused, the batch's objects are still freed by reference counting as usual;
-only cyclic garbage waits, and a push batch makes a few dozen such objects. A drain holds the pause
-from its first batch to its last and calls :func:`collect_young` every few dozen batches, so that the
-garbage the host's other threads make in the meantime is still collected.
+only cyclic garbage waits, and a push batch makes about ten such objects. A drain holds the pause
+from its first batch to its last and calls :func:`collect_young` every 50 batches (a pull, every 50
+pages), so that the garbage the host's other threads make in the meantime is still collected.
 
 The collector is process-wide, so pauses are counted: it comes back when the last posync batch in the
 process ends, and only if it was on when the first one began (a host that turned it off keeps it off).

@@ -39,7 +39,7 @@ def _chunks(items: Sequence[Any], size: int = driver.CHUNK) -> Iterable[Sequence
 def _decoded(item: dict[str, Any]) -> dict[str, Any]:
     """A frozen payload as read through the driver: text on SQLite, already a dict on PostgreSQL."""
     payload = item["payload"]
-    if payload is not None and type(payload) is str:
+    if type(payload) is str:
         item["payload"] = json.loads(payload)
     return item
 
