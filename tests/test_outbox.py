@@ -140,6 +140,30 @@ def test_claim_uses_the_due_index(sqlite_url: str) -> None:
     outlet.close()
 
 
+def test_an_entitys_items_are_read_through_the_entity_index(sqlite_url: str) -> None:
+    """O(entity), not O(queue): every statement that looks for one entity's items seeks the entity
+    index, also where it filters on status (SQLite's planner would otherwise take the due index for
+    ``status = ?`` and walk every pending item)."""
+    outlet = make_outlet(sqlite_url)
+    add_orders(outlet, [f"o{i}" for i in range(20)])
+    statements: list[str] = []
+    repo = OutboxRepository()
+    with outlet.engine.begin() as conn:
+        raw = conn.connection.driver_connection
+        raw.set_trace_callback(statements.append)  # the SQL as run, with its values
+        repo.rebase_followers(conn, [("orders", "o1", 1), ("orders", "o2", 1)])
+        repo.hold_followers(conn, ("orders", "o3"), time.time() + 60)
+        repo.outstanding(conn, [("orders", "o4"), ("orders", "o5")])
+        raw.set_trace_callback(None)
+        by_entity = [sql for sql in statements if "entity_id" in sql and "posync_outbox" in sql]
+        assert len(by_entity) >= 4, statements
+        for sql in by_entity:
+            plan = [str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql)]
+            assert any("ix_posync_outbox_entity (resource=? AND entity_id=?)" in p for p in plan), (sql, plan)
+            assert not any("ix_posync_outbox_due" in p or p.startswith("SCAN") for p in plan), (sql, plan)
+    outlet.close()
+
+
 @pytest.mark.parametrize("returning", [True, False], ids=["delete-returning", "select-then-delete"])
 def test_a_settle_after_the_lease_ran_out_changes_nothing(db_url: str, returning: bool) -> None:
     """A worker whose lease expired (another took the change over) must not settle it: the item

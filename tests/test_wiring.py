@@ -139,7 +139,7 @@ def test_cli_db_upgrade_and_errors(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "posync.cli", "db", "upgrade", "--url", url],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "posync tables at revision 0001" in done.stdout
+    assert "posync tables at revision 0002" in done.stdout
     bad = subprocess.run([sys.executable, "-m", "posync.cli", "status"], capture_output=True, text=True,
                          timeout=120, env={"PATH": "/usr/bin:/bin"})
     assert bad.returncode != 0 and "--app" in bad.stderr

@@ -18,9 +18,9 @@ class OutboxItem(SQLModel, table=True):
     __table_args__ = (
         # claim: "pending items that are due", oldest first -> a range scan, O(batch) whatever the queue size
         sa.Index("ix_posync_outbox_due", "status", "available_at", "id"),
-        # per-entity order, coalescing, head-of-line checks and follower updates; status is in the key so
-        # SQLite's planner prefers it over the due index for "this entity's pending items"
-        sa.Index("ix_posync_outbox_entity", "resource", "entity_id", "status", "id"),
+        # per-entity order, coalescing, head-of-line checks and follower updates. No status in the key:
+        # leasing and settling change an item's status, and would move its entry here too (migration 0002)
+        sa.Index("ix_posync_outbox_entity", "resource", "entity_id", "id"),
     )
 
     id: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger().with_variant(sa.Integer, "sqlite"),

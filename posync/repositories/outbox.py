@@ -36,6 +36,12 @@ def _chunks(items: Sequence[Any], size: int = driver.CHUNK) -> Iterable[Sequence
         yield items[i : i + size]
 
 
+def _by_entity(conn: Connection) -> str:
+    """Pin SQLite to the entity index for "this entity's items with status X". Its planner, having no
+    statistics, would take the due index for ``status = ?`` and walk every pending item in the queue."""
+    return " INDEXED BY ix_posync_outbox_entity" if conn.dialect.name == "sqlite" else ""
+
+
 def _decoded(item: dict[str, Any]) -> dict[str, Any]:
     """A frozen payload as read through the driver: text on SQLite, already a dict on PostgreSQL."""
     payload = item["payload"]
@@ -169,29 +175,31 @@ class OutboxRepository:
         """Keep an entity's later items behind its head while the head waits out a backoff.
         Ids first, through the entity index: a bare UPDATE would be planned on the due index and walk
         every pending item of the queue."""
-        ids = list(conn.execute(sa.select(T.c.id).where(
-            T.c.resource == key[0], T.c.entity_id == key[1], T.c.status == ItemStatus.PENDING.value)).scalars())
+        ids = [item_id for (item_id,) in driver.fetch(
+            conn, f"SELECT id FROM {T.name}{_by_entity(conn)} WHERE resource = ? AND entity_id = ? AND status = ?",
+            (*key, _PENDING))]
         for chunk in _chunks(ids):
             conn.execute(T.update().where(T.c.id.in_(chunk), T.c.available_at < available_at)
                          .values(available_at=available_at))
 
     def rebase_followers(self, conn: Connection, rebases: Sequence[tuple[str, str, int]]) -> None:
         """After HO accepted a change (``(resource, entity_id, HO's new version)``), later unsent changes
-        of that entity build on it. Most accepted changes have no followers: find the few that do (an
-        index-only read) first."""
+        of that entity build on it. Most accepted changes have no followers: find the few that do first
+        (one seek of the entity index each; an entity with nothing left has no entry to read)."""
         if not rebases:
             return
         by_resource: dict[str, list[str]] = defaultdict(list)
         for resource, entity_id, _ in rebases:
             by_resource[resource].append(entity_id)
         with_followers: set[EntityKey] = set()
+        hint = _by_entity(conn)
         for resource, ids in by_resource.items():
-            rows = driver.fetch_in(conn, f"SELECT DISTINCT entity_id FROM {T.name} "
+            rows = driver.fetch_in(conn, f"SELECT DISTINCT entity_id FROM {T.name}{hint} "
                                          "WHERE resource = ? AND entity_id IN ({}) AND status = ?",
                                    ids, before=(resource,), after=(_PENDING,))
             with_followers.update((resource, entity_id) for (entity_id,) in rows)
         driver.executemany(
-            conn, f"UPDATE {T.name} SET base_version = ? WHERE resource = ? AND entity_id = ? AND status = ? "
+            conn, f"UPDATE {T.name}{hint} SET base_version = ? WHERE resource = ? AND entity_id = ? AND status = ? "
                   "AND attempts = 0",
             [(version, resource, entity_id, _PENDING) for resource, entity_id, version in rebases
              if (resource, entity_id) in with_followers])
