@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-__all__ = ["CHUNK", "column_types", "cursor", "execute_in", "executemany", "fetch", "fetch_in"]
+__all__ = ["CHUNK", "column_types", "cursor", "execute", "execute_in", "executemany", "fetch", "fetch_in"]
 
 # values per IN list: far below every driver's parameter limit, big enough to amortise a round trip
 CHUNK = 500
@@ -33,6 +33,13 @@ def cursor(conn: Connection) -> Iterator[Any]:
         yield cur
     finally:
         cur.close()
+
+
+def execute(conn: Connection, sql: str, params: Sequence[Any] = ()) -> int:
+    """Run one statement; returns the row count."""
+    with cursor(conn) as cur:
+        cur.execute(_sql(conn, sql), tuple(params))
+        return int(cur.rowcount or 0)
 
 
 def executemany(conn: Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:

@@ -12,14 +12,17 @@ from posync.models.log import SyncLogEntry
 __all__ = ["LogRepository"]
 
 T = SyncLogEntry.__table__  # type: ignore[attr-defined]
+_INSERT = T.insert()
 
 
 class LogRepository:
     def add(self, conn: Connection, kind: str, at: datetime, *, resource: str | None = None,
             entity_id: str | None = None, count: int = 0, detail: str | None = None,
             duration_ms: float | None = None) -> None:
-        conn.execute(T.insert().values(kind=kind, at=at, resource=resource, entity_id=entity_id, count=count,
-                                       detail=detail, duration_ms=duration_ms))
+        # one statement object, values as parameters: SQLAlchemy compiles it once (values() baked into a
+        # new statement cost a cache-key walk on every push batch)
+        conn.execute(_INSERT, {"kind": kind, "at": at, "resource": resource, "entity_id": entity_id, "count": count,
+                               "detail": detail, "duration_ms": duration_ms})
 
     def recent(self, conn: Connection, *, limit: int = 100, kind: str | None = None) -> list[RowMapping]:
         stmt = sa.select(T).order_by(T.c.id.desc()).limit(limit)
