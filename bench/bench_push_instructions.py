@@ -10,6 +10,8 @@ migrations) cancels out. Callgrind counts the same instructions on a busy machin
 which wall-clock time on this shared 2-core machine does not (the same drain varies 1.5x between runs).
 
 Baseline (same run): the same count for ``--against`` (default ``HEAD~1``) in a temporary git worktree.
+Each tree drains queues it built itself, with its own migrations: a change to the schema (an index)
+is measured along with the code that goes with it.
 Needs valgrind; takes a few minutes (Python under callgrind is ~50x slower).
 """
 
@@ -27,13 +29,26 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = (1_000, 6_000)
 
-# Runs inside the tree being measured (its posync and its bench helpers).
-DRAIN = """
-import os, shutil, sys
-tree, template, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+# Both scripts run inside the tree being measured: its posync, its bench helpers and its migrations.
+# The editable install maps posync._migrations to the checkout's migrations/ (pyproject.toml), which
+# is not the worktree's: the prelude loads the tree's own first.
+PRELUDE = """
+import importlib.util, os, sys
+tree = sys.argv[1]
 sys.path.insert(0, os.path.join(tree, "bench"))
 import posync
-assert posync.__file__.startswith(tree), (posync.__file__, tree)  # the tree measured, not an installed copy
+scripts = os.path.join(tree, "migrations")
+spec = importlib.util.spec_from_file_location("posync._migrations", os.path.join(scripts, "__init__.py"),
+                                              submodule_search_locations=[scripts])
+module = sys.modules["posync._migrations"] = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+for loaded in (posync, module):  # the tree measured, not an installed copy
+    assert loaded.__file__.startswith(tree), (loaded.__file__, tree)
+"""
+
+DRAIN = PRELUDE + """
+import shutil
+template, n = sys.argv[2], int(sys.argv[3])
 from _common import make_outlet
 db = template + f".{os.getpid()}.db"
 shutil.copyfile(template, db)
@@ -59,7 +74,19 @@ def instructions(tree: Path, template: Path, n: int) -> int:
     return int(match.group(1))
 
 
-def per_change(tree: Path, templates: dict[int, Path]) -> float:
+# The queue as that tree's migrations and capture write it.
+BUILD = PRELUDE + """
+from pathlib import Path
+from bench_push import build_template
+build_template(Path(sys.argv[2]), int(sys.argv[3]))
+"""
+
+
+def per_change(tree: Path, tmp: Path) -> float:
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    templates = {n: tmp / f"{tree.name}-queue-{n}.db" for n in SIZES}
+    for n, path in templates.items():
+        subprocess.run([sys.executable, "-c", BUILD, str(tree), str(path), str(n)], env=env, cwd=tree, check=True)
     # compiled first: else the first drain alone would pay for compiling the tree's modules
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "posync"), str(tree / "bench")], check=True)
     small, large = (instructions(tree, templates[n], n) for n in SIZES)
@@ -72,20 +99,14 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed")
-    sys.path.insert(0, str(ROOT / "bench"))
-    from bench_push import build_template
-
     with tempfile.TemporaryDirectory(prefix="posync-instr-") as tmp_name:
         tmp = Path(tmp_name)
-        templates = {n: tmp / f"queue-{n}.db" for n in SIZES}
-        for n, path in templates.items():
-            build_template(path, n)
         base_tree = tmp / "baseline"
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(base_tree), args.against],
                        check=True)
         try:
-            base = per_change(base_tree, templates)
-            this = per_change(ROOT, templates)
+            base = per_change(base_tree, tmp)
+            this = per_change(ROOT, tmp)
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base_tree)], check=True)
     print("== push: outlet instructions per change (callgrind; 6,000 minus 1,000-change drain, HO stubbed)")

@@ -47,6 +47,32 @@ def test_migrations_produce_the_schema_the_models_describe(db_url: str) -> None:
         engine.dispose()
 
 
+def test_an_outbox_queued_under_0001_survives_the_upgrade(db_url: str) -> None:
+    """0002 rebuilds the outbox's entity index: the queued changes stay as they were, and the index
+    is keyed as the model says (no status), both ways."""
+    engine = posync.create_engine(db_url)
+
+    def entity_index() -> list[str | None]:
+        indexes = {ix["name"]: ix["column_names"] for ix in sa.inspect(engine).get_indexes("posync_outbox")}
+        return indexes["ix_posync_outbox_entity"]
+
+    try:
+        upgrade(engine, "0001")
+        assert entity_index() == ["resource", "entity_id", "status", "id"]
+        with engine.begin() as conn:
+            posync.enqueue(conn, "orders", ["a", "b"], "create")
+            queued = conn.exec_driver_sql("SELECT * FROM posync_outbox ORDER BY id").fetchall()
+        upgrade(engine)
+        assert current(engine) == "0002"
+        assert entity_index() == ["resource", "entity_id", "id"]
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT * FROM posync_outbox ORDER BY id").fetchall() == queued
+        downgrade(engine, "0001")
+        assert entity_index() == ["resource", "entity_id", "status", "id"]
+    finally:
+        engine.dispose()
+
+
 def test_posync_migrations_leave_the_hosts_alembic_alone(sqlite_url: str) -> None:
     engine = posync.create_engine(sqlite_url)
     with engine.begin() as conn:
