@@ -17,6 +17,7 @@ from posync import ConflictStrategy, ItemStatus
 from posync.demo.models import Category, Order, Product, Promotion, PromotionUsage, pos_registry
 from posync.models import OutboxItem
 from posync.testing import ReferenceHO, Rejection, serve_in_thread
+from posync.testing.faults import Burst, Faults
 from tests.support import API_KEY, Outlet, make_outlet
 
 OUTBOX = OutboxItem.__table__  # type: ignore[attr-defined]
@@ -87,8 +88,8 @@ def test_push_reaches_ho_and_marks_rows_synced(outlet: Outlet, ho: HO) -> None:
 
 @pytest.mark.parametrize("max_batches", [1, 2, 3, 5])
 def test_drain_stops_after_max_batches_and_leaves_nothing_leased(sqlite_url: str, ho: HO, max_batches: int) -> None:
-    """The pipelined drain claims ahead (in the transaction that settles the batch before); it must
-    still send exactly ``max_batches`` and give nothing back half-claimed."""
+    """The pipelined drain claims ahead (while a batch is on the wire, and in the transaction that
+    settles one); it must still send exactly ``max_batches`` and give nothing back half-claimed."""
     outlet = outlet_for(sqlite_url, ho, push_batch_size=3)
     try:
         with outlet.Session() as s:
@@ -101,6 +102,38 @@ def test_drain_stops_after_max_batches_and_leaves_nothing_leased(sqlite_url: str
         assert statuses == ["pending"] * (20 - 3 * max_batches)  # nothing left in flight
     finally:
         outlet.close()
+
+
+def test_an_outage_mid_drain_gives_back_every_queued_batch(tmp_path: Path) -> None:
+    """Batches queue for the wire. HO goes away while applying the second batch (it still answers that
+    one), with later batches claimed and queued behind it: the drain raises, every queued batch is given
+    back, nothing stays in flight, and the next drain applies every change exactly once."""
+    ho: HO | None = None
+
+    def outage_after_o05(change: Any) -> None:  # HO applies o00-o05, then answers 503 to everything
+        if change.entity_id == "o05" and ho is not None:
+            ho.ref.faults.burst = Burst(503, count=1_000, retry_after=0)
+
+    ho = HO(tmp_path, validators={"orders": outage_after_o05}, faults=Faults(latency=0.05))
+    outlet = outlet_for(f"sqlite:///{tmp_path / 'o.db'}", ho, push_batch_size=3)
+    try:
+        with outlet.Session() as s:
+            s.add_all([Order(id=f"o{i:02d}", total=i) for i in range(30)])
+            s.commit()
+        with pytest.raises(posync.TransportError):
+            outlet.sync.push.drain()
+        items = outbox(outlet)
+        assert {i["status"] for i in items} == {"pending"}  # nothing left leased
+        assert [i["entity_id"] for i in items] == [f"o{i:02d}" for i in range(6, 30)]  # two batches settled
+        ho.ref.faults.burst = None
+        stats = outlet.sync.push.drain()
+        assert (stats.applied, stats.duplicates) == (24, 0)
+        assert sorted(ho_data(ho, "orders")) == [f"o{i:02d}" for i in range(30)]
+        assert outbox(outlet) == []
+        assert set(ho.ref.store.applied_counts().values()) == {1}  # every key applied once
+    finally:
+        outlet.close()
+        ho.close()
 
 
 @pytest.mark.parametrize("host_gc", ["on", "off"])

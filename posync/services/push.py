@@ -23,9 +23,9 @@ import random
 import secrets
 import time
 import uuid
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -55,6 +55,8 @@ _ACCEPTED = frozenset({"applied", "duplicate"})
 _MAX_SCAN = 4
 # A drain keeps the cyclic GC paused throughout (posync/_gc.py) and lets it collect this often
 _GC_EVERY_BATCHES = 50
+# A drain's batches claimed and not yet settled, at most: one on the wire, the rest queued behind it
+_QUEUED = 3
 _PENDING, _INFLIGHT = ItemStatus.PENDING.value, ItemStatus.INFLIGHT.value
 _SET_ASIDE = frozenset({ItemStatus.DEAD.value, ItemStatus.CONFLICT.value, ItemStatus.BLOCKED.value})
 
@@ -267,50 +269,74 @@ class PushService:
         return True
 
     def drain(self, max_batches: int | None = None) -> PushStats:
-        """Push until nothing is due (or ``max_batches``). TransportError propagates to the caller,
-        after every leased change has been given back.
+        """Push until nothing is due (or ``max_batches``). An error (TransportError: HO unreachable)
+        propagates to the caller after every batch not yet settled has been given back.
 
-        Pipelined: while one batch is on the wire, the previous one is settled and the next one claimed
-        (never the same entities: those are in flight), so the outlet's database work overlaps HO's.
-        Settling one batch and claiming the one after the next share a transaction: one commit, not two.
-        The cyclic GC stays paused for the whole drain, with a young collection every
-        ``_GC_EVERY_BATCHES`` batches (posync/_gc.py)."""
+        Pipelined: batches queue for one wire thread, up to ``_QUEUED`` claimed and unsettled at a time
+        (never two of one entity: an entity in flight is not claimed). The wire takes the next batch the
+        moment it is done with one; meanwhile this thread settles what came back and claims more, so
+        the outlet's database work overlaps HO's and neither waits on the other's slow batch. Settling
+        one batch and claiming another share a transaction: one commit, not two. While the oldest
+        batch is still on the wire, this thread claims ahead rather than wait. The cyclic GC stays
+        paused for the whole drain, with a young collection every ``_GC_EVERY_BATCHES`` batches
+        (posync/_gc.py)."""
         total = PushStats()
+        queue: deque[tuple[list[Lease], Future[tuple[dict[int, dict[str, Any]], float]]]] = deque()
+        claimed = 0
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="posync-push") as wire, \
                 _gc.paused(self._pause_gc):
+
+            def room() -> bool:
+                return len(queue) < _QUEUED and (max_batches is None or claimed < max_batches)
+
+            def submit(batch: list[Lease]) -> None:
+                nonlocal claimed
+                claimed += 1
+                queue.append((batch, wire.submit(self._timed_deliver, batch)))
+
             with self._transaction() as conn:
-                batch = self._claim_some(conn, total)
-            if not batch:
-                return total
-            in_flight = wire.submit(self._deliver, batch, None)
-            started = time.perf_counter()
-            upcoming: list[Lease] = []
-            if max_batches is None or max_batches >= 2:
-                with self._transaction() as conn:
-                    upcoming = self._claim_some(conn, total)
-            while True:
-                try:
-                    outcome = in_flight.result()
-                except TransportError:
-                    self._give_back(batch + upcoming)
-                    raise
-                elapsed_ms = (time.perf_counter() - started) * 1000
-                if upcoming:
-                    in_flight, started = wire.submit(self._deliver, upcoming, None), time.perf_counter()
-                stats = PushStats(batches=1, sent=len(batch))
-                following: list[Lease] = []
-                # counting this batch and the one on the wire, is there room for another?
-                more = bool(upcoming) and (max_batches is None or total.batches + 3 <= max_batches)
-                with self._transaction() as conn:
-                    self._record(conn, batch, [outcome[lease.item_id] for lease in batch], stats, elapsed_ms)
-                    if more:
-                        following = self._claim_some(conn, total)
-                total.add(stats)
-                if total.batches % _GC_EVERY_BATCHES == 0:
-                    _gc.collect_young()
-                if not upcoming:
-                    return total
-                batch, upcoming = upcoming, following
+                first = self._claim_some(conn, total)
+            if first:
+                submit(first)
+            exhausted = not first  # a claim found nothing due: finish what is queued, claim no more
+            try:
+                while queue:
+                    batch, sent = queue[0]
+                    while not sent.done() and not exhausted and room():
+                        with self._transaction() as conn:  # the wire is busy: claim ahead instead of waiting
+                            ahead = self._claim_some(conn, total)
+                        if not ahead:
+                            break  # maybe only followers of batches in flight: try again after a settle
+                        submit(ahead)
+                    outcome, elapsed_ms = sent.result()
+                    queue.popleft()
+                    stats = PushStats(batches=1, sent=len(batch))
+                    following: list[Lease] = []
+                    with self._transaction() as conn:
+                        self._record(conn, batch, [outcome[lease.item_id] for lease in batch], stats, elapsed_ms)
+                        if not exhausted and room():
+                            following = self._claim_some(conn, total)
+                            exhausted = not following
+                    if following:
+                        submit(following)
+                    total.add(stats)
+                    if total.batches % _GC_EVERY_BATCHES == 0:
+                        _gc.collect_young()
+            except BaseException:
+                # HO unreachable (or anything else): nothing queued goes out any more, and every batch
+                # not settled goes back untouched, sent or not (a resend of one HO applied is a duplicate)
+                for _, later in queue:
+                    later.cancel()
+                wait([later for _, later in queue])
+                self._give_back([lease for unsettled, _ in queue for lease in unsettled])
+                raise
+        return total
+
+    def _timed_deliver(self, leases: list[Lease]) -> tuple[dict[int, dict[str, Any]], float]:
+        """:meth:`_deliver` on the wire thread, with how long HO took (ms) for the sync log."""
+        started = time.perf_counter()
+        outcome = self._deliver(leases, healthy=None)
+        return outcome, (time.perf_counter() - started) * 1000
 
     def _claim_some(self, conn: Connection, total: PushStats) -> list[Lease]:
         """Claim a batch, passing over rounds that only folded changes into nothing."""
