@@ -120,7 +120,8 @@ class TrackedEntity:
                     # convention (SQLModel's UTCDateTime does the same); HO gets the offset spelled out
                     value = value.replace(tzinfo=UTC)
                 data[name] = _jsonable(value)
-        data[self.pk.name] = str(data[self.pk.name])
+        pk = self.pk.name
+        data[pk] = str(data[pk])
         return data
 
     def from_remote(self, record: Mapping[str, Any]) -> dict[str, Any]:

@@ -27,6 +27,7 @@ EntityKey = tuple[str, str]
 # the columns claiming and conflict handling read (not the lease owner or the last error)
 _ITEM_COLUMNS = ("id", "resource", "entity_id", "op", "status", "available_at", "attempts", "idempotency_key",
                  "payload", "base_version", "entity_version", "changed_at")
+_PAYLOAD = _ITEM_COLUMNS.index("payload")
 _PENDING = ItemStatus.PENDING.value
 _INFLIGHT = ItemStatus.INFLIGHT.value
 
@@ -68,8 +69,10 @@ class OutboxRepository:
         sql = self.due_sql(conn.dialect.name, after is not None)
         params = (_PENDING, now, *(after or ()), limit)
         rows = driver.fetch(conn, sql, params)
-        # zip stops at the item's columns, before the trailing "not alone" flag
-        return [(_decoded(dict(zip(_ITEM_COLUMNS, row, strict=False))), not row[-1]) for row in rows]
+        # zip stops at the item's columns, before the trailing "not alone" flag; only an item sent
+        # before has a frozen payload to decode
+        return [(dict(zip(_ITEM_COLUMNS, row, strict=False)) if row[_PAYLOAD] is None
+                 else _decoded(dict(zip(_ITEM_COLUMNS, row, strict=False))), not row[-1]) for row in rows]
 
     @staticmethod
     def due_sql(dialect_name: str, after: bool = False) -> str:

@@ -208,7 +208,8 @@ class PushService:
                     "op": op.value, "base_version": base,
                     "changed_at": _iso(items[-1]["changed_at"]), "data": data,
                 }
-                folded += [i["id"] for i in items[1:]]
+                if len(items) > 1:
+                    folded += [i["id"] for i in items[1:]]
             heads.append((head["id"], change, pushed_version))
             leases.append(Lease(head["id"], resource, entity_id, op, change, pushed_version, head["attempts"],
                                 entity.append_only))
