@@ -69,10 +69,12 @@ class OutboxRepository:
         sql = self.due_sql(conn.dialect.name, after is not None)
         params = (_PENDING, now, *(after or ()), limit)
         rows = driver.fetch(conn, sql, params)
-        # zip stops at the item's columns, before the trailing "not alone" flag; only an item sent
-        # before has a frozen payload to decode
-        return [(dict(zip(_ITEM_COLUMNS, row, strict=False)) if row[_PAYLOAD] is None
-                 else _decoded(dict(zip(_ITEM_COLUMNS, row, strict=False))), not row[-1]) for row in rows]
+        out = []
+        for row in rows:
+            item = dict(zip(_ITEM_COLUMNS, row, strict=False))  # stops before the trailing "not alone" flag
+            # only an item sent before has a frozen payload to decode
+            out.append((item if row[_PAYLOAD] is None else _decoded(item), not row[-1]))
+        return out
 
     @staticmethod
     def due_sql(dialect_name: str, after: bool = False) -> str:

@@ -325,7 +325,8 @@ class PushService:
                         _gc.collect_young()
             except BaseException:
                 # HO unreachable (or anything else): nothing queued goes out any more, and every batch
-                # not settled goes back untouched, sent or not (a resend of one HO applied is a duplicate)
+                # still queued goes back untouched, sent or not (a resend of one HO applied is a
+                # duplicate). A batch whose settle failed keeps its lease until it runs out.
                 for _, later in queue:
                     later.cancel()
                 wait([later for _, later in queue])
