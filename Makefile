@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test test-fast bench lint clean
+.PHONY: demo test test-fast soak bench lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# the convergence property at soak size: 2,000 examples per conflict strategy (hours, not part of CI)
+soak: $(STAMP)
+	POSYNC_CONVERGENCE_EXAMPLES=2000 $(BIN)/python -m pytest -q --timeout=0 tests/test_convergence.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py

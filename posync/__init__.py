@@ -9,6 +9,7 @@ from posync.capture import ChangeCapture, enqueue
 from posync.db import create_engine, write_transaction
 from posync.errors import (
     AuthenticationError,
+    ClosedError,
     ConfigurationError,
     ConflictStateError,
     HOErrorResponse,
@@ -18,7 +19,9 @@ from posync.errors import (
     ProtocolError,
     ResyncRequiredError,
     StaleWriteError,
+    StorageError,
     TransportError,
+    UnsupportedWriteError,
 )
 from posync.models import ConflictStrategy, Direction, ItemStatus, Op, SyncStatus, Tracked, posync_tables
 from posync.registry import Registry, TrackedEntity
@@ -31,6 +34,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AuthenticationError",
     "ChangeCapture",
+    "ClosedError",
     "ConfigurationError",
     "ConflictStateError",
     "ConflictStrategy",
@@ -55,10 +59,12 @@ __all__ = [
     "RetryDecision",
     "RetryPolicy",
     "StaleWriteError",
+    "StorageError",
     "SyncStatus",
     "Tracked",
     "TrackedEntity",
     "TransportError",
+    "UnsupportedWriteError",
     "create_engine",
     "enqueue",
     "migrations",

@@ -1,28 +1,37 @@
 """The one place where posync's object graph is built from settings.
 
     engine = posync.create_engine("sqlite:///pos.db")          # or the host's own engine
+    posync.migrations.upgrade(engine)                          # posync's tables
     Session = sessionmaker(engine, class_=sqlmodel.Session)
     sync = Posync(engine, registry, PosyncSettings(api_key="..."), sessionmaker=Session)
     sync.start()      # embedded scheduler; or call sync.sync_now() yourself
     ...
-    sync.close()      # stops the scheduler and the HTTP client; never disposes the host's engine
+    sync.close()      # stops the scheduler and the HTTP client (bounded); never disposes the host's engine
+
+Constructing a ``Posync`` installs the capture triggers on the pushed tables (idempotent): from then on
+every write to them is queued by the database itself, also after ``close()``.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import httpx
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
+from posync import capture
 from posync.capture import ChangeCapture
-from posync.errors import NotFoundError, ProtocolError, StaleWriteError
+from posync.db import WriteGate
+from posync.errors import ClosedError, ConfigurationError, NotFoundError, ProtocolError, StaleWriteError
+from posync.ho import HOClient, build_client
+from posync.ho.wire import check_records
+from posync.models.enums import Op
 from posync.registry import Registry
 from posync.repositories import (
     CheckpointRepository,
@@ -37,64 +46,92 @@ from posync.services.manage import SyncManager
 from posync.services.pull import PullService
 from posync.services.push import PushService
 from posync.settings import PosyncSettings
-from posync.transport import ApiKeyAuth, HOClient, JwtAuth
 from posync.workers.scheduler import EmbeddedScheduler
 from posync.workers.sync_worker import CycleReport, SyncWorker
 
 __all__ = ["Posync"]
 
 
-def _auth(settings: PosyncSettings) -> httpx.Auth:
-    if settings.api_key is not None:
-        return ApiKeyAuth(settings.api_key, settings.outlet_id)
-    assert settings.username and settings.password  # checked by PosyncSettings
-    token_url = settings.ho_url.rstrip("/") + settings.token_path
-    return JwtAuth(token_url, settings.username, settings.password, settings.outlet_id)
+def _check_profile(registry: Registry, settings: PosyncSettings) -> None:
+    if settings.ho_profile != "seed":
+        return
+    pushed = [e.resource for e in registry if e.direction.pushes and not e.append_only]
+    if pushed:
+        raise ConfigurationError(f"the seed HO takes no pushed changes, only append-only uploads (seed 004's "
+                                 f"usage endpoint): {pushed} need an HO that speaks posync's protocol; register "
+                                 "them Direction.PULL, or append_only=True with the upload path")
 
 
 class Posync:
     def __init__(self, engine: Engine, registry: Registry, settings: PosyncSettings, *,
                  sessionmaker: Any | None = None, clock: Callable[[], float] = time.time,
-                 transport: httpx.BaseTransport | None = None, owner: str | None = None) -> None:
+                 transport: httpx.BaseTransport | None = None, owner: str | None = None,
+                 client: HOClient | None = None) -> None:
+        _check_profile(registry, settings)
         self.engine = engine
         self.registry = registry
         self.settings = settings
+        capture.install(engine, registry)
+        capture.translate_refusals(engine)
         self.capture = ChangeCapture(registry, clock)
         if sessionmaker is not None:
             self.capture.attach(sessionmaker)
-        self.client = HOClient(settings.ho_url, _auth(settings), outlet_id=settings.outlet_id,
-                               company_id=settings.company_id, store_id=settings.effective_store_id,
-                               timeout=settings.request_timeout, transport=transport)
+        self.gate = WriteGate()
+        if settings.yield_to_host:
+            self.gate.attach(engine)
+        self.client = client or build_client(settings, transport)
         outbox, entities, logs = OutboxRepository(), EntityRepository(), LogRepository()
         conflicts, checkpoints = ConflictRepository(), CheckpointRepository()
-        self.conflict_handler = ConflictHandler(registry, outbox, entities, conflicts, logs, clock)
+        self.conflict_handler = ConflictHandler(registry, outbox, entities, conflicts, logs, clock,
+                                                ho_clock_offset=lambda: self.client.clock.seconds)
         self.applier = RemoteApplier(outbox, entities, self.conflict_handler, clock)
+
+        def stopping() -> bool:
+            return self.worker.stopping
+
         self.push = PushService(engine, registry, self.client, outbox, entities, self.conflict_handler, logs,
                                 retry=settings.retry_policy(), clock=clock, owner=owner,
                                 lease_seconds=settings.lease_seconds, batch_size=settings.push_batch_size,
-                                pause_gc=settings.pause_gc)
+                                pause_gc=settings.pause_gc, gate=self.gate, stopping=stopping)
         self.pull = PullService(engine, registry, self.client, self.applier, checkpoints, entities, logs,
-                                page_size=settings.pull_page_size, clock=clock, pause_gc=settings.pause_gc)
+                                outbox=outbox, page_size=settings.pull_page_size,
+                                apply_chunk=settings.apply_chunk_size, since_overlap=settings.since_overlap_seconds,
+                                clock=clock, pause_gc=settings.pause_gc, gate=self.gate,
+                                backoff=settings.outage_policy(), stopping=stopping)
+        # an HO that never reports deletes (seed 004) gets the id reconciliation on a schedule
+        reconcile_every = settings.reconcile_interval_seconds if settings.ho_profile == "seed" else None
+        self.worker = SyncWorker(self.push, self.pull, outage=settings.outage_policy(),
+                                 reconcile_every=reconcile_every,
+                                 reconcile_max_delete_fraction=settings.reconcile_max_delete_fraction)
         self.manager = SyncManager(engine, registry, outbox, entities, conflicts, logs, checkpoints,
-                                   self.conflict_handler, clock)
-        self.worker = SyncWorker(self.push, self.pull, outage=settings.outage_policy(), clock=clock)
+                                   self.conflict_handler, clock, gate=self.gate, worker=self.worker, pull=self.pull)
         self._scheduler: EmbeddedScheduler | None = None
         self._receipts: Any | None = None
+        self._closed = False
 
     # -- running ---------------------------------------------------------------------------------------
 
+    def _open(self) -> None:
+        if self._closed:
+            raise ClosedError("this Posync is closed; changes are still captured in the database, and a new "
+                              "Posync(...) syncs them")
+
     def sync_now(self) -> CycleReport:
-        """One full cycle now (push, pull, push), ignoring any outage backoff."""
+        """One full cycle now (push, pull, push), ignoring any backoff. HO's problems are reported in the
+        answer, never raised."""
+        self._open()
         return self.worker.run_cycle(force=True)
 
     def start(self, scheduler: Any | None = None) -> None:
         """Start the embedded scheduler (or add the job to the host's APScheduler)."""
+        self._open()
         if self._scheduler is None:
             self._scheduler = EmbeddedScheduler(self.worker, self.settings.sync_interval_seconds, scheduler,
                                                 housekeeping=self.housekeeping)
             self._scheduler.start()
 
     def trigger(self) -> None:
+        self._open()
         if self._scheduler is not None:
             self._scheduler.trigger()
         else:
@@ -105,9 +142,15 @@ class Posync:
             self._scheduler.stop()
             self._scheduler = None
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> None:
+        """Stop syncing: the scheduler, a running cycle (asked to finish, waited for at most ``timeout``,
+        default ``settings.close_timeout``) and the HTTP client. Capture goes on in the database; the
+        host's engine is the host's. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
         self.stop()
-        self.capture.detach()
+        self.worker.stop(self.settings.close_timeout if timeout is None else timeout)
         self.client.close()
 
     def __enter__(self) -> Posync:
@@ -115,6 +158,23 @@ class Posync:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # -- operating ---------------------------------------------------------------------------------------
+
+    def reconcile(self, resource: str | None = None, *, force: bool = False) -> list[Any]:
+        """The id reconciliation now (deletes HO never reported): one resource or every pulled one."""
+        self._open()
+        return self.pull.reconcile(resource, force=force,
+                                   max_delete_fraction=self.settings.reconcile_max_delete_fraction)
+
+    def reset_checkpoint(self, resource: str | None = None) -> list[str]:
+        """Forget where a resource's pulls stand (default: all): the next pull reads it in full."""
+        return self.pull.reset(resource)
+
+    def enqueue(self, conn: Connection, resource: str, entity_ids: Iterable[str], op: Op | str = Op.UPDATE) -> int:
+        """Queue a push of these entities as they are now (``posync.capture.enqueue``). Rarely needed:
+        every write, raw SQL included, is captured by the database."""
+        return capture.enqueue(conn, self.registry[resource], entity_ids, op)
 
     # -- webhooks (HO -> outlet) -------------------------------------------------------------------------
 
@@ -136,8 +196,9 @@ class Posync:
             raise NotFoundError("pulled resource", resource)
         entity = self.registry[resource]
         record = dict(event.record)
-        if "id" not in record or not isinstance(record.get("version"), int):
-            raise ProtocolError("a webhook record needs an id and an integer version")
+        check_records([record], f"webhook {event.type}")
+        if record.get("version") is None and record.get("updated_at") is None:
+            raise ProtocolError("a webhook record needs a version (or an updated_at)")
         conn = session.connection()
         if str(event.type) == "delete":
             self.applier.apply(conn, entity, [], [record], source="webhook")

@@ -131,6 +131,26 @@ def resolve(conflict_id: int, choice: str = typer.Option(..., help="local, remot
         _echo({"resolved": conflict_id})
 
 
+@app.command("reset-checkpoint")
+def reset_checkpoint(resource: str = typer.Argument(None, help="a pulled resource (default: all of them)"),
+                     app_spec: str = AppOption) -> None:
+    """Forget where a resource's pulls stand: the next sync reads it from HO in full."""
+    with _load(app_spec) as sync:
+        _echo({"reset": sync.reset_checkpoint(resource)})
+
+
+@app.command()
+def reconcile(resource: str = typer.Argument(None, help="a pulled resource (default: all of them)"),
+              force: bool = typer.Option(False, "--force", help="run even if HO looks unchanged, and past the "
+                                                                "deletion cap"),
+              app_spec: str = AppOption) -> None:
+    """The id reconciliation now: remove local rows HO no longer has (deletes HO never reported)."""
+    with _load(app_spec) as sync:
+        reports = sync.reconcile(resource, force=force)
+        _echo([{"resource": r.resource, "skipped": r.skipped, "ho_ids": r.ho_ids, "removed": r.removed,
+                "requests": r.requests, "error": r.error} for r in reports])
+
+
 def main() -> None:
     try:
         app()

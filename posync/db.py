@@ -4,10 +4,20 @@ SQLite needs three things for several POS processes sharing one file: WAL (reade
 writer), a busy timeout (wait instead of failing), and ``BEGIN IMMEDIATE`` for read-modify-write
 transactions (take the write lock up front, so two claimers never deadlock upgrading a read lock).
 A fourth is for speed: WAL checkpoints every 10,000 pages instead of every 1,000.
+
+SQLite has one writer at a time, and a writer that finds the lock taken sleeps in SQLite's busy handler
+(1, 2, 5 ... 100 ms between tries). While posync drains a queue, one write transaction after another,
+the till's writer could keep waking up to a lock that is taken again and wait for seconds.
+:class:`WriteGate` lets the till go first: in this process, a host write statement waits (on a
+condition, woken the moment posync commits) only for posync's current transaction, and posync starts
+its next one only when no host write is waiting or open. Other processes still meet SQLite's busy
+handler; posync keeps each of its write transactions short for them (bench/README.md).
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -15,7 +25,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-__all__ = ["create_engine", "is_sqlite", "write_transaction"]
+__all__ = ["WriteGate", "create_engine", "is_sqlite", "write_transaction"]
+
+POSYNC = "posync_internal"  # execution option on posync's own connections
 
 
 def is_sqlite(bind: Engine | Connection) -> bool:
@@ -53,6 +65,7 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
     On SQLite it starts with BEGIN IMMEDIATE so the write lock is held from the first read.
     """
     with engine.connect() as conn:
+        conn.execution_options(**{POSYNC: True})
         if is_sqlite(conn):
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         try:
@@ -61,3 +74,111 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
             conn.rollback()
             raise
         conn.commit()
+
+
+class WriteGate:
+    """Orders posync's write transactions after the host's writes on one SQLite engine, in-process.
+
+    ``with gate.posync():`` around each posync write transaction waits while a host write statement is
+    waiting or a host transaction that wrote is still open, then holds the gate; a host write statement
+    that is the first of its transaction waits only while posync holds it. Both waits are bounded
+    (``patience``): past it, SQLite's own locking decides as it would without the gate. A gate that was
+    never attached (PostgreSQL, ``yield_to_host=False``) costs nothing."""
+
+    def __init__(self, patience: float = 2.0) -> None:
+        self._cond = threading.Condition()
+        self._patience = patience
+        self._posync = 0
+        self._waiting = 0
+        self._open: dict[int, Any] = {}  # host DBAPI connections with an open transaction that wrote
+        self._last_host_write = float("-inf")
+        self.attached = False
+
+    def attach(self, engine: Engine) -> None:
+        if not is_sqlite(engine) or self.attached:
+            return
+        sa.event.listen(engine, "before_cursor_execute", self._before)
+        sa.event.listen(engine, "after_cursor_execute", self._after)
+        sa.event.listen(engine, "commit", self._ended)
+        sa.event.listen(engine, "rollback", self._ended)
+        sa.event.listen(engine, "handle_error", self._failed)
+        self.attached = True
+
+    @contextmanager
+    def posync(self) -> Iterator[None]:
+        if not self.attached:
+            yield
+            return
+        deadline = time.monotonic() + self._patience
+        with self._cond:
+            while (self._waiting or self._busy_host()) and time.monotonic() < deadline:
+                self._cond.wait(max(0.0, min(0.05, deadline - time.monotonic())))
+            self._posync += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._posync -= 1
+                self._cond.notify_all()
+
+    def host_busy(self, within: float = 2.0) -> bool:
+        """Has the host written in this process within the last ``within`` seconds? posync then keeps its
+        own write transactions small."""
+        return self.attached and time.monotonic() - self._last_host_write < within
+
+    def _busy_host(self) -> bool:
+        for key, dbapi in list(self._open.items()):
+            if not getattr(dbapi, "in_transaction", False):
+                del self._open[key]  # committed or rolled back where no event said so
+        return bool(self._open)
+
+    @staticmethod
+    def _host_write(conn: Connection, context: Any, statement: str) -> bool:
+        if conn.get_execution_options().get(POSYNC):
+            return False
+        if context is not None and (context.isinsert or context.isupdate or context.isdelete):
+            return True
+        head = statement.lstrip()[:7].upper()
+        return head.startswith(("INSERT", "UPDATE", "DELETE", "REPLACE", "UPSERT"))
+
+    def _before(self, conn: Connection, cursor: Any, statement: str, parameters: Any, context: Any,
+                executemany: bool) -> None:
+        if not self._host_write(conn, context, statement):
+            return
+        self._last_host_write = time.monotonic()
+        dbapi = conn.connection.dbapi_connection
+        if id(dbapi) in self._open:
+            return  # its transaction holds SQLite's write lock already: never wait on posync then
+        deadline = time.monotonic() + self._patience
+        with self._cond:
+            self._waiting += 1
+            try:
+                while self._posync and time.monotonic() < deadline:
+                    self._cond.wait(max(0.0, min(0.05, deadline - time.monotonic())))
+            finally:
+                self._waiting -= 1
+            self._open[id(dbapi)] = dbapi
+            self._cond.notify_all()
+
+    def _after(self, conn: Connection, cursor: Any, statement: str, parameters: Any, context: Any,
+               executemany: bool) -> None:
+        dbapi = conn.connection.dbapi_connection
+        if id(dbapi) in self._open and not getattr(dbapi, "in_transaction", True):
+            self._release(dbapi)  # autocommit: the statement's own transaction is over
+
+    def _ended(self, conn: Connection) -> None:
+        dbapi = conn.connection.dbapi_connection if not conn.closed else None
+        if dbapi is not None and id(dbapi) in self._open:
+            self._release(dbapi)
+
+    def _failed(self, context: Any) -> None:
+        conn = context.connection
+        if conn is not None and not conn.closed:
+            dbapi = conn.connection.dbapi_connection
+            if id(dbapi) in self._open and not getattr(dbapi, "in_transaction", True):
+                self._release(dbapi)
+
+    def _release(self, dbapi: Any) -> None:
+        with self._cond:
+            self._open.pop(id(dbapi), None)
+            self._cond.notify_all()

@@ -2,12 +2,16 @@
 
     PosyncError
     ├── ConfigurationError          bad settings or an entity registered twice / not registered
+    ├── ClosedError                 the Posync was closed: it syncs no more (capture goes on in the database)
+    ├── UnsupportedWriteError       a write posync cannot capture correctly (names the pattern and the way)
+    ├── StorageError                the outlet database refused posync's work (carries the operation)
     ├── StaleWriteError             optimistic lock lost: the row changed since it was read
     ├── NotFoundError               a queue item, conflict or entity that does not exist
     ├── ConflictStateError          resolving a conflict that is not open, or with an invalid choice
     ├── TransportError              talking to head office failed; nothing was lost, the queue waits
+    │   │                           (carries method and path of the request, when there was one)
     │   ├── HOUnavailableError      connection refused/reset, timeout, 5xx, 429 (carries retry_after)
-    │   ├── AuthenticationError     401/403 that re-authenticating did not fix
+    │   ├── AuthenticationError     401/403 that re-authenticating did not fix (bad credentials)
     │   └── ProtocolError           HO answered something posync cannot read (truncated, wrong shape)
     ├── HOErrorResponse             HO answered a 4xx with an error code (e.g. MISSING_STORE_ID)
     │   └── ResyncRequiredError     the pull cursor is older than HO's tombstone horizon
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 __all__ = [
     "AuthenticationError",
+    "ClosedError",
     "ConfigurationError",
     "ConflictStateError",
     "ForbiddenSourceError",
@@ -38,7 +43,9 @@ __all__ = [
     "ResyncRequiredError",
     "SignatureError",
     "StaleWriteError",
+    "StorageError",
     "TransportError",
+    "UnsupportedWriteError",
     "WebhookError",
 ]
 
@@ -49,6 +56,28 @@ class PosyncError(Exception):
 
 class ConfigurationError(PosyncError):
     pass
+
+
+class ClosedError(PosyncError):
+    """The Posync was closed. Capture is in the database and goes on; syncing needs a new Posync."""
+
+
+class UnsupportedWriteError(PosyncError):
+    """A write posync refuses because it could not be captured correctly. The message names the
+    pattern and the supported way."""
+
+    def __init__(self, resource: str, pattern: str, instead: str) -> None:
+        self.resource = resource
+        self.pattern = pattern
+        super().__init__(f"{resource}: {pattern} is refused by posync; {instead}")
+
+
+class StorageError(PosyncError):
+    """The outlet database failed or refused posync's work. Nothing half-written was committed."""
+
+    def __init__(self, operation: str, detail: str = "") -> None:
+        self.operation = operation
+        super().__init__(f"outlet database: {operation} failed" + (f" ({detail})" if detail else ""))
 
 
 class StaleWriteError(PosyncError):
@@ -75,14 +104,22 @@ class ConflictStateError(PosyncError):
 
 
 class TransportError(PosyncError):
-    """Head office could not be reached or understood. Retry later; nothing was lost."""
+    """Head office could not be reached or understood. Retry later; nothing was lost.
+
+    ``method`` and ``path`` name the request (``None`` when the error is not about one request)."""
+
+    def __init__(self, message: str, *, method: str | None = None, path: str | None = None) -> None:
+        self.method = method
+        self.path = path
+        super().__init__(message)
 
 
 class HOUnavailableError(TransportError):
-    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None,
+                 method: str | None = None, path: str | None = None) -> None:
         self.status = status
         self.retry_after = retry_after
-        super().__init__(message)
+        super().__init__(message, method=method, path=path)
 
 
 class AuthenticationError(TransportError):

@@ -13,11 +13,11 @@ import operator
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from posync.codec import Codec, codec_for, parse_datetime
 from posync.errors import ConfigurationError, ProtocolError
 from posync.models.enums import ConflictStrategy, Direction
 from posync.models.tracked import BOOKKEEPING_COLUMNS, Tracked
@@ -31,42 +31,48 @@ Payload = dict[str, Any]
 
 
 def parse_timestamp(value: Any) -> Any:
-    """ISO 8601 text (``Z`` allowed) as a datetime; other values unchanged. Bad text from HO is a
-    ProtocolError, not a bare ValueError."""
+    """ISO 8601 text (``Z`` allowed) as an aware UTC datetime (naive text is taken as UTC); other values
+    unchanged. Bad text from HO is a ProtocolError, not a bare ValueError."""
     if isinstance(value, str):
         try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return parse_datetime(value)
         except ValueError as exc:
             raise ProtocolError(f"HO sent {value[:40]!r} where an ISO 8601 timestamp belongs") from exc
     return value
 
 
-_PLAIN = frozenset({str, int, float, bool})
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, (int, float, str, bool)) or value is None:
-        return value
-    return str(value)  # Decimal, UUID, date: their canonical text
 
 
 @dataclass(frozen=True)
 class TrackedEntity:
+    """One host table posync syncs, and how.
+
+    ``field_map`` maps HO's field names to the host's column names where they differ (``{"nama":
+    "name"}``); HO fields the model lacks are ignored, and columns HO does not send are left as they are
+    (a new row gets the column's default). ``path`` is HO's endpoint for the resource (default
+    ``/api/v1/sync/<resource>/`` to pull, seed 004's ``/api/v1/sync/usage/`` for append-only uploads),
+    ``params`` extra query parameters of its pulls, ``list_key`` the key of the records in HO's pages
+    (default: the resource name) and ``upload_key`` the key of an upload's list (default ``usages``)."""
+
     model: type[Tracked]
     resource: str
     direction: Direction = Direction.BOTH
     strategy: ConflictStrategy = ConflictStrategy.CLOUD_WINS
     # a custom resolver overrides ``strategy`` (see posync.services.resolve.Resolver)
     resolver: Resolver | None = None
-    # append-only resources (usage logs) are pushed to their own endpoint and never conflict
+    # append-only resources (usage logs) are uploaded to their own endpoint and never conflict
     append_only: bool = False
+    field_map: Mapping[str, str] = field(default_factory=dict)
+    path: str | None = None
+    params: Mapping[str, str] = field(default_factory=dict)
+    list_key: str | None = None
+    upload_key: str = "usages"
     table: sa.Table = field(init=False, repr=False)
     pk: sa.Column[Any] = field(init=False, repr=False)
     data_columns: tuple[str, ...] = field(init=False, repr=False)
-    _datetime_columns: frozenset[str] = field(init=False, repr=False)
-    _aware_columns: frozenset[str] = field(init=False, repr=False)
+    codecs: Mapping[str, Codec] = field(init=False, repr=False)
+    _wire_names: Mapping[str, str] = field(init=False, repr=False)
+    _to_wire: tuple[tuple[int, Callable[[Any], Any]], ...] = field(init=False, repr=False)
     _read_data: Callable[[Mapping[Any, Any]], tuple[Any, ...]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -78,17 +84,26 @@ class TrackedEntity:
         pks = list(table.primary_key.columns)
         if len(pks) != 1:
             raise ConfigurationError(f"{self.model.__name__}: posync needs exactly one primary key column")
+        if self.append_only and self.direction is not Direction.PUSH:
+            raise ConfigurationError(f"{self.resource}: an append-only resource is pushed only (Direction.PUSH)")
+        cols = tuple(c.name for c in table.columns if c.name not in BOOKKEEPING_COLUMNS)
+        unknown = sorted(set(self.field_map.values()) - set(cols))
+        if unknown:
+            raise ConfigurationError(f"{self.resource}: field_map names columns {self.model.__name__} lacks: "
+                                     f"{unknown}")
         object.__setattr__(self, "table", table)
         object.__setattr__(self, "pk", pks[0])
-        cols = tuple(c.name for c in table.columns if c.name not in BOOKKEEPING_COLUMNS)
         object.__setattr__(self, "data_columns", cols)
+        codecs = {name: codec_for(table.c[name]) for name in (*cols, "updated_at")}
+        object.__setattr__(self, "codecs", codecs)
+        wire = {column: ho for ho, column in self.field_map.items()}
+        object.__setattr__(self, "_wire_names", {c: wire.get(c, c) for c in cols})
+        # only the columns whose Python values differ from their JSON are converted (runs for every push)
+        object.__setattr__(self, "_to_wire", tuple((i, codecs[c].to_wire) for i, c in enumerate(cols)
+                                                   if codecs[c].to_wire is not None))
         # one C call per row instead of a Python loop over the columns (runs for every pushed change)
         read = operator.itemgetter(*cols)
         object.__setattr__(self, "_read_data", read if len(cols) > 1 else lambda row: (read(row),))
-        dts = frozenset(c.name for c in table.columns if isinstance(c.type, sa.DateTime))
-        object.__setattr__(self, "_datetime_columns", dts)
-        aware = frozenset(c.name for c in table.columns if isinstance(c.type, sa.DateTime) and c.type.timezone)
-        object.__setattr__(self, "_aware_columns", aware)
 
     def entity_id(self, obj: Any) -> str:
         return str(getattr(obj, self.pk.name))
@@ -112,29 +127,50 @@ class TrackedEntity:
     def payload_of(self, values: Sequence[Any]) -> Payload:
         """:meth:`to_payload` from the values of ``data_columns``, in that order (any values after them
         are left out): what a push reads, without a mapping per row."""
-        data = dict(zip(self.data_columns, values, strict=False))
-        for name, value in data.items():
-            if not (value is None or type(value) in _PLAIN):
-                if name in self._aware_columns and value.tzinfo is None:
-                    # SQLite keeps no offset: a timezone-aware column reads back naive, in UTC by
-                    # convention (SQLModel's UTCDateTime does the same); HO gets the offset spelled out
-                    value = value.replace(tzinfo=UTC)
-                data[name] = _jsonable(value)
-        pk = self.pk.name
+        if self._to_wire:
+            values = list(values[: len(self.data_columns)])
+            for i, convert in self._to_wire:
+                values[i] = convert(values[i])
+        names = self._wire_names
+        data = {names[c]: v for c, v in zip(self.data_columns, values, strict=False)}
+        pk = names[self.pk.name]
         data[pk] = str(data[pk])
         return data
 
+    def record_id(self, record: Mapping[str, Any]) -> str:
+        """The entity id of an HO record (its primary key field, else ``id``) as text."""
+        value = record.get(self._wire_names[self.pk.name], record.get("id"))
+        if value is None or isinstance(value, (bool, dict, list)):
+            raise ProtocolError(f"{self.resource}: a record without a usable id")
+        return str(value)
+
     def from_remote(self, record: Mapping[str, Any]) -> dict[str, Any]:
-        """An HO record as column values for this table; unknown fields are ignored."""
+        """An HO record as column values for this table; unknown fields are ignored, absent columns are
+        left out (so an update leaves them alone). A value that does not fit its column is a
+        ProtocolError naming the record and the field."""
         values: dict[str, Any] = {}
-        for name in self.data_columns:
-            if name in record:
-                value = record[name]
-                values[name] = parse_timestamp(value) if name in self._datetime_columns else value
-        values[self.pk.name] = self.pk_value(str(record.get(self.pk.name, record.get("id"))))
-        if "updated_at" in record:
-            values["updated_at"] = parse_timestamp(record["updated_at"])
+        names = self._wire_names
+        eid = self.record_id(record)
+        for column in self.data_columns:
+            wire = names[column]
+            if wire in record:
+                try:
+                    values[column] = self.codecs[column].from_wire(record[wire])
+                except ValueError as exc:
+                    raise ProtocolError(f"{self.resource} {eid[:60]!r}: field {wire!r}: {exc}") from None
+        try:
+            values[self.pk.name] = self.codecs[self.pk.name].from_wire(self.pk_value(eid))
+        except ValueError as exc:
+            raise ProtocolError(f"{self.resource}: id {eid[:60]!r}: {exc}") from None
+        if record.get("updated_at") is not None:
+            values["updated_at"] = self._updated_at(eid, record["updated_at"])
         return values
+
+    def _updated_at(self, eid: str, value: Any) -> Any:
+        try:
+            return self.codecs["updated_at"].from_wire(value)
+        except ValueError as exc:
+            raise ProtocolError(f"{self.resource} {eid[:60]!r}: field 'updated_at': {exc}") from None
 
 
 class Registry:

@@ -1,51 +1,102 @@
-"""Settings, from arguments or ``POSYNC_*`` environment variables (read only when asked, never at import)."""
+"""Settings, from arguments or ``POSYNC_*`` environment variables (read only when asked, never at import).
+
+A keyword posync does not know is an error naming the closest one it does (a typo must not be ignored
+silently); unknown ``POSYNC_*`` variables are left alone (the CLI and hosts keep their own there).
+Validation errors never show the values given: a password must not reach a log through one.
+"""
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, model_validator
+import difflib
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from posync.errors import ConfigurationError
 from posync.services.retry import OutagePolicy, RetryPolicy
 
 __all__ = ["PosyncSettings"]
 
 
 class PosyncSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="POSYNC_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="POSYNC_", extra="ignore", hide_input_in_errors=True)
 
     ho_url: str = "http://127.0.0.1:8002"
+    # which dialect HO speaks: "posync" (docs/protocol.md) or "seed" (the HO of seeds 004/001:
+    # docs/seed-profile.md)
+    ho_profile: Literal["posync", "seed"] = "posync"
     outlet_id: str = "outlet-1"
     company_id: str = "company-1"
     store_id: str | None = None  # defaults to outlet_id
+    brand_id: str | None = None  # seed 004: products are served per brand (MISSING_BRAND_ID without it)
     # auth: an API key (seed 003) or username/password for the JWT token endpoint (seeds 001/004)
     api_key: SecretStr | None = None
     username: str | None = None
     password: SecretStr | None = None
     token_path: str = "/api/v1/token/"
+    # the seed HO does not deduplicate usages: posync sends this field with a stable id HO can key on
+    usage_id_field: str = "usage_id"
 
     push_batch_size: int = Field(500, ge=1, le=5000)
     pull_page_size: int = Field(500, ge=1, le=1000)
+    # a page HO sends is applied in transactions of at most this many records (an HO may ignore limit)
+    apply_chunk_size: int = Field(500, ge=1, le=5000)
     lease_seconds: float = Field(60.0, gt=0)
+    # every HTTP call's whole budget (connect, send, wait, read), not a per-read timeout
     request_timeout: float = Field(30.0, gt=0)
+    # the largest answer posync reads (a bigger one is a ProtocolError: lower pull_page_size)
+    max_response_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     sync_interval_seconds: float = Field(30.0, gt=0)
-    # hold the cyclic GC off while a push drains or a pull applies pages (posync/_gc.py)
-    pause_gc: bool = True
+    # how long close() waits for a running cycle before it returns anyway
+    close_timeout: float = Field(10.0, ge=0)
+    # the id reconciliation (deletes HO never reports): how often, and the most it may delete in one run
+    reconcile_interval_seconds: float = Field(3600.0, gt=0)
+    reconcile_max_delete_fraction: float = Field(0.5, gt=0, le=1)
+    # offset paging (seed HO): the next pass starts this long before the last pass's start (HO's clock)
+    since_overlap_seconds: float = Field(300.0, ge=0)
+    # opt-in: hold Python's cyclic GC off during posync's claim/settle/apply database work (posync/_gc.py)
+    pause_gc: bool = False
+    # SQLite: the till's writes in this process go before posync's next write transaction (posync/db.py)
+    yield_to_host: bool = True
 
     # while HO is unreachable the whole queue waits, backing off from the first to the second figure
     outage_initial_backoff_seconds: float = Field(2.0, gt=0)
     outage_max_backoff_seconds: float = Field(300.0, gt=0)
 
-    max_retries: int = 3
-    initial_backoff_seconds: float = 60.0
-    max_backoff_seconds: float = 1800.0
-    backoff_multiplier: float = 2.0
+    max_retries: int = Field(3, ge=0)
+    initial_backoff_seconds: float = Field(60.0, ge=0)
+    max_backoff_seconds: float = Field(1800.0, ge=0)
+    backoff_multiplier: float = Field(2.0, ge=1)
+
+    def __init__(self, **values: Any) -> None:
+        known = set(type(self).model_fields)
+        unknown = sorted(set(values) - known)
+        if unknown:
+            hints = []
+            for name in unknown:
+                close = difflib.get_close_matches(name, known, n=1)
+                hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise ConfigurationError(f"PosyncSettings has no setting {', '.join(hints)}")
+        error: str | None = None
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:  # reported without the input values, outside the except block
+            error = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
+                              for e in exc.errors(include_input=False, include_url=False))
+        if error is not None:
+            raise ConfigurationError(f"invalid posync settings: {error}")
 
     @model_validator(mode="after")
     def _auth_is_configured(self) -> PosyncSettings:
         if self.api_key is None and not (self.username and self.password):
             raise ValueError("configure api_key, or username and password, for head office")
+        if self.ho_profile == "seed" and not (self.username and self.password):
+            raise ValueError("the seed HO authenticates with JWT: configure username and password")
         if self.request_timeout >= self.lease_seconds:
             raise ValueError("request_timeout must be shorter than lease_seconds")
+        if self.max_backoff_seconds < self.initial_backoff_seconds:
+            raise ValueError("max_backoff_seconds must be at least initial_backoff_seconds")
         return self
 
     @property

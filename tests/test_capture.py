@@ -94,16 +94,6 @@ def test_unit_of_work_reports_stale_write_as_posync_error(outlet: Outlet) -> Non
     assert info.value.resource == "pos_order"
 
 
-def test_bulk_update_of_a_tracked_model_is_refused(outlet: Outlet) -> None:
-    with outlet.Session() as s:
-        s.add(Order(id="o1", total=100))
-        s.commit()
-        with pytest.raises(posync.ConfigurationError, match="bypass change capture"):
-            s.execute(sa.update(Order).values(total=0))
-        s.rollback()
-    assert [q[2] for q in queued(outlet)] == ["create"]
-
-
 def test_pull_only_changes_are_not_captured(db_url: str) -> None:
     registry = posync.Registry([posync.TrackedEntity(Product, "products", posync.Direction.PULL)])
     o = make_outlet(db_url, registry=registry)
@@ -116,12 +106,14 @@ def test_pull_only_changes_are_not_captured(db_url: str) -> None:
         o.close()
 
 
-def test_enqueue_for_writers_that_bypass_the_orm(outlet: Outlet) -> None:
+def test_raw_writes_are_captured_without_enqueue(outlet: Outlet) -> None:
     with outlet.engine.begin() as conn:
         conn.execute(Order.__table__.insert().values(id="raw1", total=5, version=1, sync_status="pending",
-                                                     updated_at=sa.func.now()))
-        posync.enqueue(conn, "orders", ["raw1"], "create")
-    assert queued(outlet) == [("orders", "raw1", "create", None)]
+                                                     updated_at=posync.models.utcnow()))
+    assert queued(outlet) == [("orders", "raw1", "create", 1)]
+    with outlet.engine.begin() as conn:
+        assert outlet.sync.enqueue(conn, "orders", ["raw1"]) == 1  # a push of the row as it is, on demand
+    assert queued(outlet)[-1] == ("orders", "raw1", "update", 1)
 
 
 def test_registration_errors_are_clear() -> None:

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from posync import ItemStatus
 from posync.demo.models import Order
+from posync.ho import PushResult
 from posync.models import OutboxItem
 from posync.services.push import _MAX_SCAN, Lease, PushStats
 from tests.support import Outlet, make_outlet
@@ -92,12 +93,12 @@ def test_a_claim_takes_the_heads_of_claimable_entities_and_no_more(tmp_path: Pat
             elif in_flight:
                 batch = in_flight.pop(min(arg, len(in_flight) - 1))
                 if kind == "settle":
-                    results: list[dict[str, Any]] = []
+                    results: list[PushResult] = []
                     for le in batch:
                         totals[le.entity_id] = totals.get(le.entity_id, 0) + 1
-                        results.append({"status": "applied", "cloud_version": totals[le.entity_id]})
+                        results.append(PushResult(status="applied", cloud_version=totals[le.entity_id]))
                 else:
-                    results = [{"status": "rejected", "code": "BUSY", "reason": "try again", "retryable": True}
+                    results = [PushResult(status="rejected", code="BUSY", reason="try again", retryable=True)
                                for _ in batch]
                 push._settle(batch, results, PushStats(), 0.0)
     finally:

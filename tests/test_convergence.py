@@ -2,8 +2,8 @@
 outlet and HO converge once the faults stop, for every conflict strategy; nothing applies twice; and
 under ``manual`` neither side is ever lost before someone chooses.
 
-One reference HO serves every example (each example uses its own id prefix and outlet id); each example
-gets a fresh outlet database.
+Each example gets a fresh reference HO and a fresh outlet database: examples never see each other's
+records, so the suite holds at soak size (``make soak``: 2,000 examples per strategy) as at CI's 12.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import itertools
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import pytest
@@ -30,33 +29,26 @@ _run_ids = itertools.count()
 N_IDS = 4
 
 
-class _SharedHO:
-    def __init__(self) -> None:
-        self.dir = tempfile.mkdtemp(prefix="posync-conv-")
-        self.ref = ReferenceHO(f"sqlite:///{self.dir}/ho.db", api_keys={API_KEY: None})
+class _HO:
+    """A reference HO of one example's own."""
+
+    def __init__(self, directory: str) -> None:
+        self.ref = ReferenceHO(f"sqlite:///{directory}/ho.db", api_keys={API_KEY: None})
         self.server = serve_in_thread(self.ref.app)
 
     def close(self) -> None:
         self.server.stop()
         self.ref.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def shared_ho() -> Iterator[_SharedHO]:
-    ho = _SharedHO()
-    yield ho
-    ho.close()
 
 
 class SyncMachine(RuleBasedStateMachine):
     strategy: ClassVar[ConflictStrategy]
-    ho: ClassVar[_SharedHO]
 
     def __init__(self) -> None:
         super().__init__()
         self.run = next(_run_ids)
-        self.dir = tempfile.mkdtemp(prefix="posync-outlet-")
+        self.dir = tempfile.mkdtemp(prefix="posync-conv-")
+        self.ho = _HO(self.dir)
         self.outlet: Outlet = make_outlet(
             f"sqlite:///{self.dir}/outlet.db", self.ho.server.url, outlet_id=f"outlet-{self.run}",
             registry=pos_registry(self.strategy), initial_backoff_seconds=0.0, max_backoff_seconds=0.0,
@@ -176,6 +168,7 @@ class SyncMachine(RuleBasedStateMachine):
             assert all(n == 1 for n in applied.values()), applied
         finally:
             self.outlet.close()
+            self.ho.close()
             shutil.rmtree(self.dir, ignore_errors=True)
 
     def local_state(self, model: Any) -> dict[str, tuple[Any, ...]]:
@@ -191,8 +184,8 @@ class SyncMachine(RuleBasedStateMachine):
 
 
 @pytest.mark.parametrize("strategy", list(ConflictStrategy))
-def test_outlet_and_ho_converge(strategy: ConflictStrategy, shared_ho: _SharedHO) -> None:
-    machine = type(f"Sync_{strategy.value}", (SyncMachine,), {"strategy": strategy, "ho": shared_ho})
+def test_outlet_and_ho_converge(strategy: ConflictStrategy) -> None:
+    machine = type(f"Sync_{strategy.value}", (SyncMachine,), {"strategy": strategy})
     run_state_machine_as_test(machine, settings=settings(
         max_examples=int(os.environ.get("POSYNC_CONVERGENCE_EXAMPLES", "12")), stateful_step_count=20, deadline=None,
         phases=[Phase.explicit, Phase.reuse, Phase.generate] if os.environ.get("POSYNC_NO_SHRINK") else list(Phase),

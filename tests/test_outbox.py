@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from posync import HOUnavailableError
 from posync.demo.models import Order
+from posync.ho import PushResult
 from posync.models import OutboxItem
 from posync.repositories import OutboxRepository
 from posync.services.push import PushStats, _idempotency_keys
@@ -181,10 +182,10 @@ def test_a_settle_after_the_lease_ran_out_changes_nothing(db_url: str, returning
         theirs, _ = fast.sync.push.claim(10)  # "a" again (lease ran out) and "b"
         assert sorted(le.entity_id for le in theirs) == ["a", "b"]
         stats = PushStats()
-        slow.sync.push._settle(mine, [{"status": "applied", "cloud_version": 1}], stats, 1.0)
+        slow.sync.push._settle(mine, [PushResult(status="applied", cloud_version=1)], stats, 1.0)
         assert stats.applied == 0
         assert [(i["status"], i["lease_owner"]) for i in items(slow)] == [("inflight", fast.sync.push.owner)] * 2
-        fast.sync.push._settle(theirs, [{"status": "applied", "cloud_version": 1}] * 2, stats, 1.0)
+        fast.sync.push._settle(theirs, [PushResult(status="applied", cloud_version=1)] * 2, stats, 1.0)
         assert stats.applied == 2 and items(fast) == []
         with fast.engine.connect() as conn:
             rows = conn.execute(sa.select(Order.sync_status, Order.cloud_version).order_by(Order.id)).all()

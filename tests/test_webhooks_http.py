@@ -1,9 +1,12 @@
 """The adapters in their real frameworks over real sockets: Starlette and FastAPI under uvicorn, a Flask
 Blueprint under werkzeug's server, the plain WSGI app mounted with DispatcherMiddleware and Django, both
-under wsgiref. Every server is bound to 127.0.0.1:0 in a thread and stopped at the end of its test."""
+under wsgiref (Django also under werkzeug and, through its ASGI handler, uvicorn, for chunked bodies). Every
+server is bound to 127.0.0.1:0 in a thread and stopped at the end of its test."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import sys
 import time
 import types
@@ -104,9 +107,11 @@ def _wsgi_dispatcher(receiver: WebhookReceiver) -> AbstractContextManager[str]:
 
 
 @contextmanager
-def _django(receiver: WebhookReceiver) -> Iterator[str]:
+def _django(receiver: WebhookReceiver, server: str = "wsgiref") -> Iterator[str]:
+    """``server``: "wsgiref" or "werkzeug" (Django's WSGI handler), or "asgi" (its ASGI handler, uvicorn)."""
     import django  # type: ignore[import-untyped]
     from django.conf import settings  # type: ignore[import-untyped]
+    from django.core.handlers.asgi import ASGIHandler  # type: ignore[import-untyped]
     from django.core.handlers.wsgi import WSGIHandler  # type: ignore[import-untyped]
     from django.test.utils import override_settings  # type: ignore[import-untyped]
     from django.urls import include, path  # type: ignore[import-untyped]
@@ -124,7 +129,7 @@ def _django(receiver: WebhookReceiver) -> Iterator[str]:
     sys.modules[urls.__name__] = urls
     try:
         with override_settings(ROOT_URLCONF=urls.__name__, **site), \
-                serve_wsgi(WSGIHandler(), server="wsgiref") as url:
+                (serve_asgi(ASGIHandler()) if server == "asgi" else serve_wsgi(WSGIHandler(), server=server)) as url:
             yield url
     finally:
         del sys.modules[urls.__name__]
@@ -198,8 +203,8 @@ def test_refusals_over_http(served: Served) -> None:
 
 
 def test_streamed_oversize_body_is_cut_off(served: Served) -> None:
-    """No Content-Length (chunked): the cap is enforced while reading. Servers that cannot read a chunked
-    request body (wsgiref, and Django's stream) still refuse it with a 4xx, never a 5xx or an apply."""
+    """No Content-Length (chunked): the cap is enforced while reading. Where the body's end is unknown
+    (wsgiref does not say ``wsgi.input_terminated``) the request is refused with 411, never read as empty."""
     body = event_body("update", pad="y" * 8000)
 
     def chunks() -> Iterator[bytes]:
@@ -211,7 +216,7 @@ def test_streamed_oversize_body_is_cut_off(served: Served) -> None:
     if served.framework in ("starlette", "fastapi", "flask"):
         assert _error(response, 413) == "PAYLOAD_TOO_LARGE"
     else:
-        assert 400 <= response.status_code < 500
+        assert _error(response, 411) == "INVALID_PAYLOAD"
     assert served.applied == []
 
 
@@ -220,3 +225,80 @@ def test_wrong_method_and_unknown_path_are_client_errors(served: Served) -> None
     body = event_body("update")
     response = served.post("upsert", body, signed_headers(SIGNER, body))
     assert response.status_code == 404
+
+
+def _raw_post(base: str, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
+    """POST with the header bytes as given (latin-1, as HTTP/1.1 carries them) and no body: httpx and h11
+    refuse to send a malformed Content-Length."""
+    url = httpx.URL(base)
+    assert url.port is not None
+    head = f"POST {path} HTTP/1.1\r\nHost: {url.host}:{url.port}\r\nConnection: close\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+    with socket.create_connection((url.host, url.port), timeout=10) as sock:
+        sock.sendall(head.encode("latin-1"))
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    status_line, _, rest = data.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
+
+
+@pytest.mark.parametrize("value", ["²", "1²", "¹"])
+def test_content_length_of_non_ascii_digits_is_400(served: Served, value: str) -> None:
+    """'²'.isdigit() is True in Python, and int('²') raises: that was a 500 in the WSGI adapters."""
+    body = event_body("update")
+    headers = {**HO, **signed_headers(SIGNER, body), "content-length": value}
+    status, payload = _raw_post(str(served.client.base_url), f"{PREFIX}/update", headers)
+    assert status == 400, (status, payload)
+    if served.framework not in ("starlette", "fastapi"):  # uvicorn's parser refuses it before the app
+        assert httpx.Response(status, content=payload).json()["code"] == "INVALID_PAYLOAD"
+    assert served.applied == []
+
+
+@pytest.mark.parametrize("value", [b"\xb2", b"1\xb2", b"\xb9", b"99999999999999999999999"])
+def test_the_asgi_adapter_itself_refuses_a_malformed_or_absurd_content_length(engine: Engine,
+                                                                               value: bytes) -> None:
+    """uvicorn's parser refuses a non-digit Content-Length before the app; a server that passes it on
+    still gets a 400 (an absurd one a 413), never a 500."""
+    from posync.webhooks.asgi import create_asgi_app
+
+    receiver = WebhookReceiver([StandardWebhookVerifier([SECRET])], ReceiptStore(engine), apply=lambda e: None)
+    body = event_body("update")
+
+    async def post() -> httpx.Response:
+        transport = httpx.ASGITransport(app=create_asgi_app(receiver))
+        async with httpx.AsyncClient(transport=transport, base_url="http://outlet") as client:
+            return await client.post("/update", content=body,
+                                     headers={**signed_headers(SIGNER, body), "content-length": value})
+
+    response = asyncio.run(post())
+    if value.isdigit():
+        assert _error(response, 413) == "PAYLOAD_TOO_LARGE"
+    else:
+        assert _error(response, 400) == "INVALID_PAYLOAD"
+
+
+@pytest.mark.parametrize(("server", "status"), [("wsgiref", 411), ("werkzeug", 200), ("asgi", 200)])
+def test_django_reads_a_chunked_body_only_where_its_end_is_known(engine: Engine, server: str, status: int) -> None:
+    """No Content-Length: Django's WSGI request reads the body as empty (it was refused as "no matching
+    signature"). Under a server that says where the body ends (werkzeug: ``wsgi.input_terminated``) and
+    under Django's ASGI handler (which receives the whole body first) it is read and applied; under wsgiref,
+    which does not, it is 411 Length Required."""
+    applied: list[WebhookEvent] = []
+    receiver = WebhookReceiver([StandardWebhookVerifier([SECRET])], ReceiptStore(engine), apply=applied.append)
+    body = event_body("update", id="chunked", version=2)
+
+    def chunks() -> Iterator[bytes]:
+        yield body[:16]
+        yield body[16:]
+
+    with _django(receiver, server=server) as base, httpx.Client(base_url=base, timeout=10) as client:
+        response = client.post(f"{PREFIX}/update", content=chunks(), headers=signed_headers(SIGNER, body))
+    assert response.request.headers.get("transfer-encoding") == "chunked"
+    assert "content-length" not in response.request.headers
+    if status == 200:
+        assert response.status_code == 200, response.text
+        assert [e.entity_id for e in applied] == ["chunked"]
+    else:
+        assert _error(response, 411) == "INVALID_PAYLOAD"
+        assert applied == []

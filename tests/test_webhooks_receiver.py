@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel
 
-from posync.errors import ConfigurationError, StaleWriteError
+from posync.errors import ConfigurationError, InvalidPayloadError, PayloadTooLargeError, StaleWriteError, StorageError
 from posync.models.webhook import WebhookReceipt
 from posync.webhooks import (
     CloudSignatureVerifier,
@@ -35,6 +36,7 @@ from posync.webhooks import (
     WebhookRequest,
 )
 from posync.webhooks.asgi import create_asgi_app
+from posync.webhooks.receiver import check_content_length
 from posync.webhooks.testing import event_body, serve_asgi, signed_headers
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -386,3 +388,71 @@ def test_apply_in_session_commits_receipt_and_apply_together(engine: Engine) -> 
         table = WebhookReceipt.__table__  # type: ignore[attr-defined]
         receipts = [r[0] for r in conn.execute(sa.select(table.c.message_id))]
     assert receipts == ["m1"] and calls == ["m1", "m2"]
+
+
+# a database error as SQLAlchemy raises it: its text carries the SQL and the values bound
+_SQL = "INSERT INTO t_marks (id, note) VALUES (?, ?)"
+_BOUND = "bound-value-4711"
+DATABASE_ERRORS: dict[str, Exception] = {
+    "sqlalchemy": sa.exc.IntegrityError(_SQL, ("bad", _BOUND), sqlite3.IntegrityError("NOT NULL constraint failed")),
+    "sqlalchemy-statement": sa.exc.StatementError("bind failed", _SQL, ("bad", _BOUND),
+                                                  TypeError("an object is not an integer")),
+    "driver": sqlite3.OperationalError("table t_marks has no column named note"),
+    "storage": StorageError("entity.write_remote", "IntegrityError: NOT NULL constraint failed"),
+    "overflow": OverflowError("Python int too large to convert to SQLite INTEGER"),
+    "type": TypeError("an object is not an integer"),
+    "value": ValueError("invalid literal for a column"),
+}
+
+
+@pytest.mark.parametrize("kind", list(DATABASE_ERRORS))
+def test_database_and_binding_errors_in_apply_are_422_and_roll_the_receipt_back(
+        engine: Engine, kind: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A signed record the outlet's columns cannot hold is the message's fault: 422, never 500 (HO would
+    resend it for ever), whatever layer raises it; the receipt rolls back with the apply."""
+    marks = sa.Table("t_marks", sa.MetaData(), sa.Column("id", sa.String(50), primary_key=True))
+    marks.create(engine)
+
+    def apply(event: WebhookEvent, session: Session) -> None:
+        session.execute(marks.insert().values(id=event.entity_id))  # half the work, then the failure
+        raise DATABASE_ERRORS[kind]
+
+    receiver = WebhookReceiver([StandardWebhookVerifier([SECRET])], ReceiptStore(engine), apply_in_session=apply)
+    req = request(event_body("update", id="bad"), message_id="m_poison")
+    with caplog.at_level(logging.DEBUG, logger="posync.webhooks"):
+        first, again = receiver.handle(req), receiver.handle(req)
+    for response in (first, again):  # a redelivery is refused the same way
+        assert (response.status, response.payload["code"]) == (422, "APPLY_REJECTED")
+        message = response.payload["message"]
+        assert message.startswith("products:bad could not be stored: ") and len(message) <= 400
+        assert "INSERT" not in message and _BOUND not in message and "\n" not in message
+    assert SECRET_B64 not in caplog.text
+    with engine.connect() as conn:
+        assert list(conn.execute(sa.select(marks.c.id))) == []
+        table = WebhookReceipt.__table__  # type: ignore[attr-defined]
+        assert list(conn.execute(sa.select(table.c.message_id))) == []
+
+    plain = Recorder()  # the apply= mode maps them the same way
+    plain.fail_with = DATABASE_ERRORS[kind]
+    response = make_receiver(engine, plain).handle(request(event_body("update", id="bad")))
+    assert (response.status, response.payload["code"]) == (422, "APPLY_REJECTED")
+
+
+@pytest.mark.parametrize("value", ["²", "¹²", "1²", "٣", "१२", "\uff11\uff12", "+5", "-1", " 5", "1_0", "0x10", "5, 5"])
+def test_content_length_is_plain_ascii_digits_or_400(engine: Engine, value: str) -> None:
+    """str.isdigit() is True for "²" (int() then raises) and for other scripts' digits (int() reads "٣" as 3)."""
+    with pytest.raises(InvalidPayloadError) as refused:
+        check_content_length(value, 4096)
+    assert refused.value.status == 400
+    body = event_body("update")
+    req = WebhookRequest("update", body, {**signed_headers(SIGNER, body), "Content-Length": value}, HO_IP)
+    response = make_receiver(engine, Recorder()).handle(req)
+    assert (response.status, response.payload["code"]) == (400, "INVALID_PAYLOAD")
+
+
+def test_content_length_sizes() -> None:
+    assert check_content_length(None, 4096) is None and check_content_length("", 4096) is None
+    assert check_content_length("0", 4096) == 0 and check_content_length("0004096", 4096) == 4096
+    for absurd in ("4097", "9" * 18, "9" * 19, "1" + "0" * 5000):  # never int() a huge string
+        with pytest.raises(PayloadTooLargeError):
+            check_content_length(absurd, 4096)

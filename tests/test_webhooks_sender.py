@@ -175,6 +175,12 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after(formatdate(now - 60, usegmt=True), now) == 0.0
 
 
+@pytest.mark.parametrize("value", ["²", "1²", "٣"])
+def test_a_retry_after_of_non_ascii_digits_is_ignored(value: str) -> None:
+    """'²'.isdigit() is True and float('²') raises: an outlet's odd header must not crash the sender."""
+    assert parse_retry_after(value, time.time()) is None
+
+
 @given(attempt=st.integers(1, 50), status=st.sampled_from([None, 408, 429, 500, 502, 503, 504]),
        retry_after=st.none() | st.floats(0, 1000), seed=st.integers(0, 2**32))
 def test_policy_decisions_are_bounded(attempt: int, status: int | None, retry_after: float | None,

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -14,12 +15,13 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
 import posync
 from posync.demo.models import Order, Product, pos_registry
 from posync.demo.run import run_demo
 from posync.http import management_app
-from posync.migrations import current, downgrade, upgrade
+from posync.migrations import alembic_config, current, downgrade, upgrade
 from posync.models import posync_tables
 from posync.testing import ReferenceHO, Rejection, serve_in_thread
 from tests.support import API_KEY, Outlet, make_outlet
@@ -48,8 +50,8 @@ def test_migrations_produce_the_schema_the_models_describe(db_url: str) -> None:
 
 
 def test_an_outbox_queued_under_0001_survives_the_upgrade(db_url: str) -> None:
-    """0002 rebuilds the outbox's entity index: the queued changes stay as they were, and the index
-    is keyed as the model says (no status), both ways."""
+    """0002 rebuilds the outbox's entity index, 0003 widens its versions: the queued changes stay as they
+    were, and the index is keyed as the model says (no status), both ways."""
     engine = posync.create_engine(db_url)
 
     def entity_index() -> list[str | None]:
@@ -60,10 +62,14 @@ def test_an_outbox_queued_under_0001_survives_the_upgrade(db_url: str) -> None:
         upgrade(engine, "0001")
         assert entity_index() == ["resource", "entity_id", "status", "id"]
         with engine.begin() as conn:
-            posync.enqueue(conn, "orders", ["a", "b"], "create")
+            for key in ("a", "b"):
+                conn.execute(sa.text("INSERT INTO posync_outbox (resource, entity_id, op, entity_version, "
+                                     "base_version, status, attempts, available_at, changed_at) VALUES ('orders', "
+                                     ":k, 'update', 3, 2, 'pending', 0, 0, :at)"),
+                             {"k": key, "at": datetime(2026, 1, 1, tzinfo=UTC)})
             queued = conn.exec_driver_sql("SELECT * FROM posync_outbox ORDER BY id").fetchall()
         upgrade(engine)
-        assert current(engine) == "0002"
+        assert current(engine) == ScriptDirectory.from_config(alembic_config()).get_current_head()
         assert entity_index() == ["resource", "entity_id", "id"]
         with engine.connect() as conn:
             assert conn.exec_driver_sql("SELECT * FROM posync_outbox ORDER BY id").fetchall() == queued
@@ -165,7 +171,8 @@ def test_cli_db_upgrade_and_errors(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "posync.cli", "db", "upgrade", "--url", url],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "posync tables at revision 0002" in done.stdout
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert f"posync tables at revision {head}" in done.stdout
     bad = subprocess.run([sys.executable, "-m", "posync.cli", "status"], capture_output=True, text=True,
                          timeout=120, env={"PATH": "/usr/bin:/bin"})
     assert bad.returncode != 0 and "--app" in bad.stderr
@@ -183,5 +190,5 @@ def test_demo_tells_the_whole_story(tmp_path: Path) -> None:
 def test_settings_never_show_secrets() -> None:
     s = posync.PosyncSettings(api_key="sekrit-key", password="pw-sekrit", username="u")
     assert "sekrit" not in repr(s) and "sekrit" not in str(s.model_dump())
-    with pytest.raises(ValueError, match="api_key, or username and password"):
+    with pytest.raises(posync.ConfigurationError, match="api_key, or username and password"):
         posync.PosyncSettings()

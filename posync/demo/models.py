@@ -6,7 +6,7 @@ from sqlmodel import Field
 
 from posync import ConflictStrategy, Direction, Registry, Resolver, Tracked, TrackedEntity
 
-__all__ = ["Category", "Order", "Product", "Promotion", "PromotionUsage", "pos_registry"]
+__all__ = ["Category", "Order", "Product", "Promotion", "PromotionUsage", "pos_registry", "seed_registry"]
 
 
 class Order(Tracked, table=True):
@@ -55,5 +55,16 @@ def pos_registry(product_strategy: ConflictStrategy = ConflictStrategy.CLOUD_WIN
         TrackedEntity(Product, "products", Direction.BOTH, product_strategy, resolver=product_resolver),
         TrackedEntity(Category, "categories", Direction.BOTH, ConflictStrategy.NEWEST_WINS),
         TrackedEntity(Promotion, "promotions", Direction.BOTH, ConflictStrategy.MANUAL),
+        TrackedEntity(PromotionUsage, "usage", Direction.PUSH, append_only=True),
+    ])
+
+
+def seed_registry(strategy: ConflictStrategy = ConflictStrategy.CLOUD_WINS) -> Registry:
+    """The same tables against the HO of seeds 004/001 (``ho_profile="seed"``): it serves categories,
+    products and promotions and takes usage uploads; it takes no pushed orders."""
+    return Registry([
+        TrackedEntity(Category, "categories", Direction.PULL, strategy),
+        TrackedEntity(Product, "products", Direction.PULL, strategy),
+        TrackedEntity(Promotion, "promotions", Direction.PULL, strategy),
         TrackedEntity(PromotionUsage, "usage", Direction.PUSH, append_only=True),
     ])

@@ -5,6 +5,8 @@ Used by ``posync demo``, by posync's tests and benchmarks, and handy in a host a
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,9 +46,11 @@ def prepare_database(url: str) -> Engine:
     return engine
 
 
-def make_outlet(url: str, ho_url: str, *, api_key: str, registry: Registry | None = None,
-                engine: Engine | None = None, outlet_id: str = "outlet-1", **settings: Any) -> Outlet:
+def make_outlet(url: str, ho_url: str, *, api_key: str | None, registry: Registry | None = None,
+                engine: Engine | None = None, outlet_id: str = "outlet-1", clock: Callable[[], float] = time.time,
+                **settings: Any) -> Outlet:
     engine = engine or prepare_database(url)
     Session = sessionmaker(engine, class_=sqlmodel.Session, expire_on_commit=False)
     cfg = PosyncSettings(ho_url=ho_url, outlet_id=outlet_id, api_key=api_key, **settings)
-    return Outlet(engine, Posync(engine, registry or pos_registry(), cfg, sessionmaker=Session), Session)
+    return Outlet(engine, Posync(engine, registry or pos_registry(), cfg, sessionmaker=Session, clock=clock),
+                  Session)

@@ -2,6 +2,7 @@
 
     GET  /status    POST /trigger    GET /logs    GET /queue
     POST /retry/{id}    POST /retry (all dead)    GET /conflicts    POST /resolve/{id}
+    POST /checkpoints/reset[?resource=]    POST /reconcile[?resource=&force=1]
 
 Access control is the host's: pass ``authorize(request) -> bool`` (seed 003: admin only). Errors are
 JSON ``{"status": "error", "code", "message"}``: 400/404/409, never a 500 for a caller's mistake.
@@ -20,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from posync.app import Posync
-from posync.errors import ConflictStateError, NotFoundError
+from posync.errors import ClosedError, ConfigurationError, ConflictStateError, NotFoundError, PosyncError
 from posync.models.enums import ItemStatus
 
 __all__ = ["management_app"]
@@ -52,6 +53,12 @@ def management_app(sync: Posync, authorize: Callable[[Request], bool] | None = N
                 return _error(404, "NOT_FOUND", str(exc))
             except ConflictStateError as exc:
                 return _error(409, "CONFLICT_STATE", str(exc))
+            except ConfigurationError as exc:  # e.g. a resource that is not registered
+                return _error(404, "NOT_FOUND", str(exc))
+            except ClosedError as exc:
+                return _error(409, "CLOSED", str(exc))
+            except PosyncError as exc:  # HO or the outlet database failed: nothing was changed
+                return _error(503, "UNAVAILABLE", str(exc))
             except ValueError as exc:
                 return _error(400, "BAD_REQUEST", str(exc))
 
@@ -83,6 +90,17 @@ def management_app(sync: Posync, authorize: Callable[[Request], bool] | None = N
     async def retry_all(request: Request) -> Any:
         return {"retried": await run_in_threadpool(sync.manager.retry_all)}
 
+    async def reset(request: Request) -> Any:
+        resource = request.query_params.get("resource")
+        return {"reset": await run_in_threadpool(sync.reset_checkpoint, resource)}
+
+    async def reconcile(request: Request) -> Any:
+        resource = request.query_params.get("resource")
+        force = request.query_params.get("force") in ("1", "true", "yes")
+        reports = await run_in_threadpool(lambda: sync.reconcile(resource, force=force))
+        return [{"resource": r.resource, "skipped": r.skipped, "ho_ids": r.ho_ids, "removed": r.removed,
+                 "error": r.error} for r in reports]
+
     async def conflicts(request: Request) -> Any:
         return await run_in_threadpool(sync.manager.conflicts)
 
@@ -107,5 +125,7 @@ def management_app(sync: Posync, authorize: Callable[[Request], bool] | None = N
         Route("/retry/{item_id:int}", guarded(retry_one), methods=["POST"]),
         Route("/retry", guarded(retry_all), methods=["POST"]),
         Route("/conflicts", guarded(conflicts), methods=["GET"]),
+        Route("/checkpoints/reset", guarded(reset), methods=["POST"]),
+        Route("/reconcile", guarded(reconcile), methods=["POST"]),
         Route("/resolve/{conflict_id:int}", guarded(resolve), methods=["POST"]),
     ])

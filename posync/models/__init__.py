@@ -1,14 +1,18 @@
 """posync's tables (all prefixed ``posync_``) and the ``Tracked`` mixin for the host's tables."""
 
+from posync.models.capture import CaptureOff, CaptureReplaced
 from posync.models.checkpoint import Checkpoint
 from posync.models.conflict import ConflictRecord
 from posync.models.enums import ConflictStrategy, Direction, ItemStatus, Op, SyncStatus
 from posync.models.log import SyncLogEntry
 from posync.models.outbox import OutboxItem
+from posync.models.photo import PhotoBlob, PhotoCheckpoint, PhotoChunk, PhotoRecord  # noqa: F401  (posync.photos)
 from posync.models.tracked import Tracked, utcnow
 from posync.models.webhook import WebhookReceipt
 
 __all__ = [
+    "CaptureOff",
+    "CaptureReplaced",
     "Checkpoint",
     "ConflictRecord",
     "ConflictStrategy",

@@ -25,7 +25,7 @@ class ConflictRecord(SQLModel, table=True):
     local_op: str = Field(max_length=10)
     local_data: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(sa.JSON, nullable=True))
     # HO's side: its record (None if deleted at HO) and version
-    remote_version: int
+    remote_version: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
     remote_deleted: bool = False
     remote_data: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(sa.JSON, nullable=True))
     source: str = Field(default="pull", max_length=10)  # pull | push | webhook

@@ -29,9 +29,9 @@ class OutboxItem(SQLModel, table=True):
     entity_id: str = Field(max_length=200)
     op: str = Field(max_length=10)
     # the entity's local version after this change (None for changes enqueued without one)
-    entity_version: int | None = None
+    entity_version: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, nullable=True))
     # HO version this change is based on; fixed when the item is claimed for the first time
-    base_version: int | None = None
+    base_version: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, nullable=True))
     status: str = Field(default="pending", max_length=10)
     attempts: int = 0
     # epoch seconds: when the item may be claimed next (backoff), or when its lease runs out (inflight)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.orm import declared_attr
 from sqlmodel import Field, SQLModel
 
@@ -24,7 +25,8 @@ def utcnow() -> datetime:
 
 class Tracked(SQLModel):
     version: int = Field(default=1, nullable=False)
-    cloud_version: int | None = Field(default=None, nullable=True)
+    # BIGINT: against an HO without record versions posync derives them from HO's updated_at (microseconds)
+    cloud_version: int | None = Field(default=None, sa_type=sa.BigInteger, nullable=True)
     sync_status: str = Field(default=SyncStatus.PENDING.value, max_length=12, nullable=False)
     updated_at: datetime = Field(default_factory=utcnow, nullable=False)
 

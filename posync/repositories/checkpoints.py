@@ -8,12 +8,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
 from posync.models.checkpoint import Checkpoint
+from posync.repositories.errors import storage_errors
 
 __all__ = ["CheckpointRepository"]
 
 T = Checkpoint.__table__  # type: ignore[attr-defined]
 
 
+@storage_errors
 class CheckpointRepository:
     def get(self, conn: Connection, resource: str) -> RowMapping | None:
         return conn.execute(sa.select(T).where(T.c.resource == resource)).mappings().first()

@@ -9,12 +9,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
 from posync.models.conflict import ConflictRecord
+from posync.repositories.errors import storage_errors
 
 __all__ = ["ConflictRepository"]
 
 T = ConflictRecord.__table__  # type: ignore[attr-defined]
 
 
+@storage_errors
 class ConflictRepository:
     def record(self, conn: Connection, *, resource: str, entity_id: str, local_op: str,
                local_data: dict[str, Any] | None, remote_version: int, remote_deleted: bool,

@@ -1,8 +1,8 @@
 """The host's tracked tables, as posync touches them: read rows to push, write HO's records.
 
-posync writes here with Core statements, so its own writes are never captured as local changes.
-Writing HO's data bumps ``version``: a host session holding the old version then gets a stale-write
-error instead of silently overwriting what HO sent.
+posync's writes here run with capture suppressed (``posync.capture.suppressed``): HO's data is never
+queued back to HO as a local change. Writing HO's data bumps ``version``: a host session holding the
+old version then gets a stale-write error instead of silently overwriting what HO sent.
 """
 
 from __future__ import annotations
@@ -16,12 +16,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from posync.capture.triggers import suppressed
 from posync.models.enums import SyncStatus
 from posync.registry import Payload, TrackedEntity
 from posync.repositories import driver
+from posync.repositories.errors import storage_errors
 
 __all__ = ["EntityRepository"]
 
+OUTBOX = "posync_outbox"
 
 
 class _RowReader:
@@ -60,6 +63,7 @@ class _RowReader:
         return [self.key(entity, i) for i in entity_ids]
 
 
+@storage_errors
 class EntityRepository:
     def __init__(self) -> None:
         self._readers: dict[tuple[str, str, bool], _RowReader] = {}
@@ -112,15 +116,17 @@ class EntityRepository:
     def mark_pushed(self, conn: Connection, entity: TrackedEntity,
                     accepted: Sequence[tuple[str, int, int | None]]) -> None:
         """HO accepted changes, each ``(entity_id, HO's version, the local version pushed)``: record HO's
-        version; the row is synced unless changed again meanwhile. A version older than one already
-        applied (a pull got there first) changes nothing."""
+        version. The row is synced unless a later change of it is still queued (the accepted items are
+        already gone from the outbox). A version older than one already applied (a pull got there
+        first) changes nothing."""
         reader = self._reader(conn, entity)
-        sql = (f"UPDATE {reader.table} SET cloud_version = ?, sync_status = CASE WHEN version = ? THEN "
-               f"'{SyncStatus.SYNCED.value}' ELSE sync_status END "
-               f"WHERE {reader.pk} = ? AND (cloud_version IS NULL OR cloud_version < ?)")
+        sql = (f"UPDATE {reader.table} SET cloud_version = ?, sync_status = CASE WHEN EXISTS (SELECT 1 FROM "
+               f"{OUTBOX} WHERE resource = ? AND entity_id = ?) THEN sync_status ELSE '{SyncStatus.SYNCED.value}' "
+               f"END WHERE {reader.pk} = ? AND (cloud_version IS NULL OR cloud_version < ?)")
         keys = reader.keys(entity, [entity_id for entity_id, _, _ in accepted])
-        driver.executemany(conn, sql, [(version, pushed, key, version)
-                                       for (_, version, pushed), key in zip(accepted, keys, strict=True)])
+        with suppressed(conn):
+            driver.executemany(conn, sql, [(version, entity.resource, entity_id, key, version)
+                                           for (entity_id, version, _), key in zip(accepted, keys, strict=True)])
 
     def set_status(self, conn: Connection, entity: TrackedEntity, entity_id: str, status: SyncStatus,
                    *, cloud_version: int | None = None) -> None:
@@ -130,45 +136,63 @@ class EntityRepository:
             values["cloud_version"] = sa.case(
                 (sa.or_(t.c.cloud_version.is_(None), t.c.cloud_version < cloud_version), cloud_version),
                 else_=t.c.cloud_version)
-        conn.execute(t.update().where(entity.pk == entity.pk_value(entity_id)).values(**values))
+        with suppressed(conn):
+            conn.execute(t.update().where(entity.pk == entity.pk_value(entity_id)).values(**values))
 
-    def write_remote(self, conn: Connection, entity: TrackedEntity, records: Sequence[dict[str, Any]],
+    def write_remote(self, conn: Connection, entity: TrackedEntity, rows: Sequence[dict[str, Any]],
                      existing: set[str], now: datetime) -> None:
-        """Upsert HO records (already decided to apply). ``existing``: ids that have a local row."""
+        """Write HO records (already converted by ``TrackedEntity.from_remote`` and decided to apply, each
+        with its ``cloud_version``) as synced rows. ``existing``: ids that have a local row. Columns a
+        record does not carry are left as they are (an update) or take their defaults (an insert)."""
         inserts: list[dict[str, Any]] = []
         updates: dict[frozenset[str], list[dict[str, Any]]] = defaultdict(list)
-        for record in records:
-            values = entity.from_remote(record)
+        pk = entity.pk.name
+        for row in rows:
+            values = dict(row)
             values.setdefault("updated_at", now)
-            values["cloud_version"] = record["version"]
             values["sync_status"] = SyncStatus.SYNCED.value
-            if str(record["id"]) in existing:
+            if str(values[pk]) in existing:
                 updates[frozenset(values)].append(values)
             else:
                 values["version"] = 1
                 inserts.append(values)
         t = entity.table
-        pk = entity.pk.name
-        for columns, rows in updates.items():
-            stmt = t.update().where(entity.pk == sa.bindparam("b_pk")).values(
-                {c: sa.bindparam(f"v_{c}") for c in columns if c != pk} | {"version": t.c.version + 1})
-            conn.execute(stmt, [{"b_pk": r[pk]} | {f"v_{c}": r[c] for c in columns if c != pk} for r in rows])
-        if inserts:
-            by_shape: dict[frozenset[str], list[dict[str, Any]]] = defaultdict(list)
-            for row in inserts:
-                by_shape[frozenset(row)].append(row)
-            for rows in by_shape.values():
-                conn.execute(t.insert(), rows)
+        with suppressed(conn):
+            for columns, group in updates.items():
+                stmt = t.update().where(entity.pk == sa.bindparam("b_pk")).values(
+                    {c: sa.bindparam(f"v_{c}") for c in columns if c != pk} | {"version": t.c.version + 1})
+                conn.execute(stmt, [{"b_pk": r[pk]} | {f"v_{c}": r[c] for c in columns if c != pk} for r in group])
+            if inserts:
+                by_shape: dict[frozenset[str], list[dict[str, Any]]] = defaultdict(list)
+                for row in inserts:
+                    by_shape[frozenset(row)].append(row)
+                for group in by_shape.values():
+                    conn.execute(t.insert(), group)
 
     def write_local(self, conn: Connection, entity: TrackedEntity, entity_id: str, data: dict[str, Any],
                     now: datetime) -> None:
-        """Write a merged record as a local change (version bumped, status pending)."""
-        values = entity.from_remote(data)
+        """Write a merged record as a local change (version bumped, status pending). The caller queues
+        the change itself."""
+        values = entity.from_remote({**data, entity.pk.name: entity_id})
         values.pop(entity.pk.name, None)
+        values.pop("updated_at", None)
         values.update(updated_at=now, sync_status=SyncStatus.PENDING.value, version=entity.table.c.version + 1)
-        conn.execute(entity.table.update().where(entity.pk == entity.pk_value(entity_id)).values(**values))
+        with suppressed(conn):
+            conn.execute(entity.table.update().where(entity.pk == entity.pk_value(entity_id)).values(**values))
 
     def delete(self, conn: Connection, entity: TrackedEntity, entity_ids: Sequence[str]) -> None:
+        """Delete rows as HO said (not captured: HO already knows)."""
         ids = [entity.pk_value(i) for i in entity_ids]
-        for i in range(0, len(ids), driver.CHUNK):
-            conn.execute(entity.table.delete().where(entity.pk.in_(ids[i : i + driver.CHUNK])))
+        with suppressed(conn):
+            for i in range(0, len(ids), driver.CHUNK):
+                conn.execute(entity.table.delete().where(entity.pk.in_(ids[i : i + driver.CHUNK])))
+
+    def ids_known_to_ho(self, conn: Connection, entity: TrackedEntity) -> set[str]:
+        """Ids of local rows that HO has had (a ``cloud_version``): the candidates of a reconciliation."""
+        t = entity.table
+        return {str(v) for v in conn.execute(sa.select(entity.pk).where(t.c.cloud_version.is_not(None))).scalars()}
+
+    def count_known_to_ho(self, conn: Connection, entity: TrackedEntity) -> int:
+        t = entity.table
+        return int(conn.execute(sa.select(sa.func.count()).select_from(t)
+                                .where(t.c.cloud_version.is_not(None))).scalar() or 0)

@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
 from posync.models.log import SyncLogEntry
+from posync.repositories.errors import storage_errors
 
 __all__ = ["LogRepository"]
 
@@ -15,6 +16,7 @@ T = SyncLogEntry.__table__  # type: ignore[attr-defined]
 _INSERT = T.insert()
 
 
+@storage_errors
 class LogRepository:
     def add(self, conn: Connection, kind: str, at: datetime, *, resource: str | None = None,
             entity_id: str | None = None, count: int = 0, detail: str | None = None,

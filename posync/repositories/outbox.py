@@ -17,6 +17,7 @@ from posync import _json as json
 from posync.models.enums import ItemStatus
 from posync.models.outbox import OutboxItem
 from posync.repositories import driver
+from posync.repositories.errors import storage_errors
 
 __all__ = ["OutboxRepository"]
 
@@ -51,12 +52,23 @@ def _decoded(item: dict[str, Any]) -> dict[str, Any]:
     return item
 
 
+@storage_errors
 class OutboxRepository:
-    def reclaim_expired_leases(self, conn: Connection, now: float) -> int:
-        """Items whose worker died mid-push go back to pending, keeping key and frozen payload."""
+    def reclaim_expired_leases(self, conn: Connection, now: float, lease_seconds: float) -> int:
+        """Items whose worker died mid-push go back to pending, keeping key and frozen payload. A lease
+        that would run out further ahead than any lease lasts was taken under a clock that has since been
+        set back: it is treated as run out too (nothing waits on a clock that moved backwards)."""
         # runs before every claim: driver SQL, no statement to build and compile each time
         return driver.execute(conn, f"UPDATE {T.name} SET status = ?, lease_owner = NULL "
-                                    "WHERE status = ? AND available_at <= ?", (_PENDING, _INFLIGHT, now))
+                                    "WHERE status = ? AND (available_at <= ? OR available_at > ?)",
+                              (_PENDING, _INFLIGHT, now, now + lease_seconds + 1.0))
+
+    def bring_forward(self, conn: Connection, now: float, horizon: float) -> int:
+        """Pending items due later than ``now + horizon`` (more than any backoff lasts) were scheduled
+        under a clock that has since been set back: they are due now. One range scan of the due index,
+        which finds nothing when the clock never moved back."""
+        return driver.execute(conn, f"UPDATE {T.name} SET available_at = ? WHERE status = ? AND available_at > ?",
+                              (now, _PENDING, now + horizon))
 
     def due(self, conn: Connection, now: float, limit: int,
             after: tuple[float, int] | None = None) -> list[tuple[dict[str, Any], bool]]:
@@ -218,6 +230,11 @@ class OutboxRepository:
         if statuses:
             stmt = stmt.where(T.c.status.in_([s.value for s in statuses]))
         return list(conn.execute(stmt).mappings())
+
+    def entity_ids(self, conn: Connection, resource: str, statuses: Sequence[str]) -> set[str]:
+        """Ids of a resource's entities with an item in one of ``statuses``."""
+        return set(conn.execute(sa.select(T.c.entity_id).where(T.c.resource == resource,
+                                                               T.c.status.in_(list(statuses)))).scalars())
 
     def counts(self, conn: Connection) -> dict[str, int]:
         rows = conn.execute(sa.select(T.c.status, sa.func.count()).group_by(T.c.status))

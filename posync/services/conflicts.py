@@ -9,12 +9,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.engine import Connection
 
 from posync.errors import ConflictStateError, NotFoundError, ProtocolError
+from posync.ho.wire import Current
 from posync.models.enums import ItemStatus, Op, SyncStatus
 from posync.registry import Registry, TrackedEntity, parse_timestamp
 from posync.repositories import ConflictRepository, EntityRepository, LogRepository, OutboxRepository
@@ -34,17 +35,20 @@ def _parse_ts(value: Any) -> datetime | None:
     return parsed if isinstance(parsed, datetime) else None
 
 
-def remote_side(record: dict[str, Any], *, deleted: bool = False) -> RemoteSide:
-    """A pulled record, tombstone or webhook record (flat: fields beside ``id``/``version``)."""
-    return RemoteSide(int(record["version"]), deleted, None if deleted else dict(record),
-                      _parse_ts(record.get("updated_at")))
+_META = ("version", "updated_at", "deleted_at")
 
 
-def remote_current(current: dict[str, Any]) -> RemoteSide:
-    """HO's ``current`` record from a push conflict: ``{"id", "version", "deleted", "updated_at", "data"}``."""
-    deleted = bool(current.get("deleted"))
-    data = None if deleted else dict(current.get("data") or {})
-    return RemoteSide(int(current["version"]), deleted, data, _parse_ts(current.get("updated_at")))
+def remote_side(entity: TrackedEntity, record: dict[str, Any], *, deleted: bool = False) -> RemoteSide:
+    """A pulled record, tombstone or webhook record (flat: fields beside ``id``), with its version
+    (HO's, or derived from its ``updated_at``) in ``record["version"]``."""
+    data = None if deleted else {k: v for k, v in record.items() if k not in _META}
+    return RemoteSide(int(record["version"]), deleted, data, _parse_ts(record.get("updated_at")))
+
+
+def remote_current(current: Current) -> RemoteSide:
+    """HO's ``current`` record from a push conflict (already checked: ``posync.ho.wire.Current``)."""
+    data = None if current.deleted else dict(current.data or {})
+    return RemoteSide(current.version, current.deleted, data, _parse_ts(current.updated_at))
 
 
 @dataclass(frozen=True)
@@ -54,8 +58,13 @@ class _Local:
 
 
 class ConflictHandler:
+    """``ho_clock_offset``: HO's clock minus the outlet's, in seconds (``posync.ho.ClockOffset``). A local
+    side's ``changed_at`` is given in HO's clock, so ``newest_wins`` compares two times of one clock."""
+
     def __init__(self, registry: Registry, outbox: OutboxRepository, entities: EntityRepository,
-                 conflicts: ConflictRepository, logs: LogRepository, clock: Callable[[], float]) -> None:
+                 conflicts: ConflictRepository, logs: LogRepository, clock: Callable[[], float],
+                 ho_clock_offset: Callable[[], float] = lambda: 0.0) -> None:
+        self._ho_clock_offset = ho_clock_offset
         self._registry = registry
         self._outbox = outbox
         self._entities = entities
@@ -74,14 +83,15 @@ class ConflictHandler:
                source: str, own_item_id: int | None = None) -> Decision | Merge:
         """HO's ``remote`` met unpushed local changes of this entity: decide, then do it."""
         local = self._local(conn, entity, entity_id)
+        shift = timedelta(seconds=self._ho_clock_offset())
         if local.row is not None:
             first_op = Op(local.items[0]["op"]) if local.items else Op.UPDATE
+            changed = _parse_ts(local.row["updated_at"]) or self._now()
             side = LocalSide(Op.CREATE if first_op is Op.CREATE else Op.UPDATE, entity.to_payload(local.row),
-                             local.row["updated_at"])
+                             changed + shift)
         else:
-            changed = _parse_ts(local.items[-1]["changed_at"]) if local.items else None
-            changed = changed or self._now()
-            side = LocalSide(Op.DELETE, None, changed)
+            changed = (_parse_ts(local.items[-1]["changed_at"]) if local.items else None) or self._now()
+            side = LocalSide(Op.DELETE, None, changed + shift)
         decision = entity.resolver(side, remote) if entity.resolver else decide(entity.strategy, side, remote)
         # inflight items of another worker's push stay with that push (its answer is settled by version)
         mine = [i for i in local.items if i["status"] != ItemStatus.INFLIGHT.value or i["id"] == own_item_id]
@@ -96,7 +106,8 @@ class ConflictHandler:
                 conn, resource=entity.resource, entity_id=entity_id, local_op=side.op.value,
                 local_data=side.data, remote_version=remote.version, remote_deleted=remote.deleted,
                 remote_data=remote.data, source=source, now=now)
-            self._outbox.set_status(conn, [i["id"] for i in local.items], ItemStatus.CONFLICT)
+            # this conflict's own changes wait; another worker's push in flight settles by its own answer
+            self._outbox.set_status(conn, [i["id"] for i in mine], ItemStatus.CONFLICT)
             if local.row is not None:
                 self._entities.set_status(conn, entity, entity_id, SyncStatus.CONFLICT)
             self._logs.add(conn, "conflict", now, resource=entity.resource, entity_id=entity_id,
@@ -117,11 +128,11 @@ class ConflictHandler:
             if local_exists:
                 self._entities.delete(conn, entity, [entity_id])
             return
-        record = {**(remote.data or {}), "id": entity_id, "version": remote.version}
+        record: dict[str, Any] = {**(remote.data or {}), "id": entity_id}
         if remote.updated_at is not None:
-            record["updated_at"] = remote.updated_at
-        record.setdefault(entity.pk.name, entity_id)
-        self._entities.write_remote(conn, entity, [record], {entity_id} if local_exists else set(), now)
+            record["updated_at"] = remote.updated_at.isoformat()
+        values = {**entity.from_remote(record), "cloud_version": remote.version}
+        self._entities.write_remote(conn, entity, [values], {entity_id} if local_exists else set(), now)
 
     def _requeue_local(self, conn: Connection, entity: TrackedEntity, entity_id: str, remote: RemoteSide,
                        items: Sequence[Mapping[str, Any]], local_exists: bool, now: datetime) -> None:
@@ -137,7 +148,7 @@ class ConflictHandler:
         self._outbox.insert(conn, {
             "resource": entity.resource, "entity_id": entity_id, "op": op.value, "entity_version": None,
             "base_version": remote.version, "status": ItemStatus.PENDING.value, "attempts": 0,
-            "available_at": self._clock(), "changed_at": now,
+            "available_at": 0.0, "changed_at": now,
         })
 
     # -- the manual inbox ------------------------------------------------------------------------------

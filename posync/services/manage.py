@@ -4,14 +4,16 @@ conflicts and their resolution. Seed 003's management endpoints map one-to-one o
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy.engine import Engine, RowMapping
+from sqlalchemy.engine import Connection, Engine, RowMapping
 
-from posync.db import write_transaction
+from posync import capture
+from posync.db import WriteGate, write_transaction
 from posync.errors import ConflictStateError, NotFoundError
 from posync.models.enums import ItemStatus, SyncStatus
 from posync.registry import Registry
@@ -23,6 +25,8 @@ from posync.repositories import (
     OutboxRepository,
 )
 from posync.services.conflicts import ConflictHandler
+from posync.services.pull import PullService
+from posync.workers.sync_worker import SyncWorker
 
 __all__ = ["StatusReport", "SyncManager"]
 
@@ -34,6 +38,16 @@ class StatusReport:
     last_push_at: datetime | None
     last_pull_at: datetime | None
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    online: bool = True
+    # HO refused the credentials (a configuration to fix, not an outage)
+    auth_error: str | None = None
+    last_error: str | None = None
+    # resources whose pulls fail on their own: resource -> failures, since, last error, next attempt
+    resources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # HO's clock minus the outlet's, as posync estimates it (newest_wins compares in HO's clock)
+    ho_clock_offset_seconds: float | None = None
+    # pushed resources whose capture triggers are missing (a host migration that rebuilt the table)
+    capture_missing: list[str] = field(default_factory=list)
 
     @property
     def pending(self) -> int:
@@ -62,7 +76,11 @@ def _row(row: RowMapping) -> dict[str, Any]:
 class SyncManager:
     def __init__(self, engine: Engine, registry: Registry, outbox: OutboxRepository, entities: EntityRepository,
                  conflicts: ConflictRepository, logs: LogRepository, checkpoints: CheckpointRepository,
-                 handler: ConflictHandler, clock: Callable[[], float] = time.time) -> None:
+                 handler: ConflictHandler, clock: Callable[[], float] = time.time, *, gate: WriteGate | None = None,
+                 worker: SyncWorker | None = None, pull: PullService | None = None) -> None:
+        self._gate = gate or WriteGate()
+        self._worker = worker
+        self._pull = pull
         self._engine = engine
         self._registry = registry
         self._outbox = outbox
@@ -73,14 +91,28 @@ class SyncManager:
         self._handler = handler
         self._clock = clock
 
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        with self._gate.posync(), write_transaction(self._engine) as conn:
+            yield conn
+
     def status(self) -> StatusReport:
+        worker, pull = self._worker, self._pull
         with self._engine.connect() as conn:
+            missing = [r for r, ok in capture.installed(conn, self._registry).items() if not ok]
             return StatusReport(
                 queue=self._outbox.counts(conn),
                 open_conflicts=self._conflicts.count_open(conn),
                 last_push_at=self._logs.last_at(conn, "push"),
                 last_pull_at=self._logs.last_at(conn, "pull"),
                 checkpoints=[_row(r) for r in self._checkpoints.all(conn)],
+                online=worker.online if worker else True,
+                auth_error=worker.auth_error if worker else None,
+                last_error=worker.last_error if worker else None,
+                resources={name: h.as_dict() for name, h in (pull.health.items() if pull else ())},
+                ho_clock_offset_seconds=(round(pull.client.clock.seconds, 3)
+                                         if pull and pull.client.clock.known else None),
+                capture_missing=missing,
             )
 
     def queue(self, status: ItemStatus | None = None, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
@@ -96,13 +128,13 @@ class SyncManager:
             return [_row(r) for r in self._conflicts.find(conn, status=status, limit=limit)]
 
     def resolve(self, conflict_id: int, choice: str | dict[str, Any]) -> None:
-        with write_transaction(self._engine) as conn:
+        with self._transaction() as conn:
             self._handler.resolve(conn, conflict_id, choice)
 
     def retry(self, item_id: int) -> None:
         """Put a dead (or backing-off) change back in line now. A dead change is re-read from its row and
         sent under a new key: HO never applied it, and the row may have been fixed since."""
-        with write_transaction(self._engine) as conn:
+        with self._transaction() as conn:
             item = self._outbox.get(conn, item_id)
             if item is None:
                 raise NotFoundError("queue item", item_id)
@@ -110,7 +142,7 @@ class SyncManager:
 
     def retry_all(self) -> int:
         """Retry every dead change. Returns how many."""
-        with write_transaction(self._engine) as conn:
+        with self._transaction() as conn:
             ids = self._outbox.dead_ids(conn)
             for item_id in ids:
                 item = self._outbox.get(conn, item_id)

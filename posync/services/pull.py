@@ -1,43 +1,42 @@
-"""Pull: bring HO's changes of each pulled resource, page by page, from a commit-ordered cursor.
+"""Pull: bring HO's changes of each pulled resource, page by page.
 
-Each page is applied and its cursor saved in one transaction, so a crash between pages resumes where
-it stopped and a page applied twice applies once (by version). A resource whose HO version has not
-moved since the last complete pull is skipped. When HO says the cursor is older than its tombstones
-(``CURSOR_EXPIRED``), the resource is read in full and local rows HO no longer has are deleted,
-except rows that carry an unpushed local change.
+Each resource is pulled on its own: one that fails (HO refuses it, a page does not fit the host's table)
+backs off by itself, logged once when it starts failing and once when it recovers, and the others go on.
+Only an HO that cannot be reached or refuses the credentials ends the whole pull.
+
+A resource whose HO version has not moved since its last complete pull is skipped. Pages come one of
+two ways (``posync.services.passes``): posync's commit-ordered cursor, saved with each page; or the seed
+HO's ``updated_since`` + offset, checkpointed on HO's own ``sync_timestamp`` once a pass was read whole.
+A page is applied in transactions of at most ``apply_chunk_size`` records, so a huge page (an HO that
+ignores ``limit``) never holds the outlet's write lock for long.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from posync import _gc
-from posync.db import write_transaction
-from posync.errors import HOErrorResponse, ResyncRequiredError
-from posync.models.enums import OUTSTANDING
-from posync.models.outbox import OutboxItem
+from posync.db import WriteGate, write_transaction
+from posync.errors import AuthenticationError, HOErrorResponse, HOUnavailableError, PosyncError
+from posync.ho import HOClient, VersionInfo
 from posync.registry import Registry, TrackedEntity
-from posync.repositories import CheckpointRepository, EntityRepository, LogRepository
+from posync.repositories import CheckpointRepository, EntityRepository, LogRepository, OutboxRepository
 from posync.services.apply import ApplyStats, RemoteApplier
-from posync.transport import HOClient, PullPage
+from posync.services.retry import OutagePolicy
 
-__all__ = ["PullService", "PullStats"]
+__all__ = ["PullService", "PullStats", "ResourceHealth"]
 
 log = logging.getLogger("posync.pull")
-OUTBOX = OutboxItem.__table__  # type: ignore[attr-defined]
-LEGACY_PREFIX = "since:"
-LEGACY_OVERLAP = timedelta(minutes=5)
-# pulling keeps the cyclic GC paused (posync/_gc.py) and lets it collect this often
-_GC_EVERY_PAGES = 50
+# the most records applied in one transaction while the host writes on the same SQLite file
+BUSY_CHUNK = 100
 
 
 @dataclass
@@ -45,136 +44,191 @@ class PullStats:
     pages: int = 0
     skipped_resources: list[str] = field(default_factory=list)
     resynced: list[str] = field(default_factory=list)
+    # resources that failed this time (resource -> the error) or wait out an earlier failure
+    failed: dict[str, str] = field(default_factory=dict)
+    deferred: list[str] = field(default_factory=list)
+    passes_read_again: int = 0
     applied: ApplyStats = field(default_factory=ApplyStats)
+
+
+@dataclass
+class ResourceHealth:
+    """One resource's pull failures (in this process): they back off on their own."""
+
+    failures: int = 0
+    since: datetime | None = None
+    last_error: str | None = None
+    not_before: float = 0.0  # time.monotonic()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"failures": self.failures, "failing_since": self.since.isoformat() if self.since else None,
+                "last_error": self.last_error,
+                "next_attempt_in": max(0.0, round(self.not_before - time.monotonic(), 1))}
 
 
 class PullService:
     def __init__(self, engine: Engine, registry: Registry, client: HOClient, applier: RemoteApplier,
                  checkpoints: CheckpointRepository, entities: EntityRepository, logs: LogRepository, *,
-                 page_size: int = 500, clock: Callable[[], float] = time.time, pause_gc: bool = True) -> None:
-        self._engine = engine
-        self._registry = registry
-        self._client = client
+                 outbox: OutboxRepository | None = None, page_size: int = 500, apply_chunk: int = 500,
+                 since_overlap: float = 300.0, clock: Callable[[], float] = time.time, pause_gc: bool = False,
+                 gate: WriteGate | None = None, backoff: OutagePolicy | None = None,
+                 stopping: Callable[[], bool] = lambda: False) -> None:
+        self.engine = engine
+        self.registry = registry
+        self.client = client
         self._applier = applier
-        self._checkpoints = checkpoints
-        self._entities = entities
-        self._logs = logs
-        self._page_size = page_size
+        self.checkpoints = checkpoints
+        self.entities = entities
+        self.outbox = outbox or OutboxRepository()
+        self.logs = logs
+        self.page_size = page_size
+        self._apply_chunk = apply_chunk
+        self.since_overlap = since_overlap
         self._clock = clock
         self._pause_gc = pause_gc
+        self._gate = gate or WriteGate()
+        self._backoff = backoff or OutagePolicy()
+        self.stopping = stopping
+        self.health: dict[str, ResourceHealth] = {}
+        self._reconcile_failing: set[str] = set()
 
-    def _now(self) -> datetime:
+    def now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
 
-    def pull_all(self) -> PullStats:
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        with self._gate.posync(), _gc.paused(self._pause_gc), write_transaction(self.engine) as conn:
+            yield conn
+
+    # -- all resources -----------------------------------------------------------------------------
+
+    def pull_all(self, *, force: bool = False) -> PullStats:
+        """Every pulled resource, each on its own. ``force`` ignores the resources' own backoff."""
         stats = PullStats()
-        versions: dict[str, Any] | None
-        try:
-            versions = self._client.version().get("resources") or {}
-        except HOErrorResponse:  # an HO without the version endpoint: pull every time
-            versions = None
-        for entity in self._registry.pulled():
-            # a resource HO has never changed has no entry: version 0
-            self.pull(entity, None if versions is None else int(versions.get(entity.resource, 0)), stats)
+        versions = self.versions()
+        for entity in self.registry.pulled():
+            if self.stopping():
+                break
+            health = self.health.get(entity.resource)
+            if health is not None and not force and time.monotonic() < health.not_before:
+                stats.deferred.append(entity.resource)
+                continue
+            try:
+                self.pull(entity, None if versions is None else versions.of(entity.resource), stats)
+            except (HOUnavailableError, AuthenticationError):
+                raise  # HO is away or refuses us: the cycle backs off as a whole
+            except PosyncError as exc:
+                self._failed(entity.resource, exc, stats)
+            else:
+                self._recovered(entity.resource)
         return stats
 
-    def pull(self, entity: TrackedEntity, ho_version: int | None = None, stats: PullStats | None = None) -> PullStats:
+    def versions(self) -> VersionInfo | None:
+        try:
+            return self.client.version()
+        except HOErrorResponse:  # an HO without the version endpoint: pull every time
+            return None
+
+    def _failed(self, resource: str, exc: PosyncError, stats: PullStats) -> None:
+        health = self.health.setdefault(resource, ResourceHealth())
+        health.failures += 1
+        health.last_error = str(exc)
+        delay = self._backoff.delay(health.failures)
+        health.not_before = time.monotonic() + delay
+        stats.failed[resource] = str(exc)
+        if health.failures == 1:
+            health.since = self.now()
+            log.warning("pulling %s failed (%s); the other resources go on, %s is tried again in %.0fs",
+                        resource, exc, resource, delay)
+        else:
+            log.debug("pulling %s failed again (%s); next try in %.0fs", resource, exc, delay)
+
+    def _recovered(self, resource: str) -> None:
+        health = self.health.pop(resource, None)
+        if health is not None:
+            log.info("pulling %s works again after %d failed attempts", resource, health.failures)
+
+    # -- one resource ----------------------------------------------------------------------------------
+
+    def pull(self, entity: TrackedEntity, ho_version: str | None = None, stats: PullStats | None = None) -> PullStats:
+        from posync.services import passes  # the passes use this service's helpers
+
         stats = stats or PullStats()
-        with self._engine.connect() as conn:
-            checkpoint = self._checkpoints.get(conn, entity.resource)
+        with self.engine.connect() as conn:
+            checkpoint = self.checkpoints.get(conn, entity.resource)
         if ho_version is not None and checkpoint is not None and checkpoint["ho_version"] == ho_version:
             stats.skipped_resources.append(entity.resource)
             return stats
         started = time.perf_counter()
-        try:
-            self._incremental(entity, checkpoint["cursor"] if checkpoint else None, stats)
-        except ResyncRequiredError:
-            log.warning("%s: cursor older than HO's tombstones, reading it in full", entity.resource)
-            self._full_resync(entity, stats)
-        with write_transaction(self._engine) as conn:
-            if ho_version is not None:
-                self._checkpoints.save(conn, entity.resource, ho_version=ho_version)
-            self._logs.add(conn, "pull", self._now(), resource=entity.resource, count=stats.applied.written
-                           + stats.applied.deleted, duration_ms=(time.perf_counter() - started) * 1000,
-                           detail=f"{stats.pages} pages, {stats.applied.conflicts} conflicts")
+        before = (stats.pages, stats.applied.written + stats.applied.deleted)
+        cursor = checkpoint["cursor"] if checkpoint else None
+        if self.client.dialect == "seed" or (cursor or "").startswith(passes.SINCE):
+            settled = passes.offset_pass(self, entity, cursor, stats)
+        else:
+            settled = passes.cursor_pass(self, entity, cursor, stats)
+        with self.transaction() as conn:
+            if ho_version is not None and settled and passes.version_settled(ho_version, settled):
+                self.checkpoints.save(conn, entity.resource, ho_version=ho_version)
+            self.logs.add(conn, "pull", self.now(), resource=entity.resource,
+                           count=stats.applied.written + stats.applied.deleted - before[1],
+                           duration_ms=(time.perf_counter() - started) * 1000,
+                           detail=f"{stats.pages - before[0]} pages, {stats.applied.conflicts} conflicts")
         return stats
 
-    def _incremental(self, entity: TrackedEntity, cursor: str | None, stats: PullStats) -> None:
-        if cursor is not None and cursor.startswith(LEGACY_PREFIX):
-            self._legacy(entity, cursor, stats)
-            return
-        page = self._client.pull(entity.resource, cursor, self._page_size)
-        if page.next_cursor is None and (page.has_more or page.sync_timestamp):
-            # an HO without cursors (seed 004's updated_since + offset): this pass goes the legacy way
-            self._legacy(entity, cursor, stats, first=page)
-            return
-        # The next page is fetched while this one is applied: HTTP and SQLite overlap. The cyclic GC stays
-        # paused while pages flow, with a young collection every _GC_EVERY_PAGES pages (posync/_gc.py).
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="posync-pull") as prefetch, \
-                _gc.paused(self._pause_gc):
-            while True:
-                cursor = page.next_cursor or cursor
-                upcoming = (prefetch.submit(self._client.pull, entity.resource, cursor, self._page_size)
-                            if page.has_more else None)
-                with write_transaction(self._engine) as conn:
-                    stats.applied.add(self._applier.apply(conn, entity, page.records, page.deleted,
-                                                          source="pull"))
-                    self._checkpoints.save(conn, entity.resource, cursor=cursor, last_pull_at=self._now())
-                stats.pages += 1
-                if stats.pages % _GC_EVERY_PAGES == 0:
-                    _gc.collect_young()
-                if upcoming is None:
-                    return
-                page = upcoming.result()
+    def apply_page(self, entity: TrackedEntity, records: Sequence[dict[str, Any]],
+                   deleted: Sequence[dict[str, Any]], stats: PullStats, **checkpoint: Any) -> None:
+        """Apply one page in transactions of at most ``apply_chunk`` records; the checkpoint values (if
+        any) are saved with the last one. Re-applying a chunk is harmless (by version), so a crash
+        between chunks only means the page is read again."""
+        items: list[tuple[dict[str, Any], bool]] = [*((r, False) for r in records), *((d, True) for d in deleted)]
+        size = min(self._apply_chunk, BUSY_CHUNK) if self._gate.host_busy() else self._apply_chunk
+        chunks = [items[i : i + size] for i in range(0, len(items), size)] or [[]]
+        for n, chunk in enumerate(chunks):
+            with self.transaction() as conn:
+                stats.applied.add(self._applier.apply(conn, entity, [r for r, gone in chunk if not gone],
+                                                      [r for r, gone in chunk if gone], source="pull"))
+                if checkpoint and n == len(chunks) - 1:
+                    self.checkpoints.save(conn, entity.resource, last_pull_at=self.now(), **checkpoint)
+        stats.pages += 1
 
-    def _legacy(self, entity: TrackedEntity, cursor: str | None, stats: PullStats,
-                first: PullPage | None = None) -> None:
-        """``updated_since`` + ``offset`` paging, for an HO that has no cursor. The next pass starts from HO's
-        own ``sync_timestamp`` of this pass's first page (HO's clock, never ours) minus an overlap, so rows
-        that committed late or shifted between offsets are read again; applying by version makes the
-        overlap harmless."""
-        since = cursor[len(LEGACY_PREFIX):] if cursor and cursor.startswith(LEGACY_PREFIX) else None
-        page = first or self._client.pull(entity.resource, None, self._page_size, updated_since=since)
-        pass_started = page.sync_timestamp
-        while True:
-            last = not page.has_more or page.next_offset is None
-            next_cursor = cursor
-            if last and pass_started:
-                start = datetime.fromisoformat(pass_started.replace("Z", "+00:00")) - LEGACY_OVERLAP
-                next_cursor = LEGACY_PREFIX + start.isoformat()
-            with write_transaction(self._engine) as conn:
-                stats.applied.add(self._applier.apply(conn, entity, page.records, page.deleted, source="pull"))
-                self._checkpoints.save(conn, entity.resource, cursor=next_cursor, last_pull_at=self._now())
-            stats.pages += 1
-            if last:
-                return
-            page = self._client.pull(entity.resource, None, self._page_size, updated_since=since,
-                                     offset=page.next_offset)
+    # -- operating ---------------------------------------------------------------------------------------
 
-    def _full_resync(self, entity: TrackedEntity, stats: PullStats) -> None:
-        seen: set[str] = set()
-        cursor: str | None = None
-        while True:  # pages are applied as they come; the cursor is saved only once the set is complete
-            page = self._client.pull(entity.resource, cursor, self._page_size)
-            cursor = page.next_cursor or cursor
-            seen.update(str(r["id"]) for r in page.records)
-            seen.difference_update(str(t["id"]) for t in page.deleted)
-            with write_transaction(self._engine) as conn:
-                stats.applied.add(self._applier.apply(conn, entity, page.records, page.deleted, source="pull"))
-            stats.pages += 1
-            if not page.has_more:
+    def reset(self, resource: str | None = None) -> list[str]:
+        """Forget where the pulls of ``resource`` (default: every pulled resource) stand: the next pull
+        reads it in full. Answers the resources reset."""
+        names = [resource] if resource is not None else [e.resource for e in self.registry.pulled()]
+        for name in names:
+            self.registry[name]  # an unknown resource is a ConfigurationError
+        with self.transaction() as conn:
+            for name in names:
+                self.checkpoints.save(conn, name, cursor=None, ho_version=None, reconcile_marker=None)
+                self.logs.add(conn, "reset", self.now(), resource=name, detail="checkpoint reset: full pull next")
+        for name in names:
+            self.health.pop(name, None)
+        return names
+
+    def reconcile(self, resource: str | None = None, *, force: bool = False,
+                  max_delete_fraction: float = 0.5) -> list[Any]:
+        """The id reconciliation (``posync.services.reconcile``) of one resource or every pulled one.
+        Each resource on its own; a failure is logged and reported, the others go on."""
+        from posync.services.reconcile import ReconcileReport, reconcile
+
+        entities = [self.registry[resource]] if resource is not None else self.registry.pulled()
+        reports: list[ReconcileReport] = []
+        stats = PullStats()
+        for entity in entities:
+            if self.stopping():
                 break
-        with write_transaction(self._engine) as conn:
-            t = entity.table
-            known_to_ho = {str(v) for v in conn.execute(sa.select(entity.pk).where(t.c.cloud_version.is_not(None)))
-                           .scalars()}
-            waiting = set(conn.execute(sa.select(OUTBOX.c.entity_id).where(
-                OUTBOX.c.resource == entity.resource, OUTBOX.c.status.in_([s.value for s in OUTSTANDING])))
-                .scalars())
-            gone = sorted(known_to_ho - seen - waiting)
-            self._entities.delete(conn, entity, gone)
-            self._checkpoints.save(conn, entity.resource, cursor=cursor, last_pull_at=self._now(),
-                                   last_full_resync_at=self._now())
-            self._logs.add(conn, "resync", self._now(), resource=entity.resource, count=len(gone),
-                           detail=f"full resync: {len(seen)} records at HO, {len(gone)} local rows removed")
-        stats.resynced.append(entity.resource)
+            try:
+                reports.append(reconcile(self, entity, stats, force=force, max_delete_fraction=max_delete_fraction))
+            except (HOUnavailableError, AuthenticationError):
+                raise
+            except PosyncError as exc:
+                # once per streak, and not at all when its pulls already report the resource failing
+                quiet = entity.resource in self.health or entity.resource in self._reconcile_failing
+                (log.debug if quiet else log.warning)("reconciling %s failed: %s", entity.resource, exc)
+                self._reconcile_failing.add(entity.resource)
+                reports.append(ReconcileReport(entity.resource, error=str(exc)))
+            else:
+                self._reconcile_failing.discard(entity.resource)
+        return reports

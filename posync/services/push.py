@@ -34,15 +34,15 @@ from typing import Any, NamedTuple
 from sqlalchemy.engine import Connection, Engine
 
 from posync import _gc
-from posync.db import write_transaction
+from posync.db import WriteGate, write_transaction
 from posync.errors import HOErrorResponse, HOUnavailableError, TransportError
+from posync.ho import HOClient, PushResult, Upload
 from posync.models.enums import ItemStatus, Op, SyncStatus
 from posync.registry import Registry
 from posync.repositories import EntityRepository, LogRepository, OutboxRepository
 from posync.services.coalesce import coalesce
 from posync.services.conflicts import ConflictHandler, remote_current
 from posync.services.retry import RetryPolicy
-from posync.transport import HOClient
 
 __all__ = ["Lease", "PushService", "PushStats"]
 
@@ -53,10 +53,11 @@ _ACCEPTED = frozenset({"applied", "duplicate"})
 # A claim reads at most this many due items per change it may claim (items it cannot claim: entities in
 # flight or waiting out a backoff), so that its cost stays O(batch) whatever the queue holds
 _MAX_SCAN = 4
-# A drain keeps the cyclic GC paused throughout (posync/_gc.py) and lets it collect this often
-_GC_EVERY_BATCHES = 50
 # A drain's batches claimed and not yet settled, at most: one on the wire, the rest queued behind it
 _QUEUED = 3
+# the largest batch while the host writes on the same SQLite file: its claim and its settle take a few
+# milliseconds each (bench/bench_host_latency.py)
+BUSY_BATCH = 100
 _PENDING, _INFLIGHT = ItemStatus.PENDING.value, ItemStatus.INFLIGHT.value
 _SET_ASIDE = frozenset({ItemStatus.DEAD.value, ItemStatus.CONFLICT.value, ItemStatus.BLOCKED.value})
 
@@ -94,7 +95,8 @@ class PushService:
                  entities: EntityRepository, handler: ConflictHandler, logs: LogRepository, *,
                  retry: RetryPolicy, clock: Callable[[], float] = time.time, owner: str | None = None,
                  lease_seconds: float = 60.0, batch_size: int = 500, rng: random.Random | None = None,
-                 pause_gc: bool = True) -> None:
+                 pause_gc: bool = False, gate: WriteGate | None = None,
+                 stopping: Callable[[], bool] = lambda: False) -> None:
         self._engine = engine
         self._registry = registry
         self._client = client
@@ -109,6 +111,10 @@ class PushService:
         self._batch_size = batch_size
         self._rng = rng or random.Random()
         self._pause_gc = pause_gc
+        self._gate = gate or WriteGate()
+        self._stopping = stopping
+        # an item due later than this was scheduled under a clock since set back (bring_forward)
+        self._horizon = retry.max_backoff + lease_seconds + 60.0
 
     # -- claim -------------------------------------------------------------------------------------
 
@@ -120,12 +126,14 @@ class PushService:
 
     @contextmanager
     def _transaction(self) -> Iterator[Connection]:
-        """A write transaction for a batch's database work, with the cyclic GC held off (posync/_gc.py)."""
-        with _gc.paused(self._pause_gc), write_transaction(self._engine) as conn:
+        """A write transaction for a batch's database work: after the host's waiting writes (posync/db.py),
+        with the cyclic GC held off if asked (posync/_gc.py)."""
+        with self._gate.posync(), _gc.paused(self._pause_gc), write_transaction(self._engine) as conn:
             yield conn
 
     def _claim(self, conn: Connection, limit: int, now: float) -> tuple[list[Lease], int]:
-        self._outbox.reclaim_expired_leases(conn, now)
+        self._outbox.reclaim_expired_leases(conn, now, self._lease_seconds)
+        self._outbox.bring_forward(conn, now, self._horizon)
         groups: list[tuple[list[Any], Op | None]] = []
         to_block: list[int] = []
         seen: set[tuple[str, str]] = set()
@@ -193,14 +201,17 @@ class PushService:
                 nothing += [i["id"] for i in items]
                 continue
             else:
+                # the run's base: HO's version the first unsent change was made on (captured by the
+                # database at that change, re-based when an earlier change of the entity settled)
+                base = head["base_version"]
                 if op is Op.DELETE:
-                    data, base, pushed_version = None, items[-1]["base_version"], None
+                    data, pushed_version = None, None
                 else:
                     row = rows[resource].get(entity_id)
-                    if row is None:  # deleted by a writer that did not enqueue the delete
+                    if row is None:  # the row is gone but no delete was captured (capture suppressed?)
                         vanished += [i["id"] for i in items]
                         continue
-                    data, pushed_version, base = row
+                    data, pushed_version, _ = row
                 change = {
                     "idempotency_key": next(keys), "resource": resource, "entity_id": entity_id,
                     # a create's base is None for a new entity, or the tombstone's version when it
@@ -220,9 +231,10 @@ class PushService:
             self._logs.add(conn, "coalesced", _dt(now), count=len(nothing),
                            detail="created and deleted before HO saw them: nothing to send")
         if vanished:
-            log.warning("%d queued changes refer to rows deleted without posync.enqueue(); dropped", len(vanished))
+            log.warning("%d queued changes refer to rows that are gone without a captured delete; dropped",
+                        len(vanished))
             self._logs.add(conn, "dropped", _dt(now), count=len(vanished),
-                           detail="rows deleted without a queued delete (use posync.enqueue for raw deletes)")
+                           detail="rows gone without a captured delete")
         return leases, len(nothing)
 
     # -- send + settle -----------------------------------------------------------------------------
@@ -241,11 +253,11 @@ class PushService:
             self._give_back(leases)
             raise
         stats.batches, stats.sent = 1, len(leases)
-        results = [outcome[lease.item_id] for lease in leases]
-        self._settle(leases, results, stats, (time.perf_counter() - started) * 1000)
+        self._settle(leases, [outcome[lease.item_id] for lease in leases], stats,
+                     (time.perf_counter() - started) * 1000)
         return stats
 
-    def _deliver(self, leases: list[Lease], healthy: bool | None) -> dict[int, dict[str, Any]]:
+    def _deliver(self, leases: list[Lease], healthy: bool | None) -> dict[int, PushResult]:
         """Send ``leases``; on a 500, tell an outage from a poison change and isolate the latter."""
         try:
             return {lease.item_id: result for lease, result in zip(leases, self._send(leases), strict=True)}
@@ -257,7 +269,7 @@ class PushService:
             if not healthy:
                 raise  # HO fails on everything: an outage, nobody's fault
             if len(leases) == 1:
-                return {leases[0].item_id: {"status": "server_error", "reason": f"HO failed on this change: {exc}"}}
+                return {leases[0].item_id: PushResult(status="server_error", reason=f"HO failed on this change: {exc}")}
             mid = len(leases) // 2
             return self._deliver(leases[:mid], healthy) | self._deliver(leases[mid:], healthy)
 
@@ -278,17 +290,16 @@ class PushService:
         moment it is done with one; meanwhile this thread settles what came back and claims more, so
         the outlet's database work overlaps HO's and neither waits on the other's slow batch. Settling
         one batch and claiming another share a transaction: one commit, not two. While the oldest
-        batch is still on the wire, this thread claims ahead rather than wait. The cyclic GC stays
-        paused for the whole drain, with a young collection every ``_GC_EVERY_BATCHES`` batches
-        (posync/_gc.py)."""
+        batch is still on the wire, this thread claims ahead rather than wait. A stop request
+        (``close()``) claims nothing more; what is queued is finished or given back."""
         total = PushStats()
-        queue: deque[tuple[list[Lease], Future[tuple[dict[int, dict[str, Any]], float]]]] = deque()
+        queue: deque[tuple[list[Lease], Future[tuple[dict[int, PushResult], float]]]] = deque()
         claimed = 0
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="posync-push") as wire, \
-                _gc.paused(self._pause_gc):
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="posync-push") as wire:
 
             def room() -> bool:
-                return len(queue) < _QUEUED and (max_batches is None or claimed < max_batches)
+                return (len(queue) < _QUEUED and (max_batches is None or claimed < max_batches)
+                        and not self._stopping())
 
             def submit(batch: list[Lease]) -> None:
                 nonlocal claimed
@@ -315,14 +326,17 @@ class PushService:
                     following: list[Lease] = []
                     with self._transaction() as conn:
                         self._record(conn, batch, [outcome[lease.item_id] for lease in batch], stats, elapsed_ms)
-                        if not exhausted and room():
+                        # one commit for both, unless the till is writing: then two short transactions
+                        if not exhausted and room() and not self._gate.host_busy():
+                            following = self._claim_some(conn, total)
+                            exhausted = not following
+                    if not following and not exhausted and room():
+                        with self._transaction() as conn:
                             following = self._claim_some(conn, total)
                             exhausted = not following
                     if following:
                         submit(following)
                     total.add(stats)
-                    if total.batches % _GC_EVERY_BATCHES == 0:
-                        _gc.collect_young()
             except BaseException:
                 # HO unreachable (or anything else): nothing queued goes out any more, and every batch
                 # still queued goes back untouched, sent or not (a resend of one HO applied is a
@@ -334,54 +348,59 @@ class PushService:
                 raise
         return total
 
-    def _timed_deliver(self, leases: list[Lease]) -> tuple[dict[int, dict[str, Any]], float]:
+    def _timed_deliver(self, leases: list[Lease]) -> tuple[dict[int, PushResult], float]:
         """:meth:`_deliver` on the wire thread, with how long HO took (ms) for the sync log."""
         started = time.perf_counter()
         outcome = self._deliver(leases, healthy=None)
         return outcome, (time.perf_counter() - started) * 1000
 
     def _claim_some(self, conn: Connection, total: PushStats) -> list[Lease]:
-        """Claim a batch, passing over rounds that only folded changes into nothing."""
+        """Claim a batch, passing over rounds that only folded changes into nothing. While the till is
+        writing (posync/db.py), batches are small: each of posync's write transactions stays short."""
+        size = min(self._batch_size, BUSY_BATCH) if self._gate.host_busy() else self._batch_size
         while True:
-            leases, nothing = self._claim(conn, self._batch_size, self._clock())
+            leases, nothing = self._claim(conn, size, self._clock())
             total.coalesced_away += nothing
             if leases or not nothing:
                 return leases
 
-    def _send(self, leases: list[Lease]) -> list[dict[str, Any]]:
+    def _send(self, leases: list[Lease]) -> list[PushResult]:
+        """Changes to HO's push endpoint; append-only records to their resource's upload endpoint."""
         regular = [lease for lease in leases if not lease.append_only]
-        usage = [lease for lease in leases if lease.append_only]
-        by_key: dict[str, dict[str, Any]] = {}
+        by_key: dict[str, PushResult] = {}
         if regular:
-            for res in self._client.push([lease.change for lease in regular]):
-                by_key[str(res.get("idempotency_key"))] = res
-        if usage:
-            payloads = [{**(lease.change["data"] or {}), "idempotency_key": lease.change["idempotency_key"]}
-                        for lease in usage]
-            for res in self._client.push_usage(payloads):
-                by_key[str(res.get("idempotency_key"))] = res
-        return [by_key.get(lease.change["idempotency_key"], {"status": "missing"}) for lease in leases]
+            changes = [lease.change for lease in regular]
+            by_key.update(zip((c["idempotency_key"] for c in changes), self._client.push(changes), strict=True))
+        uploads: dict[str, list[Lease]] = defaultdict(list)
+        for lease in leases:
+            if lease.append_only:
+                uploads[lease.resource].append(lease)
+        for resource, group in uploads.items():
+            items = [Upload(lease.change["idempotency_key"], lease.change["data"] or {}) for lease in group]
+            by_key.update(zip((i.key for i in items), self._client.upload(self._registry[resource], items),
+                              strict=True))
+        return [by_key[lease.change["idempotency_key"]] for lease in leases]
 
     def _give_back(self, leases: list[Lease]) -> None:
         """HO unreachable or unreadable: the batch goes back untouched (same keys, no attempt counted).
         Changes HO may have applied meanwhile answer ``duplicate`` when they are resent."""
-        with write_transaction(self._engine) as conn:
+        with self._transaction() as conn:
             self._outbox.release(conn, [lease.item_id for lease in leases], self.owner, self._clock())
 
-    def _settle(self, leases: list[Lease], results: list[dict[str, Any]], stats: PushStats,
+    def _settle(self, leases: list[Lease], results: list[PushResult], stats: PushStats,
                 duration_ms: float) -> None:
         """Record HO's answers in a transaction of their own."""
         with self._transaction() as conn:
             self._record(conn, leases, results, stats, duration_ms)
 
-    def _record(self, conn: Connection, leases: list[Lease], results: list[dict[str, Any]], stats: PushStats,
+    def _record(self, conn: Connection, leases: list[Lease], results: list[PushResult], stats: PushStats,
                 duration_ms: float) -> None:
         """Record HO's answers, for the changes whose lease we still hold (a lease that ran out belongs
         to another worker now). Accepted changes are deleted from the outbox in the same statement
         that checks the lease."""
         now = self._clock()
         accepted_ids = [lease.item_id for lease, result in zip(leases, results, strict=True)
-                        if result.get("status") in _ACCEPTED]
+                        if result.status in _ACCEPTED]
         done = self._outbox.delete_leased(conn, accepted_ids, self.owner)
         others = [lease.item_id for lease in leases if lease.item_id not in done]
         held = done | self._outbox.still_leased(conn, others, self.owner) if others else done
@@ -391,34 +410,33 @@ class PushService:
         for lease, result in zip(leases, results, strict=True):
             if lease.item_id not in held:
                 continue  # our lease ran out and another worker owns this change now
-            status = result.get("status")
+            status = result.status
             if status in _ACCEPTED:
                 if status == "applied":
                     applied += 1
                 else:
                     duplicates += 1
-                version = result.get("cloud_version")
-                if version is not None and not lease.append_only:
-                    version = int(version)
+                version = result.cloud_version
+                if lease.append_only:  # HO has it (an HO without versions says so by accepting it)
+                    accepted[lease.resource].append((lease.entity_id, version or 1, lease.pushed_version))
+                elif version is not None:
                     if lease.op is not Op.DELETE:
                         accepted[lease.resource].append((lease.entity_id, version, lease.pushed_version))
                     rebases.append((lease.resource, lease.entity_id, version))
-            elif status == "conflict" and isinstance(result.get("current"), dict):
+            elif status == "conflict" and result.current is not None:
                 stats.conflicts += 1
                 entity = self._registry[lease.resource]
-                self._handler.handle(conn, entity, lease.entity_id, remote_current(result["current"]),
+                self._handler.handle(conn, entity, lease.entity_id, remote_current(result.current),
                                      source="push", own_item_id=lease.item_id)
             elif status == "rejected":
                 stats.rejected += 1
-                reason = f"{result.get('code', 'REJECTED')}: {result.get('reason', '')}"
-                if result.get("retryable"):
+                reason = f"{result.code or 'REJECTED'}: {result.reason or ''}"
+                if result.retryable:
                     self._fail(conn, lease, reason, now)
                 else:
                     self._set_aside(conn, lease, reason, now)
-            elif status == "server_error":  # HO failed on this change alone (isolated by bisection)
-                self._fail(conn, lease, str(result.get("reason")), now)
-            else:
-                self._fail(conn, lease, f"HO gave no usable result ({status!r})", now)
+            else:  # server_error (HO failed on this change alone, found by bisection) or an unusable answer
+                self._fail(conn, lease, result.reason or f"HO gave no usable result ({status})", now)
         stats.applied += applied
         stats.duplicates += duplicates
         for resource, rows in accepted.items():

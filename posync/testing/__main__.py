@@ -1,6 +1,7 @@
 """Run the reference HO as a process::
 
     python -m posync.testing --db sqlite:///ho.db --port 0 --api-key K --outlet outlet-1
+    python -m posync.testing --db sqlite:///ho.db --profile seed --max-limit 50 --report-deletes
 
 prints one line ``listening on http://127.0.0.1:PORT`` (flushed) once it accepts connections, and exits
 cleanly on SIGTERM or SIGINT.
@@ -34,6 +35,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tombstone-horizon", type=float, default=None, help="purge tombstones older than this (s)")
     p.add_argument("--no-auth", action="store_true", help="accept unauthenticated requests")
     p.add_argument("--faults", default=None, help='initial faults as JSON, e.g. \'{"error_rate": 0.1}\'')
+    p.add_argument("--profile", choices=["posync", "seed"], default="posync",
+                   help="wire dialect: docs/protocol.md (posync) or docs/seed-profile.md (seed)")
+    p.add_argument("--report-deletes", action="store_true", help="seed: list hard-deleted ids in deleted_ids")
+    p.add_argument("--max-limit", type=int, default=None, help="seed: cap a page's size")
+    p.add_argument("--ignore-limit", action="store_true", help="seed: answer every row in one page")
+    p.add_argument("--store", action="append", default=None, help="seed: a store id HO knows (others: 404)")
+    p.add_argument("--company", action="append", default=None, help="seed: a company id HO knows (others: 404)")
+    p.add_argument("--no-pause-gc", action="store_true",
+                   help="leave the GC running while a push is applied (this process is HO's own, so it pauses)")
     return p.parse_args(argv)
 
 
@@ -53,6 +63,13 @@ def build(args: argparse.Namespace) -> ReferenceHO:
         resources=args.resource,
         tombstone_horizon=args.tombstone_horizon,
         faults=faults,
+        profile=args.profile,
+        report_deletes=args.report_deletes,
+        max_limit=args.max_limit,
+        ignore_limit=args.ignore_limit,
+        stores=args.store,
+        companies=args.company,
+        pause_gc=not args.no_pause_gc,
     )
 
 

@@ -10,6 +10,8 @@ Unauthenticated by design: the reference HO only binds loopback addresses.
     DELETE /_admin/records/{resource}/{id}        -> {"version": n}, or 404
     GET    /_admin/applied?outlet_id=&idempotency_key=   {"total": n, "max": m, "counts": [...]}
     GET    /_admin/usages                         the appended usage records
+    GET    /_admin/usage-counts?field=usage_id    {"field", "counts": [{"value", "count"}]}  (duplicates: count > 1)
+    GET    /_admin/deletions/{resource}           seed profile with report_deletes: {id: deleted_at}
     POST   /_admin/purge        {"horizon": s}    purge tombstones older than s seconds -> {"purged": n}
     POST   /_admin/revoke-tokens                  every access token issued so far answers 401
     GET/POST/DELETE /_faults                      read / update / reset fault injection
@@ -80,6 +82,14 @@ def admin_routes(ho: ReferenceHO) -> list[Route]:
     async def usages(request: Request) -> Response:
         return json_response(await run_in_threadpool(ho.store.usages))
 
+    async def usage_counts(request: Request) -> Response:
+        name = request.query_params.get("field") or "usage_id"
+        counts = await run_in_threadpool(ho.usage_counts, name)
+        return json_response({"field": name, "counts": [{"value": v, "count": n} for v, n in counts.items()]})
+
+    async def deletions(request: Request) -> Response:
+        return json_response(await run_in_threadpool(ho.deletions, resource_of(request)))
+
     async def purge(request: Request) -> Response:
         payload = await read_json(request) if await request.body() else {}
         horizon = payload.get("horizon") if isinstance(payload, dict) else None
@@ -110,6 +120,8 @@ def admin_routes(ho: ReferenceHO) -> list[Route]:
         Route("/_admin/records/{resource}/{id:path}", handle_errors(record), methods=["GET", "PUT", "DELETE"]),
         Route("/_admin/applied", handle_errors(applied), methods=["GET"]),
         Route("/_admin/usages", handle_errors(usages), methods=["GET"]),
+        Route("/_admin/usage-counts", handle_errors(usage_counts), methods=["GET"]),
+        Route("/_admin/deletions/{resource}", handle_errors(deletions), methods=["GET"]),
         Route("/_admin/purge", handle_errors(purge), methods=["POST"]),
         Route("/_admin/revoke-tokens", handle_errors(revoke), methods=["POST"]),
         Route("/_faults", handle_errors(faults), methods=["GET", "POST", "DELETE"]),

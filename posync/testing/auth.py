@@ -1,4 +1,6 @@
-"""Authentication of the reference HO: API keys (``X-API-Key`` + ``X-Outlet-ID``) and JWT bearer tokens.
+"""Authentication of the reference HO: API keys (``X-API-Key`` + ``X-Outlet-ID``) and JWT bearer tokens
+(:meth:`Authenticator.check`, the posync profile), or JWT bearer tokens only (:meth:`Authenticator.bearer`,
+the seed profile).
 
 Tokens are HS256 JWTs (PyJWT) with a ``typ`` of ``access`` or ``refresh`` and a generation number:
 :meth:`Authenticator.revoke_access_tokens` bumps the generation so every access token issued before
@@ -100,6 +102,18 @@ class Authenticator:
 
     def revoke_access_tokens(self) -> None:
         self._generation += 1
+
+    def bearer(self, headers: Mapping[str, str]) -> Principal | None:
+        """The JWT caller, or ``None`` when the request carries no ``Authorization: Bearer`` header
+        (the seed profile's only credential: an ``X-API-Key`` is not looked at). A bearer token that is
+        empty, malformed, expired or revoked raises :class:`AuthFailure`."""
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        if not token.strip():
+            raise AuthFailure(401, "empty bearer token")
+        claims = self._decode(token.strip(), "access")
+        return Principal("jwt", str(claims["sub"]), None)
 
     def check(self, headers: Mapping[str, str]) -> Principal:
         """Who is calling; raises :class:`AuthFailure` (401) when neither credential is valid."""

@@ -3,12 +3,27 @@
 :class:`Faults` holds the knobs; :class:`FaultMiddleware` is the outermost ASGI layer that obeys them for
 requests under ``paths`` (default ``/api/``; the admin and fault endpoints are never faulted):
 
-* ``latency`` seconds of delay, then a pending ``burst`` answers ``status`` with ``Retry-After``;
-* ``error_rate``: answer ``error_status`` (500) before doing anything;
-* ``drop_after_commit_rate``: do the work (commit), then close the connection without answering;
-* ``truncate_rate``: answer the real status with the body cut in half (and a matching Content-Length);
+* ``latency`` seconds of delay before anything else (every faulted request);
+* ``burst`` (``{"status": 429|503, "count": n, "retry_after": s}``): the next ``count`` requests answer
+  ``status`` with ``Retry-After`` (whole seconds, rounded up), doing nothing;
+* ``error_rate``: answer ``error_status`` (default 500; 503 adds ``Retry-After: 1``) before doing anything;
+* ``drop_after_commit_rate``: do the work (commit), then close the connection without sending a byte;
+* ``truncate_rate``: do the work, answer the real status with the first half of the body and a
+  *matching* Content-Length (a short body that looks complete);
+* ``cut_rate``: do the work, announce the *full* Content-Length, send the first half of the body, then
+  close the connection (the client sees an incomplete body);
+* ``corrupt_rate``: do the work, answer the real status and length with some bytes of the body changed
+  (one in 64, at least one; each changed byte differs from the original);
+* ``drip_rate``: do the work, send the status and headers at once, then the body one byte every
+  ``drip_interval`` seconds (default 0.05): slow, yet never silent long enough to trip a per-read timeout;
 * ``clock_skew`` seconds are added to HO's clock (``updated_at``, ``sync_timestamp``);
-* ``seed`` makes the random draws repeatable.
+* ``seed`` makes the random draws repeatable (also which bytes ``corrupt_rate`` changes);
+* ``error_status`` and ``paths`` as above.
+
+At most one of burst, error, drop, truncate, cut, corrupt and drip applies to a request, drawn in that
+order. The injected answers (burst, error) use the profile's error body (``error_body``):
+``{"status","code","message"}`` for posync, ``{"error","code"}`` for the seed profile. ``injected``
+tallies each kind. ``reset()`` turns every fault off.
 """
 
 from __future__ import annotations
@@ -19,14 +34,24 @@ import math
 import random
 import threading
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["Burst", "FaultMiddleware", "Faults"]
+__all__ = ["Burst", "ErrorBody", "FaultMiddleware", "Faults", "posync_error_body"]
 
-_RATES = ("error_rate", "drop_after_commit_rate", "truncate_rate")
+_RATES = ("error_rate", "drop_after_commit_rate", "truncate_rate", "cut_rate", "corrupt_rate", "drip_rate")
+_SECONDS = ("latency", "clock_skew", "drip_interval")
+DRIP_INTERVAL = 0.05
+
+# (code, message) -> the JSON body of an injected error answer, in the profile's error shape
+ErrorBody = Callable[[str, str], dict[str, Any]]
+
+
+def posync_error_body(code: str, message: str) -> dict[str, Any]:
+    return {"status": "error", "code": code, "message": message}
 
 
 @dataclass
@@ -49,7 +74,9 @@ class _Draw:
     latency: float = 0.0
     answer: tuple[int, str, float | None] | None = None  # (status, code, retry_after)
     drop: bool = False
-    truncate: bool = False
+    body: str | None = None  # "truncate" | "cut" | "corrupt" | "drip": what happens to the real answer
+    drip_interval: float = DRIP_INTERVAL
+    corrupt_seed: int = 0
 
 
 @dataclass
@@ -57,6 +84,10 @@ class Faults:
     error_rate: float = 0.0
     drop_after_commit_rate: float = 0.0
     truncate_rate: float = 0.0
+    cut_rate: float = 0.0
+    corrupt_rate: float = 0.0
+    drip_rate: float = 0.0
+    drip_interval: float = DRIP_INTERVAL
     latency: float = 0.0
     burst: Burst | None = None
     clock_skew: float = 0.0
@@ -75,15 +106,16 @@ class Faults:
 
     def update(self, **settings: Any) -> None:
         """Set several knobs at once, validated (``POST /_faults`` calls this). Unknown names raise."""
-        allowed = {*_RATES, "latency", "burst", "clock_skew", "seed", "error_status", "paths"}
+        allowed = {*_RATES, *_SECONDS, "burst", "seed", "error_status", "paths"}
         unknown = set(settings) - allowed
         if unknown:
             raise ValueError(f"unknown fault settings: {sorted(unknown)}")
         for name in _RATES:
             if name in settings and not 0.0 <= float(settings[name]) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1")
-        if "latency" in settings and float(settings["latency"]) < 0:
-            raise ValueError("latency must be >= 0")
+        for name in ("latency", "drip_interval"):
+            if name in settings and float(settings[name]) < 0:
+                raise ValueError(f"{name} must be >= 0")
         if "error_status" in settings and not 500 <= int(settings["error_status"]) <= 599:
             raise ValueError("error_status must be a 5xx status")
         burst = settings.get("burst")
@@ -95,19 +127,21 @@ class Faults:
             settings["paths"] = tuple(str(p) for p in settings["paths"])
         with self._lock:
             for name, value in settings.items():
-                if name in (*_RATES, "latency", "clock_skew"):
+                if name in (*_RATES, *_SECONDS):
                     value = float(value)
                 setattr(self, name, value)
 
     def reset(self) -> None:
         """No faults; keeps the seed and the ``injected`` tally."""
-        self.update(error_rate=0.0, drop_after_commit_rate=0.0, truncate_rate=0.0, latency=0.0, burst=None,
-                    clock_skew=0.0, error_status=500, paths=("/api/",))
+        self.update(**dict.fromkeys(_RATES, 0.0), latency=0.0, burst=None, clock_skew=0.0,
+                    drip_interval=DRIP_INTERVAL, error_status=500, paths=("/api/",))
 
     def snapshot(self) -> dict[str, Any]:
         return {
             "error_rate": self.error_rate, "drop_after_commit_rate": self.drop_after_commit_rate,
-            "truncate_rate": self.truncate_rate, "latency": self.latency, "clock_skew": self.clock_skew,
+            "truncate_rate": self.truncate_rate, "cut_rate": self.cut_rate, "corrupt_rate": self.corrupt_rate,
+            "drip_rate": self.drip_rate, "drip_interval": self.drip_interval,
+            "latency": self.latency, "clock_skew": self.clock_skew,
             "burst": None if self.burst is None else {"status": self.burst.status, "count": self.burst.count,
                                                       "retry_after": self.burst.retry_after},
             "seed": self.seed, "error_status": self.error_status, "paths": list(self.paths),
@@ -134,9 +168,17 @@ class Faults:
             elif self.drop_after_commit_rate and rng.random() < self.drop_after_commit_rate:
                 d.drop = True
                 self.injected["drop"] += 1
-            elif self.truncate_rate and rng.random() < self.truncate_rate:
-                d.truncate = True
-                self.injected["truncate"] += 1
+            else:
+                # a rate left at 0 draws nothing, so adding a knob keeps the sequences of the others
+                for kind in ("truncate", "cut", "corrupt", "drip"):
+                    rate = getattr(self, f"{kind}_rate")
+                    if rate and rng.random() < rate:
+                        d.body = kind
+                        self.injected[kind] += 1
+                        break
+                d.drip_interval = self.drip_interval
+                if d.body == "corrupt":
+                    d.corrupt_seed = rng.getrandbits(32)
             return d
 
 
@@ -144,13 +186,14 @@ async def _swallow(message: Message) -> None:
     return None
 
 
-async def _drop_connection(send: Send) -> None:
-    """Close the client's connection without an answer.
+async def _drop_connection(send: Send, *, started: bool = False) -> None:
+    """Close the client's connection without (the rest of) an answer.
 
     Uvicorn's ``send`` is a bound method of its request cycle, which holds the transport: closing it and
-    letting ``connection_lost`` run marks the cycle disconnected, so uvicorn neither answers nor logs. If
-    that is not reachable (another server, a wrapping middleware), start a response and fail, which
-    every ASGI server answers by closing the connection mid-response.
+    letting ``connection_lost`` run marks the cycle disconnected, so uvicorn neither answers nor logs (what
+    was already written is flushed first). If that is not reachable (another server, a wrapping
+    middleware), start a response if none was (``started``) and fail, which every ASGI server answers by
+    closing the connection mid-response.
     """
     cycle: Any = getattr(send, "__self__", None)
     transport = getattr(cycle, "transport", None)
@@ -161,14 +204,21 @@ async def _drop_connection(send: Send) -> None:
                 return
             await asyncio.sleep(0)
         return
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"100")]})
-    raise ConnectionAbortedError("reference HO fault: connection dropped after commit")
+    if not started:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"100")]})
+    raise ConnectionAbortedError("reference HO fault: connection dropped")
+
+
+def _gone(send: Send) -> bool:
+    """The client hung up (uvicorn's request cycle knows; other servers: assume it is still there)."""
+    return bool(getattr(getattr(send, "__self__", None), "disconnected", False))
 
 
 class FaultMiddleware:
-    def __init__(self, app: ASGIApp, faults: Faults) -> None:
+    def __init__(self, app: ASGIApp, faults: Faults, error_body: ErrorBody = posync_error_body) -> None:
         self.app = app
         self.faults = faults
+        self.error_body = error_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self.faults.applies_to(scope["path"]):
@@ -178,18 +228,18 @@ class FaultMiddleware:
         if d.latency > 0:
             await asyncio.sleep(d.latency)
         if d.answer is not None:
-            await _answer(send, *d.answer)
+            await _answer(send, self.error_body, *d.answer)
         elif d.drop:
             await self.app(scope, receive, _swallow)
             await _drop_connection(send)
-        elif d.truncate:
-            await self.app(scope, receive, _Truncating(send))
+        elif d.body is not None:
+            await self.app(scope, receive, _Rewriting(send, _finisher(d)))
         else:
             await self.app(scope, receive, send)
 
 
-async def _answer(send: Send, status: int, code: str, retry_after: float | None) -> None:
-    body = json.dumps({"status": "error", "code": code, "message": "injected fault"}).encode()
+async def _answer(send: Send, error_body: ErrorBody, status: int, code: str, retry_after: float | None) -> None:
+    body = json.dumps(error_body(code, "injected fault")).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if retry_after is not None:
         headers.append((b"retry-after", str(max(0, math.ceil(retry_after))).encode()))
@@ -197,11 +247,17 @@ async def _answer(send: Send, status: int, code: str, retry_after: float | None)
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-class _Truncating:
-    """Buffers the response and sends the first half of its body with a matching Content-Length."""
+# -- faults on the real answer's body -----------------------------------------------------------------
 
-    def __init__(self, send: Send) -> None:
+Finisher = Callable[[Send, Message, bytes], Awaitable[None]]
+
+
+class _Rewriting:
+    """Buffers the app's response, then hands its start message and whole body to ``finish``."""
+
+    def __init__(self, send: Send, finish: Finisher) -> None:
         self.send = send
+        self.finish = finish
         self.start: Message | None = None
         self.chunks: list[bytes] = []
 
@@ -213,11 +269,57 @@ class _Truncating:
             await self.send(message)
             return
         self.chunks.append(message.get("body", b""))
-        if message.get("more_body", False):
-            return
-        full = b"".join(self.chunks)
-        cut = full[: len(full) // 2]
-        headers = [(k, v) for k, v in self.start.get("headers", []) if k.lower() != b"content-length"]
-        headers.append((b"content-length", str(len(cut)).encode()))
-        await self.send({**self.start, "headers": headers})
-        await self.send({"type": "http.response.body", "body": cut, "more_body": False})
+        if not message.get("more_body", False):
+            await self.finish(self.send, self.start, b"".join(self.chunks))
+
+
+def _announcing(start: Message, length: int) -> Message:
+    """``start`` with ``Content-Length: length`` (replacing any length or chunked encoding)."""
+    framing = (b"content-length", b"transfer-encoding")
+    headers = [(k, v) for k, v in start.get("headers", []) if k.lower() not in framing]
+    return {**start, "headers": [*headers, (b"content-length", str(length).encode())]}
+
+
+def _body(chunk: bytes, more: bool = False) -> Message:
+    return {"type": "http.response.body", "body": chunk, "more_body": more}
+
+
+async def _truncate(send: Send, start: Message, body: bytes) -> None:
+    short = body[: len(body) // 2]
+    await send(_announcing(start, len(short)))
+    await send(_body(short))
+
+
+async def _cut(send: Send, start: Message, body: bytes) -> None:
+    await send(_announcing(start, len(body)))
+    await send(_body(body[: len(body) // 2], more=True))
+    await _drop_connection(send, started=True)
+
+
+def corrupted(body: bytes, seed: int) -> bytes:
+    """``body`` with one byte in 64 (at least one) changed to a different value, at seeded positions."""
+    if not body:
+        return body
+    rng = random.Random(seed)
+    out = bytearray(body)
+    for pos in rng.sample(range(len(out)), max(1, len(out) // 64)):
+        out[pos] = (out[pos] + rng.randrange(1, 256)) % 256
+    return bytes(out)
+
+
+def _finisher(d: _Draw) -> Finisher:
+    async def corrupt(send: Send, start: Message, body: bytes) -> None:
+        damaged = corrupted(body, d.corrupt_seed)
+        await send(_announcing(start, len(damaged)))
+        await send(_body(damaged))
+
+    async def drip(send: Send, start: Message, body: bytes) -> None:
+        await send(_announcing(start, len(body)))
+        for i in range(len(body)):
+            await asyncio.sleep(d.drip_interval)
+            if _gone(send):  # nobody reads any more: stop rather than sleep through the rest
+                return
+            await send(_body(body[i:i + 1], more=True))
+        await send(_body(b""))
+
+    return {"truncate": _truncate, "cut": _cut, "corrupt": corrupt, "drip": drip}[d.body or "truncate"]

@@ -51,6 +51,20 @@ class RemoteHO:
         params = {k: v for k, v in (("outlet_id", outlet_id), ("idempotency_key", idempotency_key)) if v}
         return dict(self._call("GET", "/_admin/applied", params=params))
 
+    def usages(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/_admin/usages"))
+
+    def usage_counts(self, field: str = "usage_id") -> dict[Any, int]:
+        """How many stored usages carry each value of ``field`` (see ``ReferenceHO.usage_counts``)."""
+        body = self._call("GET", "/_admin/usage-counts", params={"field": field})
+        return {c["value"]: int(c["count"]) for c in body["counts"]}
+
+    def duplicate_usages(self, field: str = "usage_id") -> dict[Any, int]:
+        return {k: n for k, n in self.usage_counts(field).items() if n > 1}
+
+    def deletions(self, resource: str) -> dict[str, str]:
+        return dict(self._call("GET", f"/_admin/deletions/{resource}"))
+
     def stats(self) -> dict[str, Any]:
         return dict(self._call("GET", "/_admin/stats"))
 

@@ -47,7 +47,7 @@ from posync.testing.changes import (
     validate,
 )
 
-__all__ = ["HORecord", "HOStore", "StoreBusyError", "metadata"]
+__all__ = ["HORecord", "HOStore", "StoreBusyError", "Writer", "metadata"]
 
 T = TypeVar("T")
 
@@ -149,7 +149,7 @@ def iso(dt: datetime) -> str:
     return dt.isoformat(timespec="microseconds")
 
 
-class _Writer:
+class Writer:
     """Hands out change sequence numbers inside one locked write transaction."""
 
     def __init__(self, conn: Connection, start: int, now: str) -> None:
@@ -187,7 +187,7 @@ class HOStore:
     # -- transactions ---------------------------------------------------------------------------
 
     @contextmanager
-    def _transaction(self) -> Iterator[_Writer]:
+    def _transaction(self) -> Iterator[Writer]:
         if self._lock is not None:
             self._lock.acquire()
         try:
@@ -201,7 +201,7 @@ class HOStore:
                     conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_custom_plan")
                 try:
                     start = conn.exec_driver_sql(_pick(conn, _COUNTER_LOCK), (SEQ,)).scalar_one()
-                    w = _Writer(conn, int(start), iso(self.clock()))
+                    w = Writer(conn, int(start), iso(self.clock()))
                     yield w
                     if w.value != w.start:
                         conn.exec_driver_sql(_pick(conn, _COUNTER_SET), (w.value, SEQ))
@@ -214,7 +214,7 @@ class HOStore:
             if self._lock is not None:
                 self._lock.release()
 
-    def write(self, fn: Callable[[_Writer], T], *, attempts: int = 5) -> T:
+    def write(self, fn: Callable[[Writer], T], *, attempts: int = 5) -> T:
         """Run ``fn`` in one serialised write transaction, retrying lock timeouts and races."""
         for attempt in range(attempts):
             try:
@@ -262,7 +262,7 @@ class HOStore:
         return self.write(lambda w: self._apply_changes(w, outlet_id, items, validators, want_changed))
 
     def _apply_changes(
-        self, w: _Writer, outlet_id: str, items: Sequence[Change | Rejection], validators: dict[str, Validator],
+        self, w: Writer, outlet_id: str, items: Sequence[Change | Rejection], validators: dict[str, Validator],
         want_changed: bool,
     ) -> tuple[list[dict[str, Any]], list[HORecord]]:
         changes = [c for c in items if isinstance(c, Change)]
@@ -336,7 +336,7 @@ class HOStore:
     ) -> list[dict[str, Any]]:
         """Append usage records ``(key, request_hash, usage)``; answers results in request order."""
 
-        def run(w: _Writer) -> list[dict[str, Any]]:
+        def run(w: Writer) -> list[dict[str, Any]]:
             keys = list({it[0] for it in items if not isinstance(it, Rejection)})
             stored = self._stored_keys(w.conn, outlet_id, keys)
             results: list[dict[str, Any]] = []
@@ -370,7 +370,7 @@ class HOStore:
     # -- HO-side edits --------------------------------------------------------------------------
 
     def put(self, resource: str, entity_id: str, data: dict[str, Any]) -> HORecord:
-        def run(w: _Writer) -> HORecord:
+        def run(w: Writer) -> HORecord:
             cur = self._states(w.conn, {(resource, entity_id)}).get((resource, entity_id))
             version = (cur.version if cur else 0) + 1
             s = State(version, False, data, w.now, w.next_seq(resource))
@@ -383,7 +383,7 @@ class HOStore:
     def delete(self, resource: str, entity_id: str) -> HORecord | None:
         """Tombstone a live record; ``None`` when HO has no live record of that id."""
 
-        def run(w: _Writer) -> HORecord | None:
+        def run(w: Writer) -> HORecord | None:
             cur = self._states(w.conn, {(resource, entity_id)}).get((resource, entity_id))
             if cur is None or cur.deleted:
                 return None
@@ -397,7 +397,7 @@ class HOStore:
     def purge_tombstones(self, horizon: float) -> int:
         """Delete tombstones older than ``horizon`` seconds; cursors before them then answer 410."""
 
-        def run(w: _Writer) -> int:
+        def run(w: Writer) -> int:
             cutoff = iso(self.clock() - timedelta(seconds=horizon))
             cond = sa.and_(records.c.deleted.is_(True), records.c.updated_at <= cutoff)
             tops = w.conn.execute(

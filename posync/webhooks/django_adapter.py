@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import IO, Any, cast
 
+from django.core.handlers.wsgi import WSGIRequest  # type: ignore[import-untyped]
 from django.http import HttpRequest, HttpResponse  # type: ignore[import-untyped]
 from django.urls import URLPattern, path  # type: ignore[import-untyped]
 from django.views.decorators.csrf import csrf_exempt  # type: ignore[import-untyped]
@@ -22,6 +23,24 @@ def _to_django(result: WebhookResponse) -> HttpResponse:
     return HttpResponse(result.body(), status=result.status, content_type="application/json")
 
 
+def _body(request: HttpRequest) -> tuple[IO[bytes], bool]:
+    """Where the body is read from, and whether that stream is known to end (``serve_request``'s
+    ``terminated``).
+
+    request.read() streams (request.body would buffer everything first, which the size cap must prevent).
+    Under WSGI, Django bounds it by Content-Length, so reading it to its end is safe; but without one (a
+    chunked request) Django reads the body as empty (its LimitedStream stops at 0 bytes), which would be
+    refused as "no matching signature". Django cannot tell where such a body ends; only the server can:
+    when it says so (``wsgi.input_terminated``, as gunicorn and werkzeug do) the server's stream is read to
+    its end, otherwise 411 Length Required, as the WSGI adapter answers. Under ASGI, Django has received
+    the whole body before the view runs, so reading the request to its end is safe with or without
+    Content-Length."""
+    meta = request.META
+    if isinstance(request, WSGIRequest) and not meta.get("CONTENT_LENGTH"):
+        return cast(IO[bytes], meta["wsgi.input"]), bool(meta.get("wsgi.input_terminated"))
+    return cast(IO[bytes], request), True
+
+
 def webhook_urlpatterns(receiver: WebhookReceiver) -> list[URLPattern]:
     def make_view(kind: str) -> Any:
         @csrf_exempt  # type: ignore[untyped-decorator]
@@ -30,11 +49,10 @@ def webhook_urlpatterns(receiver: WebhookReceiver) -> list[URLPattern]:
                 response = _to_django(error_response(405, "METHOD_NOT_ALLOWED", "use POST"))
                 response["Allow"] = "POST"
                 return response
-            # request.read() streams from Django's LimitedStream (bounded by Content-Length, so reading to
-            # its end is safe); request.body would buffer everything first, which the size cap must prevent.
             meta = request.META
-            result = serve_request(receiver, kind, meta.get("REMOTE_ADDR"), environ_headers(meta),
-                                   cast(IO[bytes], request), terminated=True)
+            stream, terminated = _body(request)
+            result = serve_request(receiver, kind, meta.get("REMOTE_ADDR"), environ_headers(meta), stream,
+                                   terminated=terminated)
             return _to_django(result)
 
         return view

@@ -13,9 +13,14 @@ Two ways to plug the apply path in (give exactly one):
   between the two, or two concurrent deliveries, can apply a message twice, which is harmless because
   posync's apply path is idempotent by version.
 
-Errors from apply: a :class:`~posync.errors.WebhookError` answers its own status; another
-:class:`~posync.errors.PosyncError` answers 422 ``APPLY_REJECTED`` with its message; anything else answers
-500 ``INTERNAL_ERROR`` (logged with its traceback, never with a secret: the receiver holds none in scope).
+Errors from apply: a :class:`~posync.errors.WebhookError` answers its own status. A database error
+(SQLAlchemy's, the driver's, :class:`~posync.errors.StorageError`) or an ``OverflowError``/``TypeError``/
+``ValueError`` (what drivers raise binding a value the column cannot hold) answers 422 ``APPLY_REJECTED``
+naming the record and the problem, never the SQL or the values bound: a correctly signed record the
+outlet's columns refuse is the message's fault, and a 5xx would have HO redeliver it for ever. The receipt
+rolls back with the apply, so a redelivery is refused again. Another :class:`~posync.errors.PosyncError`
+answers 422 ``APPLY_REJECTED`` with its message; anything else answers 500 ``INTERNAL_ERROR`` (logged with
+its traceback, never with a secret: the receiver holds none in scope).
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
 from posync.errors import (
@@ -36,6 +43,7 @@ from posync.errors import (
     PayloadTooLargeError,
     PosyncError,
     SignatureError,
+    StorageError,
     WebhookError,
 )
 from posync.webhooks.events import EventType, WebhookEvent, parse_event
@@ -92,13 +100,17 @@ def _lower(headers: Mapping[str, str]) -> dict[str, str]:
     return {k.lower(): v for k, v in headers.items()}
 
 
-def check_content_length(value: str | None, limit: int) -> None:
+def check_content_length(value: str | None, limit: int) -> int | None:
+    """The declared body size (None when there is none): 400 unless plain ASCII digits, 413 above ``limit``."""
     if value is None or value == "":
-        return
-    if not value.isdigit() or len(value) > 18:
+        return None
+    # str.isdigit() alone also takes "²" (which int() then refuses: a 500) and other scripts' digits
+    if not (value.isascii() and value.isdigit()):
         raise InvalidPayloadError("malformed Content-Length")
-    if int(value) > limit:
+    significant = value.lstrip("0")
+    if len(significant) > 18 or int(significant or "0") > limit:  # never int() a huge string
         raise PayloadTooLargeError(f"body larger than {limit} bytes")
+    return int(significant or "0")
 
 
 def read_limited(chunks: Iterable[bytes], limit: int) -> bytes:
@@ -124,6 +136,30 @@ async def aread_limited(chunks: AsyncIterable[bytes], limit: int) -> bytes:
     return b"".join(parts)
 
 
+# What a driver raises binding a value its column cannot hold (an int beyond 64 bits, an object).
+_BINDING_ERRORS: tuple[type[Exception], ...] = (OverflowError, TypeError, ValueError)
+
+
+def _driver_errors(dialect: Dialect) -> tuple[type[Exception], ...]:
+    """The DBAPI's root error (``sqlite3.Error``, ``psycopg.Error``), which code on the driver's cursor
+    (``posync.repositories.driver``) raises untranslated."""
+    error = getattr(getattr(dialect, "dbapi", None), "Error", None)
+    return (error,) if isinstance(error, type) and issubclass(error, Exception) else ()
+
+
+def _reason(exc: Exception) -> str:
+    """What the database said, without the SQL or the values bound (SQLAlchemy appends both to its
+    messages; the driver's own error, ``orig``, has neither). First line only: PostgreSQL's DETAIL echoes the
+    row."""
+    if isinstance(exc, StorageError):  # posync's own wording, already without SQL
+        text = str(exc)
+    else:
+        orig = getattr(exc, "orig", None)
+        source = orig if isinstance(orig, BaseException) else exc
+        text = f"{type(source).__name__}: {source}"
+    return (text.strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
 class WebhookReceiver:
     """Verifies, parses, de-duplicates and applies HO webhooks. Framework-free; see the module docstring."""
 
@@ -144,6 +180,8 @@ class WebhookReceiver:
         self._receipts = receipts
         self._apply = apply
         self._apply_in_session = apply_in_session
+        self._rejected = (StorageError, SQLAlchemyError, *_driver_errors(receipts.engine.dialect),
+                          *_BINDING_ERRORS)
         self._sources = sources
         self.max_body_bytes = max_body_bytes
         self._clock = clock
@@ -193,6 +231,11 @@ class WebhookReceiver:
             duplicate = self._apply_once(event)
         except WebhookError as exc:
             return self.refuse(exc, peer, event.message_id)
+        except self._rejected as exc:  # the record does not fit the outlet's columns: a 5xx would be resent
+            message = f"{event.resource}:{event.entity_id} could not be stored: {_reason(exc)}"
+            logger.warning("webhook %s (%s) rejected by apply: %s", event.message_id, event.type.value,
+                           message, exc_info=logger.isEnabledFor(logging.DEBUG))
+            return error_response(422, "APPLY_REJECTED", message)
         except PosyncError as exc:
             logger.warning("webhook %s (%s %s) rejected by apply: %s", event.message_id, event.type.value,
                            event.resource, exc)

@@ -15,6 +15,7 @@ from posync.webhooks.receiver import (
     WebhookReceiver,
     WebhookRequest,
     WebhookResponse,
+    check_content_length,
     error_response,
     read_limited,
 )
@@ -50,9 +51,11 @@ def _chunks(stream: IO[bytes], remaining: int | None) -> Iterator[bytes]:
 
 def read_stream(stream: IO[bytes], content_length: str | None, limit: int, *, terminated: bool) -> bytes:
     """Read at most ``limit`` bytes (+1 to detect overflow). Without a Content-Length the stream must be
-    terminated (``wsgi.input_terminated``); otherwise reading could block, so 411."""
-    if content_length:
-        return read_limited(_chunks(stream, min(int(content_length), limit + 1)), limit)
+    terminated (``wsgi.input_terminated``); otherwise reading could block, so 411. A Content-Length that is
+    not plain ASCII digits is a 400, one above ``limit`` a 413."""
+    declared = check_content_length(content_length, limit)
+    if declared is not None:
+        return read_limited(_chunks(stream, declared), limit)
     if not terminated:
         raise InvalidPayloadError("Content-Length required", status=411)
     return read_limited(_chunks(stream, limit + 1), limit)

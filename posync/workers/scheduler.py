@@ -55,11 +55,13 @@ class EmbeddedScheduler:
         self._scheduler.modify_job(JOB_ID, next_run_time=datetime.now(UTC))
 
     def stop(self) -> None:
+        """Remove posync's jobs (and stop the scheduler posync started) without waiting for a running
+        cycle: the worker is asked to stop and waited for, with a bound, by ``Posync.close``."""
         for job_id in (JOB_ID, HOUSEKEEPING_ID):
             if self._scheduler.get_job(job_id) is not None:
                 self._scheduler.remove_job(job_id)
         if self._owns_scheduler and self._scheduler.running:
-            self._scheduler.shutdown(wait=True)
+            self._scheduler.shutdown(wait=False)
 
     def _run_housekeeping(self) -> None:
         try:

@@ -1,0 +1,179 @@
+"""``posync photos ...``: sync, reconcile and status, from flags or ``POSYNC_*`` variables.
+
+    posync photos sync --ho-url http://ho:8002 --username u --password p --company-id C --store-id S \\
+        --api v1 --store fs:/var/lib/pos/photos --db-url sqlite:///pos.db
+    posync photos sync --store s3://product-images --s3-endpoint edge_minio:9000 --s3-access-key ...
+    posync photos reconcile [--product ID] [--fix]
+    posync photos status
+
+``photos_app`` is a typer app for the core CLI to mount (``app.add_typer(photos_app, name="photos")``);
+``python -m posync.photos.cli`` runs it alone. ``sync`` exits 1 when any photo failed (or deletes were held
+back by the cap), 2 on bad settings; output ends with a JSON summary.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import typer
+
+from posync.errors import PosyncError
+from posync.photos.report import Progress
+
+__all__ = ["main", "photos_app"]
+
+photos_app = typer.Typer(help="Product photos from head office to this outlet (issue 12).", no_args_is_help=True,
+                         pretty_exceptions_enable=False)
+
+_FLAGS: dict[str, Any] = {}
+
+
+def _opt(default: Any, *names: str, help: str) -> Any:  # noqa: A002 - typer's own keyword
+    return typer.Option(default, *names, help=help, show_default=False)
+
+
+@photos_app.callback()
+def _common(
+    ho_url: str = _opt(None, "--ho-url", help="HO base URL (POSYNC_HO_URL)"),
+    username: str = _opt(None, "--username", help="HO user for the JWT token endpoint (POSYNC_USERNAME)"),
+    password: str = _opt(None, "--password", help="(POSYNC_PASSWORD)"),
+    api_key: str = _opt(None, "--api-key", help="instead of a user: an API key (POSYNC_API_KEY)"),
+    company_id: str = _opt(None, "--company-id", help="(POSYNC_COMPANY_ID)"),
+    store_id: str = _opt(None, "--store-id", help="(POSYNC_STORE_ID)"),
+    api: str = _opt(None, "--api", help="v1 (seed 001) or legacy (seed 000) (POSYNC_PHOTO_API)"),
+    store: str = _opt(None, "--store", help="fs:PATH | s3://BUCKET | db (POSYNC_PHOTO_STORE)"),
+    db_url: str = _opt(None, "--db-url", help="the outlet database (POSYNC_DB_URL)"),
+    s3_endpoint: str = _opt(None, "--s3-endpoint", help="host:port (POSYNC_PHOTO_S3_ENDPOINT)"),
+    s3_access_key: str = _opt(None, "--s3-access-key", help="(POSYNC_PHOTO_S3_ACCESS_KEY)"),
+    s3_secret_key: str = _opt(None, "--s3-secret-key", help="(POSYNC_PHOTO_S3_SECRET_KEY)"),
+    s3_secure: bool = typer.Option(None, "--s3-secure/--s3-plain", help="HTTPS to S3 (POSYNC_PHOTO_S3_SECURE)"),
+    workers: int = _opt(None, "--workers", help="parallel transfers (POSYNC_PHOTO_WORKERS)"),
+    engine: str = _opt(None, "--engine", help="auto | curl | urllib3 (POSYNC_PHOTO_ENGINE)"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s %(message)s")
+    _FLAGS.clear()
+    _FLAGS.update({k: v for k, v in {
+        "ho_url": ho_url, "username": username, "password": password, "api_key": api_key, "company_id": company_id,
+        "store_id": store_id, "photo_api": api, "photo_store": store, "db_url": db_url,
+        "photo_s3_endpoint": s3_endpoint, "photo_s3_access_key": s3_access_key,
+        "photo_s3_secret_key": s3_secret_key, "photo_s3_secure": s3_secure, "photo_workers": workers,
+        "photo_engine": engine}.items() if v is not None})
+
+
+def _open() -> Any:
+    from pydantic import ValidationError
+
+    from posync.db import create_engine
+    from posync.migrations import upgrade
+    from posync.photos.app import build_photo_sync
+    from posync.photos.settings import PhotoSettings
+
+    try:
+        settings = PhotoSettings(**_FLAGS)
+    except ValidationError as exc:
+        typer.echo(f"bad photo settings: {exc.errors()[0].get('msg')}", err=True)
+        raise typer.Exit(2) from None
+    if not settings.db_url:
+        typer.echo("give --db-url (or POSYNC_DB_URL): the outlet database", err=True)
+        raise typer.Exit(2)
+    db = create_engine(settings.db_url)
+    upgrade(db)
+    return db, build_photo_sync(settings, engine=db)
+
+
+def _echo(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, default=str))
+
+
+@photos_app.command()
+def sync(full: bool = typer.Option(False, "--full", help="list everything (the nightly check)"),
+         max_deletes: int = typer.Option(None, "--max-deletes", help="allow this many deletes this run"),
+         progress: bool = typer.Option(True, "--progress/--no-progress")) -> None:
+    """One pass: list HO's photos, fetch what changed, verify, commit; HO's deletes after a clean pass."""
+    db, photo_sync = _open()
+    try:
+        with _bar(progress) as on_progress:
+            report = photo_sync.sync(full=full, progress=on_progress, max_deletes=max_deletes)
+    except PosyncError as exc:
+        typer.echo(f"photo sync failed: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        photo_sync.close()
+        db.dispose()
+    _echo(report.as_dict())
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@photos_app.command()
+def reconcile(product: str = typer.Option(None, "--product", help="one product; default: all"),
+              fix: bool = typer.Option(False, "--fix", help="remove orphaned bytes, re-queue missing ones"),
+              remove_orphaned: bool = typer.Option(True, "--remove-orphaned/--keep-orphaned"),
+              recreate_missing: bool = typer.Option(True, "--recreate-missing/--no-recreate-missing")) -> None:
+    """Check store against metadata (a dry run unless --fix); with --fix, missing bytes come again from HO."""
+    db, photo_sync = _open()
+    try:
+        report = photo_sync.reconcile(product_id=product, fix=fix, remove_orphaned=remove_orphaned,
+                                      recreate_missing=recreate_missing)
+        if fix and report.requeued:
+            photo_sync.sync()
+    except PosyncError as exc:
+        typer.echo(f"photo reconcile failed: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        photo_sync.close()
+        db.dispose()
+    _echo(report.as_dict())
+
+
+@photos_app.command()
+def status() -> None:
+    """Photo counts by state and the last passes."""
+    db, photo_sync = _open()
+    try:
+        _echo(photo_sync.status())
+    finally:
+        photo_sync.close()
+        db.dispose()
+
+
+class _bar:  # noqa: N801 - used as a context manager, reads as one
+    """rich's progress bar (typer brings rich): photos done/total, bytes/s and ETA; silent off a terminal."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._progress: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> Any:
+        if not self.enabled:
+            return None
+        from rich.progress import BarColumn, DownloadColumn, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+        from rich.progress import Progress as Bar
+
+        self._progress = Bar(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                             TimeRemainingColumn(), transient=False)
+        self._progress.start()
+        self._task = self._progress.add_task("listing", total=None)
+        return self.update
+
+    def update(self, p: Progress) -> None:
+        text = f"{p.phase} {p.photos_done}/{p.photos_total} photos" if p.photos_total else f"{p.phase} {p.listed} listed"
+        if p.failed:
+            text += f", {p.failed} failed"
+        self._progress.update(self._task, description=text, total=p.bytes_total or None, completed=p.bytes_done)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+def main() -> None:
+    photos_app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,198 @@
+"""``PhotoSync``: one pass = list (HO's manifest into rows), transfer (bytes for rows that need them),
+delete (HO's deletes, after an error-free pass, under a cap), report (the older API's status call).
+
+One pass at a time per outlet: a lock in the process and a lock file beside the staged downloads (so two
+processes sharing a store do not fetch into the same partial files); a pass that finds either taken
+returns at once with ``busy``. Every wait is bounded: HTTP timeouts on each request, and the pass's own
+deadline over all of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import IO, Any
+
+from sqlalchemy.engine import Engine
+
+from posync.db import write_transaction
+from posync.errors import HOErrorResponse, TransportError
+from posync.photos import ops
+from posync.photos import repository as repo
+from posync.photos.client.http import AuthHeaders
+from posync.photos.client.sources import PhotoSource
+from posync.photos.decide import plan_deletes
+from posync.photos.errors import DeleteCapExceeded, PhotoStoreError
+from posync.photos.listing import Lister, ProductLookup
+from posync.photos.report import ProgressFn, SyncReport, Tally
+from posync.photos.stores.base import PhotoStore
+from posync.photos.transfer.engine import ByteEngine
+from posync.photos.transfers import Transfers
+
+__all__ = ["PhotoSync"]
+
+log = logging.getLogger("posync.photos")
+
+
+class PhotoSync:
+    def __init__(self, engine: Engine, source: PhotoSource, store: PhotoStore, byte_engine: ByteEngine,
+                 auth: AuthHeaders, *, checkpoint_key: str, page_size: int = 100, max_deletes: int = 100,
+                 deadline_seconds: float = 3600.0, products: ProductLookup | None = None,
+                 closers: list[Any] | None = None) -> None:
+        self.engine = engine
+        self.source = source
+        self.store = store
+        self.byte_engine = byte_engine
+        self.auth = auth
+        self.checkpoint_key = checkpoint_key
+        self.max_deletes = max_deletes
+        self.deadline_seconds = deadline_seconds
+        self.lister = Lister(engine, source, checkpoint_key, page_size=page_size, products=products)
+        self._closers = closers or []
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"PhotoSync(source={self.source.name!r}, store={self.store!r})"
+
+    # -- a pass ------------------------------------------------------------------------------------------
+
+    def sync(self, *, full: bool = False, progress: ProgressFn | None = None,
+             max_deletes: int | None = None) -> SyncReport:
+        """One pass. ``full`` lists everything (the nightly check) and retries failed photos at once;
+        otherwise only what HO changed since the checkpoint, plus photos still owed bytes."""
+        report = SyncReport(full=full)
+        started = time.monotonic()
+        with self._exclusive() as got:
+            if not got:
+                report.busy = True
+                return report
+            deadline = started + self.deadline_seconds
+            tally = Tally(report, progress)
+            requests_before = self.source_requests()
+            self.lister.run(report, tally, full=full, deadline=deadline)
+            transfers = Transfers(self.engine, self.store, self.source, self.byte_engine, self.auth, self.lister)
+            transfers.run(report, tally, full=full, deadline=deadline)
+            tally.phase = "deleting"
+            tally.emit(force=True)
+            self._deletes(report, self.max_deletes if max_deletes is None else max_deletes)
+            self._report_to_ho(transfers, report)
+            report.api_requests = self.source_requests() - requests_before
+            report.seconds = time.monotonic() - started
+            tally.phase = "done"
+            tally.emit(force=True)
+            self._save_summary(report)
+        log.info("photo pass (%s): %d listed, %d synced, %d failed, %d deleted, %.1f MB in %.2fs",
+                 "full" if full else "incremental", report.listed, report.synced, report.failed, report.deleted,
+                 report.bytes / 1e6, report.seconds)
+        return report
+
+    def source_requests(self) -> int:
+        return int(getattr(self.source, "requests", 0))
+
+    def _deletes(self, report: SyncReport, cap: int) -> None:
+        with repo.translating("read HO deletes"), self.engine.connect() as conn:
+            ids = repo.tombstoned(conn)
+        clean = report.error is None and report.failed == 0 and not report.shifted
+        decision = plan_deletes(len(ids), cap, clean_pass=clean)
+        if not decision.apply:
+            if ids:
+                report.deletes_held = len(ids) if clean else 0
+                report.delete_note = decision.reason
+                if clean:
+                    log.warning("photos: %s", DeleteCapExceeded(len(ids), cap))
+            return
+        for photo_id in ids:
+            try:
+                report.deleted += ops.delete_photo(self.engine, self.store, photo_id)
+            except PhotoStoreError as exc:
+                report.failed += 1
+                report.failures.append({"photo_id": photo_id, "reason": f"delete: {exc.operation}"})
+
+    def _report_to_ho(self, transfers: Transfers, report: SyncReport) -> None:
+        if not transfers.reports:
+            return
+        try:
+            self.source.report(transfers.reports)
+        except (TransportError, HOErrorResponse) as exc:  # the photos are fine; HO learns next time
+            log.warning("photos: status report to HO failed: %s", exc)
+
+    def _save_summary(self, report: SyncReport) -> None:
+        summary = {k: v for k, v in report.as_dict().items() if k != "failures"}
+        summary["at"] = datetime.now(UTC).isoformat()
+        with contextlib.suppress(Exception), write_transaction(self.engine) as conn:
+            repo.save_checkpoint(conn, self.checkpoint_key, last_summary=json.dumps(summary))
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[bool]:
+        if not self._lock.acquire(blocking=False):
+            yield False
+            return
+        lock_file: IO[bytes] | None = None
+        try:
+            lock_file = _lock_file(self.store)
+            yield lock_file is not None
+        finally:
+            if lock_file is not None:
+                lock_file.close()  # closing releases the flock
+            self._lock.release()
+
+    # -- state -------------------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Counts per sync status (plus waiting for a product, deleted at HO) and the last passes."""
+        with repo.translating("read photo status"), self.engine.connect() as conn:
+            counts = repo.counts(conn)
+            cp = repo.load_checkpoint(conn, self.checkpoint_key)
+        last = json.loads(cp.last_summary) if cp is not None and cp.last_summary else None
+        return {"source": self.source.name, "store": self.store.kind, "photos": counts,
+                "updated_since": _iso(cp.updated_since if cp is not None else None),
+                "last_incremental_at": _iso(cp.last_incremental_at if cp is not None else None),
+                "last_full_at": _iso(cp.last_full_at if cp is not None else None), "last_pass": last}
+
+    def reconcile(self, *, product_id: str | None = None, fix: bool = False, remove_orphaned: bool = True,
+                  recreate_missing: bool = True) -> Any:
+        """Check (and with ``fix``, repair) store against metadata; missing bytes come again from HO on the
+        next pass (:mod:`posync.photos.reconcile`). Returns a ReconcileReport."""
+        from posync.photos.reconcile import reconcile
+
+        return reconcile(self.engine, self.store, product_id=product_id, fix=fix, remove_orphaned=remove_orphaned,
+                         recreate_missing=recreate_missing)
+
+    def close(self) -> None:
+        for closer in (self.byte_engine, self.store, *self._closers):
+            with contextlib.suppress(Exception):
+                closer.close()
+
+    def __enter__(self) -> PhotoSync:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return (value.replace(tzinfo=UTC) if value.tzinfo is None else value).isoformat()  # SQLite reads naive UTC
+
+
+def _lock_file(store: PhotoStore) -> IO[bytes] | None:
+    """An exclusive, non-blocking lock beside the staged downloads; None when another process holds it."""
+    f = open(store.staging_dir() / ".lock", "ab")  # noqa: SIM115 - returned to the caller, who closes it
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): the in-process lock is all there is
+        return f
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        return None
+    os.set_inheritable(f.fileno(), False)
+    return f

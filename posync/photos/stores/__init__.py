@@ -1,0 +1,39 @@
+"""Edge stores behind one interface (:class:`PhotoStore`): the filesystem, S3/MinIO, the outlet database.
+
+``open_store("fs:/var/lib/pos/photos")``, ``open_store("s3://product-images", endpoint=...)`` or
+``open_store("db", engine=...)`` builds one from the spec the CLI and settings use.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from posync.photos.errors import PhotoConfigError
+from posync.photos.stores.base import PhotoStore, StoredObject, check_key
+from posync.photos.stores.db import DatabaseStore
+from posync.photos.stores.fs import FileStore
+from posync.photos.stores.s3 import S3Store, etag_md5
+
+__all__ = ["DatabaseStore", "FileStore", "PhotoStore", "S3Store", "StoredObject", "check_key", "etag_md5",
+           "open_store"]
+
+
+def open_store(spec: str, *, engine: Any = None, staging: str | Path | None = None, **s3: Any) -> PhotoStore:
+    """``fs:PATH`` | ``s3://BUCKET`` (``endpoint``, ``access_key``, ``secret_key``, ``secure``, ``region``,
+    ``public_read`` as keywords) | ``db`` (needs ``engine``)."""
+    if spec.startswith("fs:"):
+        if not spec[3:]:
+            raise PhotoConfigError("fs: store needs a path, e.g. fs:/var/lib/pos/photos")
+        return FileStore(spec[3:])
+    if spec.startswith("s3://"):
+        bucket = spec[5:].strip("/")
+        endpoint = s3.pop("endpoint", None)
+        if not bucket or not endpoint:
+            raise PhotoConfigError("s3:// store needs a bucket and an endpoint (host:port)")
+        return S3Store(endpoint, bucket, staging=staging, **s3)
+    if spec == "db":
+        if engine is None:
+            raise PhotoConfigError("the db store needs the outlet database's engine")
+        return DatabaseStore(engine, staging=staging)
+    raise PhotoConfigError(f"unknown store {spec!r}: give fs:PATH, s3://BUCKET or db")

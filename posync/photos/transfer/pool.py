@@ -1,0 +1,118 @@
+"""The pure-Python byte engine: N threads over one urllib3 pool (kept-alive connections)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import urllib3
+from urllib3.exceptions import HTTPError, ProtocolError, ReadTimeoutError, TimeoutError
+
+from posync.photos.errors import PhotoTransferError
+from posync.photos.stores.base import CHUNK
+from posync.photos.transfer.engine import (
+    AuthFn,
+    BytesFn,
+    DoneFn,
+    FetchJob,
+    FetchOutcome,
+    TransferPolicy,
+    after_failure,
+    classify_status,
+)
+from posync.photos.transfer.staged import TooLong
+
+__all__ = ["Urllib3Engine"]
+
+
+class Urllib3Engine:
+    name = "urllib3"
+
+    def __init__(self, policy: TransferPolicy) -> None:
+        self.policy = policy
+        self._pool = urllib3.PoolManager(num_pools=8, maxsize=policy.workers, block=True, retries=False,
+                                         timeout=urllib3.Timeout(connect=policy.connect_timeout,
+                                                                 read=policy.stall_timeout))
+
+    def run(self, jobs: Iterable[FetchJob], on_done: DoneFn, *, deadline: float, auth: AuthFn,
+            on_bytes: BytesFn | None = None) -> None:
+        source: Iterator[FetchJob] = iter(jobs)
+        lock = threading.Lock()
+
+        def next_job() -> FetchJob | None:
+            with lock:
+                return next(source, None)
+
+        def worker() -> None:
+            while (job := next_job()) is not None:
+                on_done(self._fetch(job, deadline, auth, on_bytes))
+
+        with ThreadPoolExecutor(self.policy.workers, thread_name_prefix="posync-photo") as pool:
+            futures = [pool.submit(worker) for _ in range(self.policy.workers)]
+            for f in futures:
+                f.result()
+
+    def _fetch(self, job: FetchJob, deadline: float, auth: AuthFn, on_bytes: BytesFn | None) -> FetchOutcome:
+        if job.staged.complete_on_disk():
+            return FetchOutcome(job, None)
+        while True:
+            if time.monotonic() >= deadline:
+                job.staged.keep()
+                return FetchOutcome(job, job.last_error or PhotoTransferError(job.photo_id, "deadline"))
+            job.attempts += 1
+            error = self._attempt(job, deadline, auth, on_bytes)
+            if error is None:
+                return FetchOutcome(job, None)
+            now = time.monotonic()
+            if not after_failure(job, error, self.policy, now, deadline):
+                return FetchOutcome(job, error)
+            time.sleep(max(0.0, job.not_before - now))
+
+    def _attempt(self, job: FetchJob, deadline: float, auth: AuthFn,
+                 on_bytes: BytesFn | None) -> PhotoTransferError | None:
+        staged = job.staged
+        headers = staged.resume_headers()
+        if job.authenticated:
+            headers.update(auth(job.refreshed_auth and job.last_error is not None
+                                and job.last_error.reason == "http_401"))
+        ends = min(deadline, time.monotonic() + self.policy.transfer_timeout)
+        try:
+            response = self._pool.request("GET", job.url, headers=headers, preload_content=False, redirect=False)
+        except (TimeoutError, ReadTimeoutError) as exc:
+            return PhotoTransferError(job.photo_id, "timeout", type(exc).__name__)
+        except HTTPError as exc:
+            return PhotoTransferError(job.photo_id, "connection", type(exc).__name__)
+        clean = False
+        try:
+            if response.status not in (200, 206):
+                return classify_status(job, response.status)
+            staged.begin(response.status, {k.lower(): v for k, v in response.headers.items()})
+            for chunk in response.stream(CHUNK):
+                staged.write(chunk)
+                if on_bytes is not None:
+                    on_bytes(len(chunk))
+                if time.monotonic() > ends:
+                    return PhotoTransferError(job.photo_id, "timeout", "transfer took too long")
+            clean = True
+        except TooLong:
+            return PhotoTransferError(job.photo_id, "long", f"more than {job.size} bytes")
+        except (ReadTimeoutError, TimeoutError):
+            return PhotoTransferError(job.photo_id, "stalled", f"no byte for {self.policy.stall_timeout:g}s")
+        except ProtocolError as exc:  # closed early (urllib3 enforces Content-Length)
+            return PhotoTransferError(job.photo_id, "short", type(exc).__name__)
+        except (HTTPError, OSError) as exc:
+            return PhotoTransferError(job.photo_id, "connection", type(exc).__name__)
+        finally:
+            if clean:
+                response.release_conn()
+            else:  # never hand a half-read connection back to the pool
+                response.close()
+        verdict = staged.verdict()
+        if verdict is not None:
+            return PhotoTransferError(job.photo_id, verdict, f"{staged.offset} of {job.size} bytes")
+        return None
+
+    def close(self) -> None:
+        self._pool.clear()

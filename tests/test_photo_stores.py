@@ -1,0 +1,148 @@
+"""One contract suite for the PhotoStore interface, run against all three stores: the filesystem, S3 (moto's
+ThreadedMotoServer over real HTTP, through the minio client) and the outlet database (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+import posync
+from posync.migrations import upgrade
+from posync.photos.errors import PhotoConfigError, PhotoStoreError
+from posync.photos.stores import DatabaseStore, FileStore, PhotoStore, S3Store, etag_md5, open_store
+from posync.testing.photos.s3 import moto_s3
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    with moto_s3() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(params=["fs", "s3", "db-sqlite", pytest.param("db-postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PhotoStore]:
+    kind = request.param
+    if kind == "fs":
+        yield FileStore(tmp_path / "photos")
+        return
+    if kind == "s3":
+        endpoint = request.getfixturevalue("s3_endpoint")
+        s3 = S3Store(endpoint, f"b-{uuid.uuid4().hex[:10]}", access_key="testing", secret_key=SecretStr("testing"),
+                     region="us-east-1", staging=tmp_path / "staging", part_size=5 * 1024 * 1024)
+        yield s3
+        s3.close()
+        return
+    url = f"sqlite:///{tmp_path / 'o.db'}" if kind == "db-sqlite" else request.getfixturevalue("pg_url")
+    engine = posync.create_engine(url)
+    upgrade(engine)
+    yield DatabaseStore(engine, staging=tmp_path / "staging", chunk_size=64 * 1024)
+    engine.dispose()
+
+
+def staged(store: PhotoStore, data: bytes) -> Path:
+    path = store.staging_dir() / f"{uuid.uuid4().hex}.part"
+    path.write_bytes(data)
+    return path
+
+
+def put(store: PhotoStore, key: str, data: bytes) -> None:
+    store.put_file(key, staged(store, data), md5=md5(data), content_type="image/jpeg", consume=True)
+
+
+def test_put_read_stat_hash_roundtrip(store: PhotoStore) -> None:
+    data = os.urandom(200_000)
+    put(store, "products/p1/primary.jpg", data)
+    assert b"".join(store.read("products/p1/primary.jpg")) == data
+    stat = store.stat("products/p1/primary.jpg")
+    assert stat is not None and stat.size == len(data) and stat.md5 in (None, md5(data))
+    assert store.hash("products/p1/primary.jpg") == md5(data)
+    assert store.stat("products/p1/other.jpg") is None and store.hash("products/p1/other.jpg") is None
+
+
+def test_replace_is_whole_and_consume_takes_the_file(store: PhotoStore) -> None:
+    put(store, "products/p1/a.jpg", b"old" * 1000)
+    new = os.urandom(70_000)
+    path = staged(store, new)
+    store.put_file("products/p1/a.jpg", path, md5=md5(new), content_type="image/webp", consume=True)
+    assert not path.exists()
+    assert b"".join(store.read("products/p1/a.jpg")) == new
+    kept = staged(store, b"x" * 10)
+    store.put_file("products/p1/b.jpg", kept, md5=md5(b"x" * 10), content_type="image/jpeg")
+    assert kept.exists()  # without consume the caller's file stays
+
+
+def test_copy_delete_and_list_by_prefix(store: PhotoStore) -> None:
+    put(store, "products/p1/500ml/hero.jpg", b"hero")
+    put(store, "products/p1/500ml/info.jpg", b"info")
+    put(store, "products/p2/primary.jpg", b"p2")
+    store.copy("products/p1/500ml/hero.jpg", "products/p1/1kg/hero.jpg")
+    assert b"".join(store.read("products/p1/1kg/hero.jpg")) == b"hero"
+    assert sorted(o.key for o in store.list("products/p1/")) == [
+        "products/p1/1kg/hero.jpg", "products/p1/500ml/hero.jpg", "products/p1/500ml/info.jpg"]
+    assert {o.key for o in store.list()} >= {"products/p2/primary.jpg"}
+    assert store.delete("products/p1/500ml/hero.jpg") is True
+    assert store.delete("products/p1/500ml/hero.jpg") is False
+    assert "products/p1/500ml/hero.jpg" not in {o.key for o in store.list()}
+    with pytest.raises(PhotoStoreError):
+        b"".join(store.read("products/p1/500ml/hero.jpg"))
+
+
+def test_staging_is_not_listed_and_empty_objects_work(store: PhotoStore) -> None:
+    (store.staging_dir() / "abc.part").write_bytes(b"partial")
+    put(store, "products/p3/empty.jpg", b"")
+    assert [o.key for o in store.list()] == ["products/p3/empty.jpg"]
+    assert store.hash("products/p3/empty.jpg") == md5(b"")
+
+
+@pytest.mark.parametrize("key", ["", "/abs.jpg", "a/../b.jpg", "a//b.jpg", ".posync-staging/x", "a\\b.jpg"])
+def test_unsafe_keys_are_refused(store: PhotoStore, key: str) -> None:
+    with pytest.raises(PhotoConfigError):
+        put(store, key, b"x")
+
+
+def test_large_object_streams_in_chunks(store: PhotoStore) -> None:
+    data = os.urandom(6 * 1024 * 1024 + 123)  # above the S3 part size here: a multipart upload
+    put(store, "products/big/photo.jpg", data)
+    chunks = list(store.read("products/big/photo.jpg"))
+    assert len(chunks) > 1 and max(len(c) for c in chunks) <= 1024 * 1024
+    assert b"".join(chunks) == data
+    assert store.hash("products/big/photo.jpg") == md5(data)
+
+
+def test_multipart_etag_is_never_taken_for_an_md5() -> None:
+    assert etag_md5('"5cd6a73f49b355a6fd4347f5dd0a2338"') == "5cd6a73f49b355a6fd4347f5dd0a2338"
+    assert etag_md5('"5cd6a73f49b355a6fd4347f5dd0a2338-2"') is None
+    assert etag_md5("W/opaque") is None and etag_md5(None) is None
+
+
+def test_s3_multipart_object_reports_no_md5_but_hashes_right(s3_endpoint: str, tmp_path: Path) -> None:
+    s3 = S3Store(s3_endpoint, "multipart-check", access_key="testing", secret_key=SecretStr("testing"),
+                 region="us-east-1", staging=tmp_path, part_size=5 * 1024 * 1024)
+    data = os.urandom(11 * 1024 * 1024)
+    put(s3, "products/m/p.jpg", data)
+    stat = s3.stat("products/m/p.jpg")
+    assert stat is not None and stat.md5 is None  # a "-N" ETag
+    assert s3.hash("products/m/p.jpg") == md5(data)
+    assert "testing" not in repr(s3)
+    s3.close()
+
+
+def test_open_store_specs(tmp_path: Path, sqlite_url: str) -> None:
+    assert isinstance(open_store(f"fs:{tmp_path}"), FileStore)
+    engine = posync.create_engine(sqlite_url)
+    assert isinstance(open_store("db", engine=engine), DatabaseStore)
+    assert isinstance(open_store("s3://bucket", endpoint="127.0.0.1:9"), S3Store)  # nothing connects yet
+    for bad in ("fs:", "s3://bucket", "ftp://x", "db"):
+        with pytest.raises(PhotoConfigError):
+            open_store(bad)
+    engine.dispose()
