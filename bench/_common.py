@@ -169,10 +169,11 @@ class HOProcess:
 
 
 @contextmanager
-def head_office(db_path: Path, *, startup_timeout: float = 30.0) -> Iterator[HOProcess]:
-    """``python -m posync.testing`` on loopback in a separate process (its own GIL); stopped on exit."""
+def head_office(db_path: Path, *, startup_timeout: float = 30.0, extra: tuple[str, ...] = ()) -> Iterator[HOProcess]:
+    """``python -m posync.testing`` on loopback in a separate process (its own GIL); stopped on exit.
+    ``extra``: more options, e.g. ``("--profile", "seed")``."""
     cmd = [sys.executable, "-m", "posync.testing", "--db", f"sqlite:///{db_path}", "--host", "127.0.0.1",
-           "--port", "0", "--api-key", API_KEY]
+           "--port", "0", *(extra or ("--api-key", API_KEY))]
     log_path = db_path.with_suffix(".log")
     log_file = log_path.open("w")  # a file, not a pipe: a chatty server must never block on a full pipe
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log_file, text=True)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import functools
 import uuid
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
@@ -45,14 +46,21 @@ def _same(value: Any) -> Any:
     return value
 
 
+@functools.lru_cache(maxsize=4096)
+def _parse_text(value: str) -> datetime:
+    # cached: applying a page reads each record's updated_at more than once (its version, its column)
+    try:
+        parsed = datetime.fromisoformat(value.strip())  # 3.11: "Z", a space for "T", any fraction
+    except ValueError:
+        raise ValueError(f"{value[:40]!r} is not an ISO 8601 timestamp") from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
 def parse_datetime(value: Any) -> datetime:
     """ISO 8601 text (``Z`` allowed) or a datetime, as an aware UTC datetime (naive taken as UTC)."""
     if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value.strip())  # 3.11: "Z", a space for "T", any fraction
-        except ValueError:
-            raise ValueError(f"{value[:40]!r} is not an ISO 8601 timestamp") from None
-    elif isinstance(value, datetime):
+        return _parse_text(value)
+    if isinstance(value, datetime):
         parsed = value
     else:
         raise ValueError(f"a timestamp must be ISO 8601 text, not {type(value).__name__}")
@@ -63,12 +71,17 @@ class Codec:
     """One column's two conversions. ``to_wire`` is ``None`` where the Python value is already what the
     wire carries (str, int, float, bool, None and JSON values): the hot path then skips the column."""
 
-    __slots__ = ("from_wire", "name", "to_wire")
+    __slots__ = ("from_wire", "max_length", "name", "plain", "to_wire")
 
-    def __init__(self, name: str, to_wire: Convert | None, from_wire: Convert) -> None:
+    def __init__(self, name: str, to_wire: Convert | None, from_wire: Convert, *, plain: type | None = None,
+                 max_length: int | None = None) -> None:
         self.name = name
         self.to_wire = to_wire
         self.from_wire = from_wire
+        # a value of exactly this type (and, text, no longer than max_length) is taken as it is: the hot
+        # path of a pull skips the conversion call (an integer out of range is refused by the database)
+        self.plain = plain
+        self.max_length = max_length
 
 
 def _impl(type_: sa.types.TypeEngine[Any]) -> sa.types.TypeEngine[Any]:
@@ -92,14 +105,14 @@ def codec_for(column: sa.Column[Any]) -> Codec:
     if isinstance(impl, sa.ARRAY):
         return Codec(name, None, _list(name))
     if isinstance(impl, sa.Boolean):
-        return Codec(name, None, _bool)
+        return Codec(name, None, _bool, plain=bool)
     if isinstance(impl, sa.Integer):
         # what either database's driver can bind; a narrower column refuses the rest itself (StorageError)
-        return Codec(name, None, _integer(63))
+        return Codec(name, None, _integer(63), plain=int)
     if isinstance(impl, sa.Numeric) and not isinstance(impl, sa.Float) and impl.asdecimal:
         return Codec(name, _decimal_text, _decimal)
     if isinstance(impl, sa.Numeric):  # Float, or a Numeric read as float
-        return Codec(name, None, _number)
+        return Codec(name, None, _number, plain=float)
     if isinstance(impl, sa.DateTime):
         return Codec(name, _datetime_text, _aware_utc if aware else _naive_utc)
     if isinstance(impl, sa.Date):
@@ -114,7 +127,7 @@ def codec_for(column: sa.Column[Any]) -> Codec:
         return Codec(name, _b64, _unb64)
     if isinstance(impl, sa.String):
         length = impl.length
-        return Codec(name, None, _string(length))
+        return Codec(name, None, _string(length), plain=str, max_length=length)
     return Codec(name, _fallback, _same)
 
 

@@ -73,6 +73,8 @@ class TrackedEntity:
     codecs: Mapping[str, Codec] = field(init=False, repr=False)
     _wire_names: Mapping[str, str] = field(init=False, repr=False)
     _to_wire: tuple[tuple[int, Callable[[Any], Any]], ...] = field(init=False, repr=False)
+    _incoming: tuple[tuple[str, str, type | None, int | None, Callable[[Any], Any]], ...] = field(init=False,
+                                                                                                  repr=False)
     _read_data: Callable[[Mapping[Any, Any]], tuple[Any, ...]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -101,6 +103,9 @@ class TrackedEntity:
         # only the columns whose Python values differ from their JSON are converted (runs for every push)
         object.__setattr__(self, "_to_wire", tuple((i, codecs[c].to_wire) for i, c in enumerate(cols)
                                                    if codecs[c].to_wire is not None))
+        object.__setattr__(self, "_incoming", tuple(
+            (c, self._wire_names[c], codecs[c].plain, codecs[c].max_length, codecs[c].from_wire)
+            for c in cols if c != pks[0].name))
         # one C call per row instead of a Python loop over the columns (runs for every pushed change)
         read = operator.itemgetter(*cols)
         object.__setattr__(self, "_read_data", read if len(cols) > 1 else lambda row: (read(row),))
@@ -144,18 +149,20 @@ class TrackedEntity:
             raise ProtocolError(f"{self.resource}: a record without a usable id")
         return str(value)
 
-    def from_remote(self, record: Mapping[str, Any]) -> dict[str, Any]:
+    def from_remote(self, record: Mapping[str, Any], entity_id: str | None = None) -> dict[str, Any]:
         """An HO record as column values for this table; unknown fields are ignored, absent columns are
         left out (so an update leaves them alone). A value that does not fit its column is a
-        ProtocolError naming the record and the field."""
+        ProtocolError naming the record and the field. Runs for every pulled record."""
         values: dict[str, Any] = {}
-        names = self._wire_names
-        eid = self.record_id(record)
-        for column in self.data_columns:
-            wire = names[column]
+        eid = entity_id if entity_id is not None else self.record_id(record)
+        for column, wire, plain, max_length, convert in self._incoming:
             if wire in record:
+                value = record[wire]
+                if type(value) is plain and (max_length is None or len(value) <= max_length):
+                    values[column] = value
+                    continue
                 try:
-                    values[column] = self.codecs[column].from_wire(record[wire])
+                    values[column] = convert(value)
                 except ValueError as exc:
                     raise ProtocolError(f"{self.resource} {eid[:60]!r}: field {wire!r}: {exc}") from None
         try:

@@ -39,7 +39,7 @@ class PosyncSettings(BaseSettings):
     usage_id_field: str = "usage_id"
 
     push_batch_size: int = Field(500, ge=1, le=5000)
-    pull_page_size: int = Field(500, ge=1, le=1000)
+    pull_page_size: int = Field(1000, ge=1, le=10_000)
     # a page HO sends is applied in transactions of at most this many records (an HO may ignore limit)
     apply_chunk_size: int = Field(500, ge=1, le=5000)
     lease_seconds: float = Field(60.0, gt=0)

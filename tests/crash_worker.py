@@ -1,7 +1,7 @@
 """The process tests/test_crash.py kills: an outlet that keeps selling and syncing until it gets SIGKILL.
 
     python -m tests.crash_worker --db URL --ho URL --journal PATH --run N [--lease SECONDS]
-    python -m tests.crash_worker --db URL --ho URL --journal PATH --fork-server
+    python -m tests.crash_worker --db URL --ho URL --journal PATH --fork-server [--profile seed]
 
 Run from the repository root. The outlet database must already exist (the test prepares it). A worker
 writes one line ``ready`` to stdout once the outlet is open, then loops forever: one tracked change per
@@ -15,7 +15,9 @@ imports everything once, then for each ``start N`` line on stdin forks a fresh w
 process is gone (the test kills it by pid) reaps it and writes ``exited <pid> <exit code>``. It ends at
 the end of stdin.
 
-Journal lines are ``<run> begin|commit create|edit|delete|price <id>``. The outlet database is the truth;
+Against the seed HO (``--profile seed``) a change is a new usage log (an append-only upload) instead.
+
+Journal lines are ``<run> begin|commit create|edit|delete|price|usage <id>``. The outlet database is the truth;
 the journal says which changes certainly committed (``commit``) and which may have (``begin`` only).
 """
 
@@ -34,7 +36,7 @@ import sqlmodel
 from sqlalchemy.orm import sessionmaker
 
 import posync
-from posync.demo.models import Order, Product, pos_registry
+from posync.demo.models import Order, Product, PromotionUsage, pos_registry, seed_registry
 
 OUTLET_ID = "outlet-crash"
 API_KEY = "crash-test-api-key-0123456789"
@@ -48,13 +50,32 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--run", type=int, default=0, help="this start's number: makes order ids unique")
     p.add_argument("--lease", type=float, default=1.0)
     p.add_argument("--fork-server", action="store_true", help="fork a worker for each 'start N' on stdin")
+    p.add_argument("--profile", choices=["posync", "seed"], default="posync", help="the HO's dialect")
     return p.parse_args(argv)
 
 
-def settings(ho_url: str, lease: float) -> posync.PosyncSettings:
-    return posync.PosyncSettings(ho_url=ho_url, outlet_id=OUTLET_ID, api_key=API_KEY, lease_seconds=lease,
+def settings(ho_url: str, lease: float, profile: str = "posync") -> posync.PosyncSettings:
+    auth: dict[str, object] = {"api_key": API_KEY}
+    if profile == "seed":
+        from posync.testing import DEFAULT_PASSWORD, DEFAULT_USERNAME
+
+        auth = {"ho_profile": "seed", "username": DEFAULT_USERNAME, "password": DEFAULT_PASSWORD,
+                "brand_id": "brand-1", "since_overlap_seconds": 1.0}
+    return posync.PosyncSettings(ho_url=ho_url, outlet_id=OUTLET_ID, lease_seconds=lease,
                                  request_timeout=lease * 0.8, push_batch_size=20,
-                                 initial_backoff_seconds=0.05, max_backoff_seconds=0.5)
+                                 initial_backoff_seconds=0.05, max_backoff_seconds=0.5, **auth)
+
+
+def sell_with_a_promotion(Session: sessionmaker, rng: random.Random, run: int, n: int,  # type: ignore[type-arg]
+                          journal: IO[str]) -> None:
+    """Against the seed HO the outlet uploads usage logs (append-only): one per transaction, journaled."""
+    bill = f"b-{run}-{n}"
+    with Session() as s:
+        s.add(PromotionUsage(promotion_id="promo1", bill_id=bill, discount_amount=rng.randint(1, 90) * 100.0,
+                             store_id="outlet-crash"))
+        journal.write(f"{run} begin usage {bill}\n")
+        s.commit()
+        journal.write(f"{run} commit usage {bill}\n")
 
 
 def change(Session: sessionmaker, rng: random.Random, run: int, n: int, journal: IO[str]) -> None:  # type: ignore[type-arg]
@@ -94,7 +115,9 @@ def work(args: argparse.Namespace, run: int) -> None:
     """Sell and sync until killed."""
     engine = posync.create_engine(args.db)
     Session = sessionmaker(engine, class_=sqlmodel.Session, expire_on_commit=False)
-    sync = posync.Posync(engine, pos_registry(), settings(args.ho, args.lease), sessionmaker=Session)
+    registry = seed_registry() if args.profile == "seed" else pos_registry()
+    sync = posync.Posync(engine, registry, settings(args.ho, args.lease, args.profile), sessionmaker=Session)
+    make = sell_with_a_promotion if args.profile == "seed" else change
     rng = random.Random(run)
     with open(args.journal, "a", buffering=1, encoding="utf-8") as journal:
         sys.stdout.write("ready\n")
@@ -102,7 +125,7 @@ def work(args: argparse.Namespace, run: int) -> None:
         n = 0
         while True:
             n += 1
-            change(Session, rng, run, n, journal)
+            make(Session, rng, run, n, journal)
             if n % 2 == 0:
                 try:
                     sync.push.drain(max_batches=3)

@@ -80,13 +80,13 @@ def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM, grace: float = 
             stream.close()
 
 
-@pytest.fixture
-def ho_process(tmp_path: Path) -> Iterator[str]:
+@contextlib.contextmanager
+def reference_ho(tmp_path: Path, *extra: str) -> Iterator[str]:
     """The reference HO as a subprocess (SQLite), living through the whole test; yields its URL."""
     with open(tmp_path / "ho.log", "w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "posync.testing", "--db", f"sqlite:///{tmp_path / 'ho.db'}", "--port", "0",
-             "--api-key", API_KEY, "--outlet", OUTLET_ID],
+             *extra],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True,
         )
         try:
@@ -98,17 +98,24 @@ def ho_process(tmp_path: Path) -> Iterator[str]:
             stop(proc)
 
 
+@pytest.fixture
+def ho_process(tmp_path: Path) -> Iterator[str]:
+    with reference_ho(tmp_path, "--api-key", API_KEY, "--outlet", OUTLET_ID) as url:
+        yield url
+
+
 @dataclass
 class Run:
     kills: int = 0
     changes: int = 0
 
 
-def start_fork_server(db_url: str, ho_url: str, journal: Path, log: IO[str]) -> subprocess.Popen[str]:
+def start_fork_server(db_url: str, ho_url: str, journal: Path, log: IO[str],
+                      profile: str = "posync") -> subprocess.Popen[str]:
     """crash_worker's fork server: forks a fresh worker process per ``start N`` (see its docstring)."""
     return subprocess.Popen(
         [sys.executable, "-m", "tests.crash_worker", "--db", db_url, "--ho", ho_url, "--journal", str(journal),
-         "--lease", str(LEASE), "--fork-server"],
+         "--lease", str(LEASE), "--fork-server", "--profile", profile],
         cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
     )
 
@@ -151,12 +158,12 @@ def ho_edits(ho: RemoteHO, rng: random.Random, n: int) -> None:
         ho.delete("products", rng.choice(live))
 
 
-def kill_loop(db_url: str, ho_url: str, tmp_path: Path, kills: int, seed: int) -> Run:
+def kill_loop(db_url: str, ho_url: str, tmp_path: Path, kills: int, seed: int, profile: str = "posync") -> Run:
     rng = random.Random(seed)
     result = Run()
     log_path = tmp_path / "workers.log"
     with open(log_path, "a") as log, RemoteHO(ho_url) as ho:
-        server = start_fork_server(db_url, ho_url, tmp_path / "journal.txt", log)
+        server = start_fork_server(db_url, ho_url, tmp_path / "journal.txt", log, profile)
         alive: list[int] = []  # forked and not yet reaped by the fork server
         assert server.stdout is not None
         out = Lines(server.stdout)
@@ -285,3 +292,62 @@ def test_sigkill_at_random_points_loses_nothing_and_applies_nothing_twice(
     run = kill_loop(db_url, ho_process, tmp_path, kills=50, seed=KILL_SEEDS[db_url.split(":")[0].split("+")[0]])
     check(db_url, ho_process, tmp_path, run, capsys)
     assert run.kills == 50
+
+
+# -- against the seed HO: pulled catalogue, usage uploads HO does not deduplicate ------------------------------
+
+
+def test_sigkill_against_the_seed_ho_loses_no_usage_and_converges(
+        db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue #11: the same kills against the seed profile. Every usage the outlet committed reaches HO (at
+    least once: HO does not deduplicate, so a kill between HO's commit and ours costs a duplicate, which
+    is counted and printed), and the pulled products equal HO's after a sync and a reconciliation."""
+    from posync.demo.models import PromotionUsage, seed_registry
+    from posync.testing import DEFAULT_PASSWORD, DEFAULT_USERNAME
+
+    with reference_ho(tmp_path, "--profile", "seed") as ho_url:
+        prepare_database(db_url).dispose()
+        with RemoteHO(ho_url) as ho:
+            for n in range(1, 9):
+                ho.put("products", f"p{n}", {"sku": f"P{n}", "name": f"product {n}", "price": n * 1000})
+        run = kill_loop(db_url, ho_url, tmp_path, kills=25, seed=KILL_SEEDS[db_url.split(":")[0].split("+")[0]],
+                        profile="seed")
+        outlet = make_outlet(db_url, ho_url, engine=prepare_database(db_url), registry=seed_registry(),
+                             outlet_id=OUTLET_ID, api_key=None, ho_profile="seed", username=DEFAULT_USERNAME,
+                             password=DEFAULT_PASSWORD, brand_id="brand-1", lease_seconds=LEASE,
+                             request_timeout=LEASE * 0.8, initial_backoff_seconds=0.05, max_backoff_seconds=0.5)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                report = outlet.sync.sync_now()
+                if report.error is None and not outlet.sync.manager.status().queue:
+                    break
+                assert time.monotonic() < deadline, outlet.sync.manager.queue()
+                time.sleep(0.3)
+            outlet.sync.reconcile(force=True)
+            with outlet.Session() as s:
+                local_usages = {u.bill_id for u in s.exec(sqlmodel.select(PromotionUsage)).all()}
+                products = {p.id: p for p in s.exec(sqlmodel.select(Product)).all()}
+        finally:
+            outlet.close()
+        journal, run.changes = read_journal(tmp_path / "journal.txt")
+        with RemoteHO(ho_url) as ho:
+            by_bill = ho.usage_counts("bill_id")
+            by_id = ho.usage_counts("usage_id")
+            ho_products = {k: v for k, v in ho.records("products").items() if not v["deleted"]}
+        committed = journal["commit"].get("usage", set())
+        assert committed and committed <= local_usages
+        missing = sorted(local_usages - set(by_bill))
+        assert not missing, f"committed locally, never reached HO: {missing[:20]}"
+        assert set(by_bill) <= journal["begin"].get("usage", set()), "HO holds usages no worker made"
+        duplicates = sum(n - 1 for n in by_id.values())
+        assert sum(by_bill.values()) - len(by_bill) == duplicates  # a duplicate is a resend of the same usage
+        assert sorted(ho_products) == sorted(products)
+        for pid, product in products.items():
+            assert (ho_products[pid]["data"]["price"], ho_products[pid]["data"]["name"]) == (product.price,
+                                                                                                 product.name)
+        with capsys.disabled():
+            sys.stdout.write(f"\ncrash test, seed HO ({db_url.split(':', 1)[0]}): kills={run.kills} "
+                             f"usages={len(local_usages)} at_ho={sum(by_bill.values())} duplicates={duplicates} "
+                             f"(at least once: the seed HO does not deduplicate)\n")
+        assert run.kills == 25

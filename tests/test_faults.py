@@ -411,3 +411,79 @@ def test_a_total_500_outage_dead_letters_nothing(sqlite_url: str, tmp_path: Path
         env.ho.faults.reset()
         sync_until_clean(env)
         assert env.ho.get("orders", "o1").data["total"] == 5000  # type: ignore[union-attr]
+
+
+# -- the same faults against the seed HO (docs/seed-profile.md) ------------------------------------------------
+
+SEED_FAULTS = {
+    "5xx": {"error_rate": 0.4, "error_status": 500},
+    "503": {"error_rate": 0.4, "error_status": 503},
+    "stall": {"latency": FAST["request_timeout"] * 1.5},
+    "truncated": {"truncate_rate": 0.4},
+    "cut": {"cut_rate": 0.4},
+    "drip": {"drip_rate": 0.3, "drip_interval": 0.2},
+    "corrupt": {"corrupt_rate": 0.3},
+    "dropped": {"drop_after_commit_rate": 0.5},
+    "burst": {"burst": {"status": 429, "count": 3, "retry_after": 0}},
+}
+
+
+@pytest.mark.parametrize("fault", sorted(SEED_FAULTS))
+def test_the_seed_ho_with_faults_converges_once_they_stop(db_url: str, tmp_path: Path, fault: str) -> None:
+    """Issue #11: HO edits and deletes products, the outlet uploads usages, with the fault on. Once it is
+    off, a sync and a reconciliation leave the outlet's catalogue equal to HO's, and every usage at HO at
+    least once (the seed HO does not deduplicate: duplicates are measured and printed)."""
+    from posync.demo.models import PromotionUsage, seed_registry
+    from posync.testing import DEFAULT_PASSWORD, DEFAULT_USERNAME
+
+    rng = random.Random(fault)
+    ho = ReferenceHO(f"sqlite:///{tmp_path / 'seed-ho.db'}", profile="seed")
+    ho.faults.update(seed=11)
+    for n in range(1, 13):
+        ho.put("products", f"p{n}", {"sku": f"P{n}", "name": f"product {n}", "price": n * 1000})
+    server = serve_in_thread(ho.app)
+    outlet = make_outlet(db_url, server.url, registry=seed_registry(), api_key=None, ho_profile="seed",
+                         username=DEFAULT_USERNAME, password=DEFAULT_PASSWORD, brand_id="b1", pull_page_size=4,
+                         since_overlap_seconds=1.0, **PATIENT)
+    try:
+        outlet.sync.sync_now()
+        ho.faults.update(**SEED_FAULTS[fault])
+        bills = 0
+        for _ in range(5):
+            with outlet.Session() as s:
+                for _ in range(3):
+                    bills += 1
+                    s.add(PromotionUsage(promotion_id="promo1", bill_id=f"B{bills}", discount_amount=1000.0))
+                s.commit()
+            live = sorted(ho.records("products", include_deleted=False))
+            ho.put("products", rng.choice(live), {"sku": "X", "name": f"HO edit {rng.random():.3f}",
+                                                  "price": rng.randint(1, 99) * 100})
+            if rng.random() < 0.4:
+                ho.put("products", f"n{bills}", {"sku": "N", "name": "new at HO", "price": 1})
+            if len(live) > 5 and rng.random() < 0.4:
+                ho.delete("products", rng.choice(live))
+            for _ in range(2):
+                outlet.sync.sync_now()  # errors are reported, never raised
+        assert_no_dead(outlet)
+        injected = dict(ho.faults.injected)
+        ho.faults.reset()
+        ho.faults.burst = None
+        for _ in range(20):
+            report = outlet.sync.sync_now()
+            if report.error is None and not report.pull.failed and not outlet.sync.manager.status().queue:
+                break
+            time.sleep(0.1)
+        outlet.sync.reconcile(force=True)
+        assert outlet.sync.manager.status().queue == {}
+        with outlet.Session() as s:
+            local = {p.id: (p.name, p.price) for p in s.exec(sqlmodel.select(Product)).all()}
+        at_ho = {k: (r.data["name"], r.data["price"]) for k, r in ho.records("products", include_deleted=False).items()}
+        assert local == at_ho
+        counts = ho.usage_counts("bill_id")
+        assert set(counts) == {f"B{i}" for i in range(1, bills + 1)}  # every usage reached HO
+        duplicates = sum(n - 1 for n in counts.values())
+        print(f"\n[seed faults: {fault}] injected={injected} usages={bills} duplicates_at_ho={duplicates}")
+    finally:
+        outlet.close()
+        server.stop()
+        ho.close()

@@ -82,7 +82,7 @@ class RemoteApplier:
         for record, deleted in [*((r, False) for r in records), *((t, True) for t in tombstones)]:
             eid = entity.record_id(record)
             version = record_version(record)
-            values = None if deleted else entity.from_remote(record)  # a bad record fails here, first
+            values = None if deleted else entity.from_remote(record, eid)  # a bad record fails here, first
             seen = latest.get(eid)
             if seen is None or (version or 0) >= (seen[2] or 0):
                 latest[eid] = (record, deleted, version, values)

@@ -146,33 +146,45 @@ class OffsetPass:
 
 def read_offset_pass(service: PullService, entity: TrackedEntity, since: str | None, stats: PullStats, *,
                      first: PullPage | None = None, apply: bool = True) -> OffsetPass:
-    """One pass of pages from ``updated_since=since``, applied as they come (the checkpoint is not moved)."""
+    """One pass of pages from ``updated_since=since``, applied as they come (the checkpoint is not moved).
+    The next page is fetched while this one is applied."""
     result = OffsetPass()
     page = first or service.client.pull(entity, service.page_size, updated_since=since)
     offset = 0
-    for _ in range(MAX_PAGES):
-        if result.started is None and page.sync_timestamp:
-            result.started = _stamp(entity, page.sync_timestamp)
-        if page.total is not None:
-            result.totals.add(page.total)
-        for record in page.records:
-            result.ids.add(entity.record_id(record))
-            stamp = record.get("updated_at")
-            if isinstance(stamp, str):
-                moment = _stamp(entity, stamp)
-                result.latest = moment if result.latest is None or moment > result.latest else result.latest
-        result.deleted.update(entity.record_id(t) for t in page.deleted)
-        result.pages += 1
-        if apply:
-            service.apply_page(entity, page.records, page.deleted, stats)
-        if not page.has_more or service.stopping():
-            return result
-        if page.next_offset is None or page.next_offset <= offset:
-            raise ProtocolError(f"{entity.resource}: HO's next_offset does not advance ({offset} -> "
-                                f"{page.next_offset})")
-        offset = page.next_offset
-        page = service.client.pull(entity, service.page_size, updated_since=since, offset=offset)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="posync-pull") as prefetch:
+        for _ in range(MAX_PAGES):
+            upcoming: Future[PullPage] | None = None
+            if page.has_more and not service.stopping():
+                if page.next_offset is None or page.next_offset <= offset:
+                    raise ProtocolError(f"{entity.resource}: HO's next_offset does not advance ({offset} -> "
+                                        f"{page.next_offset})")
+                offset = page.next_offset
+                upcoming = prefetch.submit(service.client.pull, entity, service.page_size, updated_since=since,
+                                           offset=offset)
+            _count(entity, result, page)
+            if apply:
+                service.apply_page(entity, page.records, page.deleted, stats)
+            if upcoming is None:
+                return result
+            page = upcoming.result()
     raise ProtocolError(f"{entity.resource}: HO kept answering has_more for {MAX_PAGES:,} pages")
+
+
+def _count(entity: TrackedEntity, result: OffsetPass, page: PullPage) -> None:
+    """What a page tells about the pass: HO's start, its totals, the ids, the newest save."""
+    if result.started is None and page.sync_timestamp:
+        result.started = _stamp(entity, page.sync_timestamp)
+    if page.total is not None:
+        result.totals.add(page.total)
+    for record in page.records:
+        result.ids.add(entity.record_id(record))
+        stamp = record.get("updated_at")
+        if isinstance(stamp, str):
+            moment = _stamp(entity, stamp)
+            if result.latest is None or moment > result.latest:
+                result.latest = moment
+    result.deleted.update(entity.record_id(t) for t in page.deleted)
+    result.pages += 1
 
 
 def offset_pass(service: PullService, entity: TrackedEntity, cursor: str | None, stats: PullStats, *,

@@ -65,7 +65,8 @@ records = sa.Table(
     sa.Column("updated_at", _S(40), nullable=False),
     sa.Column("change_seq", sa.BigInteger, nullable=False),
     sa.Index("ix_ho_records_seq", "resource", "change_seq"),
-    # No index for the legacy updated_since paging: posync pages by change_seq; legacy reads may scan.
+    # the seed profile's (and the legacy) updated_since + offset paging, as an HO's ORM would index it
+    sa.Index("ix_ho_records_live", "resource", "deleted", "updated_at", "id"),
 )
 counter = sa.Table(
     "ho_counter",
