@@ -2,10 +2,10 @@
 
     python bench/bench_push.py [--quick] [--rounds N] [--batch-sizes 250,500,1000,2000] [--changes N]
 
-Setup (untimed): one outlet database with N ``pos_order`` rows and their N outbox items (written with
-Core plus ``posync.enqueue``, the documented path for writers outside the ORM: the same outbox rows the
-ORM capture writes), copied afresh for every round. Each round starts a fresh ``python -m posync.testing``
-process on an empty HO database, then times ``sync.push.drain()`` (claim, send, settle, batch after batch).
+Setup (untimed): one outlet database with N ``pos_order`` rows written with Core, and their N outbox
+items (written by posync's capture triggers, as for any write), copied afresh for every round. Each
+round starts a fresh ``python -m posync.testing`` process on an empty HO database, then times
+``sync.push.drain()`` (claim, send, settle, batch after batch).
 Each round runs both baselines, then posync at every batch size (``push_batch_size``), and prints its
 own ratios: the machine drifts, and interleaving puts the drift on both sides of every ratio.
 
@@ -47,7 +47,7 @@ from _common import (
 )
 
 import posync
-from posync.demo.models import Order
+from posync.demo.models import Order, pos_registry
 
 OUTLET = "outlet-1"
 
@@ -57,9 +57,9 @@ def build_template(path: Path, n: int) -> None:
     now = datetime.now(UTC)
     rows = [{"id": f"o{i:07d}", "table_no": f"T{i % 40}", "total": 10_000 + i, "status": "open", "version": 1,
              "cloud_version": None, "sync_status": "pending", "updated_at": now} for i in range(n)]
+    posync.capture.install(engine, pos_registry())  # what Posync(...) does: the inserts below queue themselves
     with engine.begin() as conn:
         conn.execute(Order.__table__.insert(), rows)  # type: ignore[attr-defined]
-        posync.enqueue(conn, "orders", (r["id"] for r in rows), "create")
     with engine.connect() as conn:
         conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     engine.dispose()

@@ -26,6 +26,7 @@ from posync.demo.models import pos_registry, seed_registry
 from posync.testing import DEFAULT_PASSWORD, DEFAULT_USERNAME
 
 SEED = {"ho_profile": "seed", "api_key": None, "username": DEFAULT_USERNAME, "password": DEFAULT_PASSWORD,
+        "company_id": "company-1", "store_id": "store-1",
         "brand_id": "b1"}
 
 

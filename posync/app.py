@@ -66,7 +66,7 @@ class Posync:
     def __init__(self, engine: Engine, registry: Registry, settings: PosyncSettings, *,
                  sessionmaker: Any | None = None, clock: Callable[[], float] = time.time,
                  transport: httpx.BaseTransport | None = None, owner: str | None = None,
-                 client: HOClient | None = None) -> None:
+                 client: HOClient | None = None, photos: Any | None = None) -> None:
         _check_profile(registry, settings)
         self.engine = engine
         self.registry = registry
@@ -105,6 +105,10 @@ class Posync:
                                  reconcile_max_delete_fraction=settings.reconcile_max_delete_fraction)
         self.manager = SyncManager(engine, registry, outbox, entities, conflicts, logs, checkpoints,
                                    self.conflict_handler, clock, gate=self.gate, worker=self.worker, pull=self.pull)
+        # a posync.photos.PhotoSync (build_photo_sync): scheduled with the sync cycle, shown in status;
+        # the host built it and closes it
+        self.photos = photos
+        self.manager.photos = photos
         self._scheduler: EmbeddedScheduler | None = None
         self._receipts: Any | None = None
         self._closed = False
@@ -127,7 +131,7 @@ class Posync:
         self._open()
         if self._scheduler is None:
             self._scheduler = EmbeddedScheduler(self.worker, self.settings.sync_interval_seconds, scheduler,
-                                                housekeeping=self.housekeeping)
+                                                housekeeping=self.housekeeping, photos=self.photos)
             self._scheduler.start()
 
     def trigger(self) -> None:
@@ -145,13 +149,17 @@ class Posync:
     def close(self, timeout: float | None = None) -> None:
         """Stop syncing: the scheduler, a running cycle (asked to finish, waited for at most ``timeout``,
         default ``settings.close_timeout``) and the HTTP client. Capture goes on in the database; the
-        host's engine is the host's. Idempotent."""
+        host's engine is the host's. Idempotent.
+
+        A cycle still on the wire after ``timeout`` is left to finish its request (at most
+        ``request_timeout``) and settle HO's answer, in its own thread; the client closes after it. Cutting
+        it off would lose an answer HO already committed, and a seed HO would count that upload twice."""
         if self._closed:
             return
         self._closed = True
         self.stop()
         self.worker.stop(self.settings.close_timeout if timeout is None else timeout)
-        self.client.close()
+        self.worker.when_idle(self.client.close)
 
     def __enter__(self) -> Posync:
         return self

@@ -10,12 +10,14 @@ import importlib
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from posync.errors import PosyncError
+from posync.photos.cli import photos_app
 
 __all__ = ["main"]
 
@@ -23,6 +25,7 @@ app = typer.Typer(help="posync: offline-first sync for point-of-sale outlets.", 
                   pretty_exceptions_enable=False)
 db_app = typer.Typer(help="posync's own tables (Alembic, version table posync_alembic_version).")
 app.add_typer(db_app, name="db")
+app.add_typer(photos_app, name="photos", help="Product photos from HO to the edge store (posync.photos).")
 
 AppOption = typer.Option(None, "--app", envvar="POSYNC_APP", help="module:function returning a posync.Posync")
 
@@ -32,10 +35,18 @@ def _echo(value: Any) -> None:
 
 
 def _load(spec: str | None) -> Any:
+    """Call the host's ``module:function``, which builds and returns its ``posync.Posync`` (its engine,
+    registry and settings, as the app does). The current directory is importable, as for ``python -m``."""
     if not spec or ":" not in spec:
         raise typer.BadParameter("give --app module:function (or set POSYNC_APP)")
     module, _, attr = spec.partition(":")
-    return getattr(importlib.import_module(module), attr)()
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        build = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise typer.BadParameter(f"--app {spec}: {exc}") from None
+    return build()
 
 
 @app.command()
@@ -44,8 +55,10 @@ def demo(data_dir: Path = typer.Option(None, help="where to keep the demo databa
     """Offline writes, a sync, and one conflict of each strategy, on embedded SQLite + reference HO."""
     logging.basicConfig(level=logging.INFO if verbose else logging.ERROR, format="%(levelname)s %(name)s %(message)s")
     from posync.demo.run import run_demo
+    from posync.photos.cli import _bar
 
-    figures = run_demo(data_dir)
+    with _bar(sys.stdout.isatty()) as progress:  # the photos' progress bar, on a terminal
+        figures = run_demo(data_dir, progress=progress)
     if not figures.get("converged") or figures.get("open_conflicts"):
         raise typer.Exit(1)
 
@@ -78,7 +91,9 @@ def trigger(app_spec: str = AppOption) -> None:
     with _load(app_spec) as sync:
         report = sync.sync_now()
         _echo({"pushed": report.push.applied, "pulled": report.pull.applied.written,
-               "conflicts": report.push.conflicts + report.pull.applied.conflicts, "error": report.error})
+               "deleted": report.pull.applied.deleted + report.removed,
+               "conflicts": report.push.conflicts + report.pull.applied.conflicts,
+               "failed": {**report.pull.failed, **report.reconcile_failed}, "error": report.error})
 
 
 @app.command()

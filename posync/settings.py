@@ -8,6 +8,8 @@ Validation errors never show the values given: a password must not reach a log t
 from __future__ import annotations
 
 import difflib
+import logging
+import os
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
@@ -17,6 +19,8 @@ from posync.errors import ConfigurationError
 from posync.services.retry import OutagePolicy, RetryPolicy
 
 __all__ = ["PosyncSettings"]
+
+log = logging.getLogger("posync.settings")
 
 
 class PosyncSettings(BaseSettings):
@@ -86,6 +90,7 @@ class PosyncSettings(BaseSettings):
                               for e in exc.errors(include_input=False, include_url=False))
         if error is not None:
             raise ConfigurationError(f"invalid posync settings: {error}")
+        _warn_unknown_environment(known)
 
     @model_validator(mode="after")
     def _auth_is_configured(self) -> PosyncSettings:
@@ -93,6 +98,9 @@ class PosyncSettings(BaseSettings):
             raise ValueError("configure api_key, or username and password, for head office")
         if self.ho_profile == "seed" and not (self.username and self.password):
             raise ValueError("the seed HO authenticates with JWT: configure username and password")
+        if self.ho_profile == "seed" and not {"company_id", "store_id"} <= self.model_fields_set:
+            # the defaults are for the demo: against a real HO they would pull an empty catalogue, silently
+            raise ValueError("the seed HO serves a company's and a store's data: configure company_id and store_id")
         if self.request_timeout >= self.lease_seconds:
             raise ValueError("request_timeout must be shorter than lease_seconds")
         if self.max_backoff_seconds < self.initial_backoff_seconds:
@@ -110,3 +118,22 @@ class PosyncSettings(BaseSettings):
     def outage_policy(self) -> OutagePolicy:
         return OutagePolicy(self.outage_initial_backoff_seconds,
                             max(self.outage_initial_backoff_seconds, self.outage_max_backoff_seconds))
+
+
+# POSYNC_* variables read elsewhere: the CLI's app, the tests' server, the photo settings' own
+_OTHER_VARIABLES = frozenset({"APP", "PG_URL", "DB_URL", "CONVERGENCE_EXAMPLES", "NO_SHRINK"})
+
+
+def _warn_unknown_environment(known: set[str]) -> None:
+    """A misspelt ``POSYNC_*`` variable is named in the log (it cannot be an error: hosts and posync's
+    other parts keep variables of their own under the prefix)."""
+    names = {k[len("POSYNC_"):] for k in os.environ if k.startswith("POSYNC_")}
+    if not names:
+        return
+    from posync.photos.settings import PhotoSettings
+
+    everything = {n.upper() for n in (*known, *PhotoSettings.model_fields)} | _OTHER_VARIABLES
+    for name in sorted(names - everything):
+        close = difflib.get_close_matches(name, everything, n=1)
+        log.warning("POSYNC_%s is not a posync setting%s; it is ignored", name,
+                    f" (did you mean POSYNC_{close[0]}?)" if close else "")

@@ -60,6 +60,7 @@ def settings(ho_url: str, lease: float, profile: str = "posync") -> posync.Posyn
         from posync.testing import DEFAULT_PASSWORD, DEFAULT_USERNAME
 
         auth = {"ho_profile": "seed", "username": DEFAULT_USERNAME, "password": DEFAULT_PASSWORD,
+                "company_id": "company-1", "store_id": OUTLET_ID,
                 "brand_id": "brand-1", "since_overlap_seconds": 1.0}
     return posync.PosyncSettings(ho_url=ho_url, outlet_id=OUTLET_ID, lease_seconds=lease,
                                  request_timeout=lease * 0.8, push_batch_size=20,

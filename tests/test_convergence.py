@@ -211,6 +211,7 @@ class SeedMachine(RuleBasedStateMachine):
         self.outlet = make_outlet(
             f"sqlite:///{self.dir}/outlet.db", self.server.url, registry=seed_registry(), api_key=None,
             ho_profile="seed", username=DEFAULT_USERNAME, password=DEFAULT_PASSWORD, brand_id="b1",
+            company_id="company-1", store_id="store-1",
             pull_page_size=3, since_overlap_seconds=1.0, initial_backoff_seconds=0.0, max_backoff_seconds=0.0,
             max_retries=1000, request_timeout=2.0, lease_seconds=30.0)
         self.bills = 0

@@ -314,6 +314,7 @@ def test_sigkill_against_the_seed_ho_loses_no_usage_and_converges(
                         profile="seed")
         outlet = make_outlet(db_url, ho_url, engine=prepare_database(db_url), registry=seed_registry(),
                              outlet_id=OUTLET_ID, api_key=None, ho_profile="seed", username=DEFAULT_USERNAME,
+                             company_id="company-1", store_id=OUTLET_ID,
                              password=DEFAULT_PASSWORD, brand_id="brand-1", lease_seconds=LEASE,
                              request_timeout=LEASE * 0.8, initial_backoff_seconds=0.05, max_backoff_seconds=0.5)
         try:

@@ -443,6 +443,7 @@ def test_the_seed_ho_with_faults_converges_once_they_stop(db_url: str, tmp_path:
         ho.put("products", f"p{n}", {"sku": f"P{n}", "name": f"product {n}", "price": n * 1000})
     server = serve_in_thread(ho.app)
     outlet = make_outlet(db_url, server.url, registry=seed_registry(), api_key=None, ho_profile="seed",
+                         company_id="company-1", store_id="store-1",
                          username=DEFAULT_USERNAME, password=DEFAULT_PASSWORD, brand_id="b1", pull_page_size=4,
                          since_overlap_seconds=1.0, **PATIENT)
     try:

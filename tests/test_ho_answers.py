@@ -195,7 +195,8 @@ def test_a_malformed_page_changes_nothing_and_raises_nothing(scripted: Scripted,
 def test_these_pages_fail_the_resource(scripted: Scripted, page: Any) -> None:
     scripted.ho.on(PULL, (200, page))
     report = scripted.outlet.sync.sync_now()
-    assert "products" in report.pull.failed and scripted.products() == {} and scripted.checkpoint() is None
+    assert "products" in report.pull.failed and scripted.products() == {}
+    assert scripted.checkpoint() in (None, (None, None))  # no cursor saved (nor a version to skip on)
 
 
 def _results(make: Any) -> Any:

@@ -49,13 +49,13 @@ class BetweenPages:
 
 class SeedEnv:
     def __init__(self, db_url: str, path: Path, *, registry: posync.Registry | None = None,
-                 ho_kwargs: dict[str, Any] | None = None, **settings: Any) -> None:
+                 ho_kwargs: dict[str, Any] | None = None, engine: Any | None = None, **settings: Any) -> None:
         self.ho = ReferenceHO(f"sqlite:///{path / 'seed-ho.db'}", profile="seed", **(ho_kwargs or {}))
         self.hook = BetweenPages(self.ho.app)
         self.server: ServerHandle = serve_in_thread(self.hook)
         try:
             self.outlet: Outlet = make_outlet(db_url, self.server.url, registry=registry or seed_registry(),
-                                              **{**SEED, **settings})
+                                              engine=engine, **{**SEED, **settings})
         except BaseException:
             self.server.stop()
             self.ho.close()
@@ -387,3 +387,102 @@ def test_a_seed_registry_that_pushes_orders_is_refused(db_url: str, tmp_path: Pa
 
     with pytest.raises(posync.ConfigurationError, match="takes no pushed changes"):
         SeedEnv(db_url, tmp_path, registry=pos_registry())
+
+
+# -- what a new user found ------------------------------------------------------------------------------------
+
+
+class FkCategory(posync.Tracked, table=True):
+    __tablename__ = "seedfk_category"
+    id: str = sqlmodel.Field(primary_key=True, max_length=64)
+    name: str = ""
+
+
+class FkProduct(posync.Tracked, table=True):
+    __tablename__ = "seedfk_product"
+    id: str = sqlmodel.Field(primary_key=True, max_length=64)
+    name: str = ""
+    price: int = 0
+    category_id: str = sqlmodel.Field(foreign_key="seedfk_category.id", max_length=64)
+
+
+def test_the_reconciliation_removes_children_before_the_rows_they_point_at(db_url: str, tmp_path: Path) -> None:
+    """HO deletes a category and its products (Django's CASCADE). The reconciliation removes the products
+    first: before, the category's delete failed on the foreign key and waited an hour."""
+    registry = posync.Registry([posync.TrackedEntity(FkCategory, "categories", posync.Direction.PULL),
+                                posync.TrackedEntity(FkProduct, "products", posync.Direction.PULL)])
+    engine = posync.create_engine(db_url)
+    posync.migrations.upgrade(engine)
+    sqlmodel.SQLModel.metadata.create_all(engine, tables=[FkCategory.__table__, FkProduct.__table__])  # type: ignore[attr-defined]
+    env = SeedEnv(db_url, tmp_path, registry=registry, engine=engine)
+    try:
+        env.ho.put("categories", "c1", {"name": "Bowls"})
+        env.ho.put("categories", "c2", {"name": "Drinks"})
+        for i in range(4):
+            env.ho.put("products", f"p{i}", {"name": f"P{i}", "price": i, "category_id": "c1" if i < 2 else "c2"})
+        env.outlet.sync.sync_now()
+        for pid in ("p0", "p1"):
+            env.ho.delete("products", pid)
+        env.ho.delete("categories", "c1")
+        reports = env.outlet.sync.reconcile(force=True)
+        assert [r.error for r in reports] == [None, None]
+        with env.outlet.Session() as s:
+            assert {c.id for c in s.exec(sqlmodel.select(FkCategory)).all()} == {"c2"}
+            assert {p.id for p in s.exec(sqlmodel.select(FkProduct)).all()} == {"p2", "p3"}
+    finally:
+        env.close()
+        engine.dispose()
+
+
+def test_a_failing_resource_stays_in_status_until_it_works(db_url: str, tmp_path: Path) -> None:
+    """Before: a resource that failed once was skipped on HO's unchanged version next time and vanished
+    from ``status()``, its misconfiguration hidden until HO changed. A refused reconciliation showed nowhere."""
+    env = SeedEnv(db_url, tmp_path, outage_initial_backoff_seconds=0.01, outage_max_backoff_seconds=0.01)
+    try:
+        env.products(12)
+        time.sleep(1.1)
+        env.outlet.sync.sync_now()
+        env.outlet.sync.pull.client._brand_id = None  # as if restarted without brand_id
+        for _ in range(3):
+            report = env.outlet.sync.sync_now()
+            time.sleep(0.02)
+            assert "brand_id" in report.pull.failed.get("products", ""), report.pull
+        assert "products" in env.outlet.sync.manager.status().resources
+        env.outlet.sync.pull.client._brand_id = "brand-1"
+        time.sleep(0.05)
+        env.outlet.sync.sync_now()
+        assert "products" not in env.outlet.sync.manager.status().resources
+        for i in range(11):
+            env.ho.delete("products", f"p{i:03d}")
+        refused = env.outlet.sync.reconcile("products")[0]
+        assert refused.error and "cap" in refused.error
+        assert "reconciliation" in env.outlet.sync.manager.status().resources["products"]["last_error"]
+    finally:
+        env.close()
+
+
+def test_close_lets_an_upload_on_the_wire_settle_so_it_is_not_sent_twice(db_url: str, tmp_path: Path) -> None:
+    """Before: ``close()`` cut off an upload HO had already stored; the next start sent it again and the
+    seed HO (no deduplication) kept it twice. ``close()`` still returns within its bound."""
+    env = SeedEnv(db_url, tmp_path, close_timeout=0.5)
+    try:
+        env.ho.faults.update(latency=2.0, paths=["/api/v1/sync/usage/"])
+        _usages(env, 1)
+        import threading
+
+        cycle = threading.Thread(target=env.outlet.sync.sync_now)
+        cycle.start()
+        time.sleep(0.5)
+        started = time.monotonic()
+        env.outlet.sync.close()
+        assert time.monotonic() - started < 1.5
+        cycle.join(10)
+        env.ho.faults.reset()
+        again = make_outlet(db_url, env.server.url, registry=seed_registry(), engine=env.outlet.engine, **SEED)
+        try:
+            again.sync.sync_now()
+        finally:
+            again.sync.close()
+        assert len(env.ho.usages()) == 1 and env.ho.duplicate_usages() == {}
+    finally:
+        env.close()

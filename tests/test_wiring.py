@@ -184,6 +184,7 @@ def test_demo_tells_the_whole_story(tmp_path: Path) -> None:
     assert figures["offline_pending"] == 6 and figures["pushed"] == 6
     assert figures["converged"] and figures["final_pending"] == 0 and figures["open_conflicts"] == 0
     assert set(figures["conflicts"]) == {"cloud_wins", "local_wins", "newest_wins", "manual"}
+    assert figures["photos"]["converged"] and figures["photos"]["noop_requests"] == 1
     assert json.dumps(figures)  # plain data
 
 

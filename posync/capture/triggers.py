@@ -346,8 +346,11 @@ def _install(conn: Connection, registry: Registry) -> int:
         raise ConfigurationError("posync's tables are missing or old: run posync.migrations.upgrade(engine)")
     if dialect == "postgresql":
         conn.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtextextended('posync.capture.install', 0))")
-        for fn in (_PG_BEFORE, _PG_AFTER):
-            conn.exec_driver_sql(fn.replace("%", "%%"))
+        stored = {name: src for name, src in conn.exec_driver_sql(
+            "SELECT proname, prosrc FROM pg_proc WHERE proname IN ('posync_capture_before', 'posync_capture_after')")}
+        for name, fn in (("posync_capture_before", _PG_BEFORE), ("posync_capture_after", _PG_AFTER)):
+            if stored.get(name) != fn.split("$posync$")[1]:  # DDL only when the function changed
+                conn.exec_driver_sql(fn.replace("%", "%%"))
     have = _existing(conn, [e.table.name for e in entities])
     created = 0
     for entity in entities:

@@ -49,8 +49,14 @@ def prepare_database(url: str) -> Engine:
 def make_outlet(url: str, ho_url: str, *, api_key: str | None, registry: Registry | None = None,
                 engine: Engine | None = None, outlet_id: str = "outlet-1", clock: Callable[[], float] = time.time,
                 **settings: Any) -> Outlet:
+    owned = engine is None
     engine = engine or prepare_database(url)
-    Session = sessionmaker(engine, class_=sqlmodel.Session, expire_on_commit=False)
-    cfg = PosyncSettings(ho_url=ho_url, outlet_id=outlet_id, api_key=api_key, **settings)
-    return Outlet(engine, Posync(engine, registry or pos_registry(), cfg, sessionmaker=Session, clock=clock),
-                  Session)
+    try:
+        Session = sessionmaker(engine, class_=sqlmodel.Session, expire_on_commit=False)
+        cfg = PosyncSettings(ho_url=ho_url, outlet_id=outlet_id, api_key=api_key, **settings)
+        sync = Posync(engine, registry or pos_registry(), cfg, sessionmaker=Session, clock=clock)
+    except BaseException:
+        if owned:
+            engine.dispose()
+        raise
+    return Outlet(engine, sync, Session)

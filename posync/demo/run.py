@@ -26,8 +26,10 @@ T = TypeVar("T")
 API_KEY = "demo-outlet-key"
 
 
-def run_demo(data_dir: Path | None = None, say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the story; returns the figures it printed (the tests check them)."""
+def run_demo(data_dir: Path | None = None, say: Callable[[str], None] = print,
+             progress: Callable[[Any], None] | None = None) -> dict[str, Any]:
+    """Run the story; returns the figures it printed (the tests check them). ``progress`` gets the photo
+    sync's progress (``posync.photos.Progress``), e.g. a progress bar."""
     workdir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="posync-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
     for old in workdir.glob("*.db*"):
@@ -86,6 +88,13 @@ def run_demo(data_dir: Path | None = None, say: Callable[[str], None] = print) -
         say(f"-- 4. Done: {status.pending} pending, {status.open_conflicts} open conflicts, "
             f"outlet and HO agree: {agree} (last cycle error: {final.error})")
         server.stop()
+        say("-- 5. Product photos: from HO's object storage to the edge store, MD5 verified")
+        from posync.photos.demo import run_photo_demo
+
+        photos = run_photo_demo(workdir / "photos", say=lambda line: say(f"   {line}"), progress=progress)
+        figures["photos"] = {"converged": photos.get("converged"), "noop_requests": photos.get("noop_requests"),
+                             "synced": (photos.get("first") or {}).get("synced")}
+        figures["converged"] = figures["converged"] and bool(photos.get("converged"))
     finally:
         outlet.close()
         ho.close()

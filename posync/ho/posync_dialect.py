@@ -3,6 +3,7 @@ commit-ordered cursor, a version per resource."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any, Literal
 
@@ -17,6 +18,11 @@ __all__ = ["PosyncHO"]
 PUSH_PATH = "/api/v1/sync/push/"
 UPLOAD_PATH = "/api/v1/sync/usage/"
 VERSION_PATH = "/api/v1/sync/version/"
+
+
+def scope_key(path: str, params: dict[str, str]) -> str:
+    text = path + "?" + "&".join(f"{k}={v}" for k, v in sorted(params.items()))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def pull_path(entity: TrackedEntity) -> str:
@@ -62,6 +68,9 @@ class PosyncHO:
         usages = [{**item.data, "idempotency_key": item.key} for item in items]
         body = self._core.call("POST", path, json_body={"outlet_id": self.outlet_id, entity.upload_key: usages})
         return parse_push_results(body, [item.key for item in items], f"POST {path}", needs_version=False)
+
+    def scope(self, entity: TrackedEntity) -> str:
+        return scope_key(pull_path(entity), {**self._params, **entity.params})
 
     def pull(self, entity: TrackedEntity, limit: int, *, cursor: str | None = None,
              updated_since: str | None = None, offset: int | None = None) -> PullPage:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from posync.errors import ConfigurationError, ProtocolError
 from posync.ho.base import PullPage, Upload, VersionInfo
 from posync.ho.http import HttpCore
-from posync.ho.posync_dialect import UPLOAD_PATH, VERSION_PATH, pull_path, records_of
+from posync.ho.posync_dialect import UPLOAD_PATH, VERSION_PATH, pull_path, records_of, scope_key
 from posync.ho.wire import OffsetPage, PushResult, SeedUploadSummary, SeedVersion, parse, parse_push_results
 from posync.registry import TrackedEntity
 
@@ -84,6 +84,13 @@ class SeedHO:
         return [PushResult(idempotency_key=key, status="rejected", code="HO_ERROR", reason=failed[i], retryable=True)
                 if i in failed else PushResult(idempotency_key=key, status="applied")
                 for i, key in enumerate(keys)]
+
+    def scope(self, entity: TrackedEntity) -> str:
+        try:
+            params = self.params(entity)
+        except ConfigurationError:
+            return "unconfigured"  # never matches a saved version: the pull runs, and says what is missing
+        return scope_key(pull_path(entity), params)
 
     def pull(self, entity: TrackedEntity, limit: int, *, cursor: str | None = None,
              updated_since: str | None = None, offset: int | None = None) -> PullPage:

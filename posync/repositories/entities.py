@@ -232,6 +232,11 @@ class EntityRepository:
         t = entity.table
         return {str(v) for v in conn.execute(sa.select(entity.pk).where(t.c.cloud_version.is_not(None))).scalars()}
 
+    def count_unknown_to_ho(self, conn: Connection, entity: TrackedEntity) -> int:
+        t = entity.table
+        return int(conn.execute(sa.select(sa.func.count()).select_from(t)
+                                .where(t.c.cloud_version.is_(None))).scalar() or 0)
+
     def count_known_to_ho(self, conn: Connection, entity: TrackedEntity) -> int:
         t = entity.table
         return int(conn.execute(sa.select(sa.func.count()).select_from(t)

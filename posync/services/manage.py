@@ -48,6 +48,8 @@ class StatusReport:
     ho_clock_offset_seconds: float | None = None
     # pushed resources whose capture triggers are missing (a host migration that rebuilt the table)
     capture_missing: list[str] = field(default_factory=list)
+    # product photos (posync.photos), when the host wired them in
+    photos: dict[str, Any] | None = None
 
     @property
     def pending(self) -> int:
@@ -58,9 +60,14 @@ class StatusReport:
         return out
 
 
+def _aware(value: datetime | None) -> datetime | None:
+    """posync stores UTC; SQLite hands it back without the offset."""
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, datetime):
-        return value.isoformat()
+        return _aware(value).isoformat()  # type: ignore[union-attr]
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -81,6 +88,7 @@ class SyncManager:
         self._gate = gate or WriteGate()
         self._worker = worker
         self._pull = pull
+        self.photos: Any | None = None  # a posync.photos.PhotoSync
         self._engine = engine
         self._registry = registry
         self._outbox = outbox
@@ -103,8 +111,8 @@ class SyncManager:
             return StatusReport(
                 queue=self._outbox.counts(conn),
                 open_conflicts=self._conflicts.count_open(conn),
-                last_push_at=self._logs.last_at(conn, "push"),
-                last_pull_at=self._logs.last_at(conn, "pull"),
+                last_push_at=_aware(self._logs.last_at(conn, "push")),
+                last_pull_at=_aware(self._logs.last_at(conn, "pull")),
                 checkpoints=[_row(r) for r in self._checkpoints.all(conn)],
                 online=worker.online if worker else True,
                 auth_error=worker.auth_error if worker else None,
@@ -113,6 +121,7 @@ class SyncManager:
                 ho_clock_offset_seconds=(round(pull.client.clock.seconds, 3)
                                          if pull and pull.client.clock.known else None),
                 capture_missing=missing,
+                photos=self.photos.status() if self.photos is not None else None,
             )
 
     def queue(self, status: ItemStatus | None = None, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from posync import _gc
@@ -90,7 +91,6 @@ class PullService:
         self._backoff = backoff or OutagePolicy()
         self.stopping = stopping
         self.health: dict[str, ResourceHealth] = {}
-        self._reconcile_failing: set[str] = set()
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
@@ -106,15 +106,17 @@ class PullService:
         """Every pulled resource, each on its own. ``force`` ignores the resources' own backoff."""
         stats = PullStats()
         versions = self.versions()
-        for entity in self.registry.pulled():
+        for entity in self.ordered():
             if self.stopping():
                 break
             health = self.health.get(entity.resource)
             if health is not None and not force and time.monotonic() < health.not_before:
                 stats.deferred.append(entity.resource)
                 continue
+            # a resource that failed is pulled whether or not HO's version moved: it must show it works
+            version = None if versions is None or health is not None else versions.of(entity.resource)
             try:
-                self.pull(entity, None if versions is None else versions.of(entity.resource), stats)
+                self.pull(entity, version, stats)
             except (HOUnavailableError, AuthenticationError):
                 raise  # HO is away or refuses us: the cycle backs off as a whole
             except PosyncError as exc:
@@ -123,25 +125,45 @@ class PullService:
                 self._recovered(entity.resource)
         return stats
 
+    def ordered(self, *, children_first: bool = False) -> list[TrackedEntity]:
+        """The pulled resources, a table before the tables whose foreign keys point at it (children first
+        for deleting: a product goes before its category)."""
+        entities = self.registry.pulled()
+        by_table = {e.table: e for e in entities}
+        tables = [t for t in sa.schema.sort_tables(list(by_table)) if t in by_table]
+        ordered = [by_table[t] for t in tables]
+        return ordered[::-1] if children_first else ordered
+
     def versions(self) -> VersionInfo | None:
         try:
             return self.client.version()
         except HOErrorResponse:  # an HO without the version endpoint: pull every time
             return None
 
-    def _failed(self, resource: str, exc: PosyncError, stats: PullStats) -> None:
+    def _failed(self, resource: str, exc: PosyncError, stats: PullStats | None, what: str = "pulling") -> None:
         health = self.health.setdefault(resource, ResourceHealth())
         health.failures += 1
         health.last_error = str(exc)
         delay = self._backoff.delay(health.failures)
         health.not_before = time.monotonic() + delay
-        stats.failed[resource] = str(exc)
+        if stats is not None:
+            stats.failed[resource] = str(exc)
         if health.failures == 1:
             health.since = self.now()
-            log.warning("pulling %s failed (%s); the other resources go on, %s is tried again in %.0fs",
-                        resource, exc, resource, delay)
+            self._forget_version(resource)
+            log.warning("%s %s failed (%s); the other resources go on, %s is tried again in %.0fs",
+                        what, resource, exc, resource, delay)
         else:
-            log.debug("pulling %s failed again (%s); next try in %.0fs", resource, exc, delay)
+            log.debug("%s %s failed again (%s); next try in %.0fs", what, resource, exc, delay)
+
+    def _forget_version(self, resource: str) -> None:
+        """A failed resource is not skipped on HO's version after a restart either: its problem shows
+        until it is fixed."""
+        try:
+            with self.transaction() as conn:
+                self.checkpoints.save(conn, resource, ho_version=None)
+        except PosyncError:  # the outlet database is the problem: nothing more to do here
+            pass
 
     def _recovered(self, resource: str) -> None:
         health = self.health.pop(resource, None)
@@ -156,6 +178,8 @@ class PullService:
         stats = stats or PullStats()
         with self.engine.connect() as conn:
             checkpoint = self.checkpoints.get(conn, entity.resource)
+        if ho_version is not None:  # a version is worth skipping on only for the same question to HO
+            ho_version = f"{ho_version}@{self.client.scope(entity)}"
         if ho_version is not None and checkpoint is not None and checkpoint["ho_version"] == ho_version:
             stats.skipped_resources.append(entity.resource)
             return stats
@@ -167,7 +191,7 @@ class PullService:
         else:
             settled = passes.cursor_pass(self, entity, cursor, stats)
         with self.transaction() as conn:
-            if ho_version is not None and settled and passes.version_settled(ho_version, settled):
+            if ho_version is not None and settled and passes.version_settled(ho_version.split("@")[0], settled):
                 self.checkpoints.save(conn, entity.resource, ho_version=ho_version)
             self.logs.add(conn, "pull", self.now(), resource=entity.resource,
                            count=stats.applied.written + stats.applied.deleted - before[1],
@@ -213,22 +237,23 @@ class PullService:
         Each resource on its own; a failure is logged and reported, the others go on."""
         from posync.services.reconcile import ReconcileReport, reconcile
 
-        entities = [self.registry[resource]] if resource is not None else self.registry.pulled()
+        entities = [self.registry[resource]] if resource is not None else self.ordered(children_first=True)
         reports: list[ReconcileReport] = []
         stats = PullStats()
         for entity in entities:
             if self.stopping():
                 break
             try:
-                reports.append(reconcile(self, entity, stats, force=force, max_delete_fraction=max_delete_fraction))
+                report = reconcile(self, entity, stats, force=force, max_delete_fraction=max_delete_fraction)
             except (HOUnavailableError, AuthenticationError):
                 raise
             except PosyncError as exc:
-                # once per streak, and not at all when its pulls already report the resource failing
-                quiet = entity.resource in self.health or entity.resource in self._reconcile_failing
-                (log.debug if quiet else log.warning)("reconciling %s failed: %s", entity.resource, exc)
-                self._reconcile_failing.add(entity.resource)
+                # like a failing pull: once in the log, in status() until it works, retried with backoff
+                self._failed(entity.resource, exc, None, "reconciling")
+                self.health[entity.resource].last_error = f"reconciliation: {exc}"
                 reports.append(ReconcileReport(entity.resource, error=str(exc)))
             else:
-                self._reconcile_failing.discard(entity.resource)
+                reports.append(report)
+                if entity.resource not in stats.failed:
+                    self._recovered(entity.resource)
         return reports

@@ -45,6 +45,8 @@ class ReconcileReport:
     removed: int = 0
     requests: int = 0
     error: str | None = None
+    # rows of a pull-only table that HO never had (written locally): kept, and reported
+    local_only: int = 0
 
 
 def gone_ids(known_to_ho: Iterable[str], live_at_ho: Iterable[str], waiting: Iterable[str]) -> list[str]:
@@ -81,7 +83,7 @@ def _marker(service: PullService, entity: TrackedEntity, report: ReconcileReport
     if service.client.dialect == "seed":
         total = service.client.pull(entity, 1).total
         report.requests += 1
-    return f"{version}|{total}"
+    return f"{version}|{total}|{service.client.scope(entity)}"
 
 
 def reconcile(service: PullService, entity: TrackedEntity, stats: PullStats, *, force: bool = False,
@@ -117,6 +119,12 @@ def reconcile(service: PullService, entity: TrackedEntity, stats: PullStats, *, 
     report.removed = removed
     if removed:
         log.info("%s: the reconciliation removed %d local rows HO no longer has", entity.resource, removed)
+    if not entity.direction.pushes:
+        with service.engine.connect() as conn:
+            report.local_only = service.entities.count_unknown_to_ho(conn, entity)
+        if report.local_only:
+            log.warning("%s: %d local rows HO never had (written at the outlet into a pull-only table); kept",
+                        entity.resource, report.local_only)
     return report
 
 

@@ -24,7 +24,8 @@ HOUSEKEEPING_ID = "posync-housekeeping"
 
 class EmbeddedScheduler:
     def __init__(self, worker: SyncWorker, interval_seconds: float, scheduler: Any | None = None, *,
-                 housekeeping: Callable[[], None] | None = None, housekeeping_seconds: float = 3600.0) -> None:
+                 housekeeping: Callable[[], None] | None = None, housekeeping_seconds: float = 3600.0,
+                 photos: Any | None = None) -> None:
         try:
             from apscheduler.schedulers.background import BackgroundScheduler
         except ImportError as exc:  # pragma: no cover - the extra is not installed
@@ -36,6 +37,7 @@ class EmbeddedScheduler:
         # a host that already runs an APScheduler can pass it in; we then never shut it down
         self._owns_scheduler = scheduler is None
         self._scheduler = scheduler or BackgroundScheduler(timezone="UTC")
+        self._photos = photos  # a posync.photos.PhotoSync: its hourly and nightly passes join the schedule
 
     @property
     def running(self) -> bool:
@@ -47,6 +49,10 @@ class EmbeddedScheduler:
         if self._housekeeping is not None:
             self._scheduler.add_job(self._run_housekeeping, "interval", seconds=self._housekeeping_seconds,
                                     id=HOUSEKEEPING_ID, replace_existing=True, max_instances=1, coalesce=True)
+        if self._photos is not None:
+            from posync.photos.jobs import photo_jobs
+
+            photo_jobs(self._scheduler, self._photos)
         if self._owns_scheduler and not self._scheduler.running:
             self._scheduler.start()
 
@@ -60,6 +66,10 @@ class EmbeddedScheduler:
         for job_id in (JOB_ID, HOUSEKEEPING_ID):
             if self._scheduler.get_job(job_id) is not None:
                 self._scheduler.remove_job(job_id)
+        if self._photos is not None:
+            from posync.photos.jobs import remove_photo_jobs
+
+            remove_photo_jobs(self._scheduler)
         if self._owns_scheduler and self._scheduler.running:
             self._scheduler.shutdown(wait=False)
 

@@ -27,6 +27,8 @@ from posync.services.retry import OutagePolicy
 __all__ = ["CycleReport", "SyncWorker"]
 
 log = logging.getLogger("posync.worker")
+# a reconciliation that failed (a foreign key, its cap) is tried again this soon, not at its next interval
+RECONCILE_RETRY = 60.0
 
 
 @dataclass
@@ -37,6 +39,8 @@ class CycleReport:
     error: str | None = None
     next_attempt_in: float = 0.0
     reconciled: list[str] = field(default_factory=list)
+    reconcile_failed: dict[str, str] = field(default_factory=dict)
+    removed: int = 0  # local rows the reconciliation removed (HO no longer has them)
 
 
 class SyncWorker:
@@ -56,6 +60,8 @@ class SyncWorker:
         self._stop = threading.Event()
         self._idle = threading.Event()
         self._idle.set()
+        self._after: list[Callable[[], None]] = []
+        self._after_lock = threading.Lock()
         self.last_error: str | None = None
         self.auth_error: str | None = None
 
@@ -72,6 +78,15 @@ class SyncWorker:
         self._stop.set()
         return self._idle.wait(timeout)
 
+    def when_idle(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` once no cycle runs: now, or when the running one ends (it finishes its request and
+        settles HO's answer first: an upload HO applied is not sent again)."""
+        with self._after_lock:
+            if not self._idle.is_set():
+                self._after.append(fn)
+                return
+        fn()
+
     def run_cycle(self, *, force: bool = False) -> CycleReport:
         now = self._monotonic()
         if self._stop.is_set():
@@ -80,7 +95,8 @@ class SyncWorker:
             return CycleReport(ran=False, next_attempt_in=self._not_before - now)
         if not self._lock.acquire(blocking=False):
             return CycleReport(ran=False, error="a cycle is already running")
-        self._idle.clear()
+        with self._after_lock:
+            self._idle.clear()
         report = CycleReport(ran=True)
         try:
             report.push.add(self._push.drain())
@@ -104,7 +120,11 @@ class SyncWorker:
             self.last_error = self.auth_error = None
         finally:
             self._lock.release()
-            self._idle.set()
+            with self._after_lock:
+                self._idle.set()
+                after, self._after = self._after, []
+            for fn in after:
+                fn()
         return report
 
     def _maybe_reconcile(self, report: CycleReport, force: bool) -> None:
@@ -114,9 +134,12 @@ class SyncWorker:
         self._next_reconcile = self._monotonic() + self._reconcile_every
         for result in self._pull.reconcile(max_delete_fraction=self._reconcile_fraction):
             if result.error:
-                report.pull.failed[result.resource] = result.error
+                report.reconcile_failed[result.resource] = result.error
+                # tried again soon (its resource backs off on its own meanwhile), not in an hour
+                self._next_reconcile = min(self._next_reconcile, self._monotonic() + RECONCILE_RETRY)
             elif not result.skipped:
                 report.reconciled.append(result.resource)
+                report.removed += result.removed
 
     def _failed(self, exc: Exception, report: CycleReport, *, quiet: bool = False) -> None:
         self._failures += 1
