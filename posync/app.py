@@ -63,6 +63,13 @@ def _check_profile(registry: Registry, settings: PosyncSettings) -> None:
 
 
 class Posync:
+    """posync in a host app: capture (installed on the engine), push, pull, conflicts, management,
+    webhooks and the scheduler, built from ``settings`` for the tables in ``registry``.
+
+    ``sessionmaker``: the host's (or an ``async_sessionmaker`` with a ``sync_session_class``), for the ORM
+    hooks. ``photos``: a ``posync.photos.PhotoSync`` to schedule and report with the rest. ``clock`` and
+    ``transport`` are for tests."""
+
     def __init__(self, engine: Engine, registry: Registry, settings: PosyncSettings, *,
                  sessionmaker: Any | None = None, clock: Callable[[], float] = time.time,
                  transport: httpx.BaseTransport | None = None, owner: str | None = None,

@@ -181,6 +181,8 @@ class TrackedEntity:
 
 
 class Registry:
+    """The host's tracked tables, by model and by resource name; each registered once."""
+
     def __init__(self, entities: Iterable[TrackedEntity]) -> None:
         self._by_model: dict[type[Any], TrackedEntity] = {}
         self._by_resource: dict[str, TrackedEntity] = {}

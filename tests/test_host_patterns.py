@@ -181,10 +181,14 @@ def test_merge_of_an_object_the_host_built(env: Env) -> None:
     version 1): posync's columns stay posync's, so the push is based on what HO has."""
     seed_bill(env, lines=0)
     with env.Session() as s:
+        s.get(Bill, "B1").table_no = "T7"  # the row is at version 2 now: a merge must not claim version 1
+        s.commit()
+    env.converge()
+    with env.Session() as s:
         s.merge(Bill(id="B1", table_no="T1", total=120))
         s.commit()
     with env.engine.connect() as conn:
-        assert conn.execute(sa.select(BILLS.c.cloud_version).where(BILLS.c.id == "B1")).scalar() == 1
+        assert conn.execute(sa.select(BILLS.c.cloud_version).where(BILLS.c.id == "B1")).scalar() == 2
     env.assert_converged()
     assert env.ho_data("bills")["B1"]["total"] == 120
 

@@ -30,6 +30,14 @@ class Tracked(SQLModel):
     sync_status: str = Field(default=SyncStatus.PENDING.value, max_length=12, nullable=False)
     updated_at: datetime = Field(default_factory=utcnow, nullable=False)
 
+    def __init__(self, **data: Any) -> None:
+        super().__init__(**data)
+        if "version" not in data:
+            # left unset (SQLAlchemy numbers a new row 1): ``session.merge(Order(id=..., total=...))`` of an
+            # object the host built then updates the row at whatever version it is, instead of failing
+            # the optimistic lock on a version the host never meant to claim
+            self.__dict__.pop("version", None)
+
     @declared_attr  # type: ignore[arg-type]
     def __mapper_args__(cls) -> dict[str, Any]:
         return {"version_id_col": cls.__table__.c.version}  # type: ignore[attr-defined]
