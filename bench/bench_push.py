@@ -79,13 +79,16 @@ def _wrap(obj: Any, name: str, into: dict[str, float]) -> None:
     setattr(obj, name, timed)
 
 
+PAUSE_GC = False  # --pause-gc: posync's opt-in GC pause (PosyncSettings.pause_gc; off by default)
+
+
 def posync_round(tmp: Path, template: Path, n: int, batch_size: int, tag: str) -> tuple[float, dict[str, float]]:
     db = tmp / f"outlet-{tag}.db"
     shutil.copyfile(template, db)
     parts: dict[str, float] = defaultdict(float)
     with head_office(tmp / f"ho-{tag}.db") as ho:
         outlet = make_outlet(f"sqlite:///{db}", ho.url, engine=posync.create_engine(f"sqlite:///{db}"),
-                             outlet_id=OUTLET, push_batch_size=batch_size)
+                             outlet_id=OUTLET, push_batch_size=batch_size, pause_gc=PAUSE_GC)
         try:
             for name in ("_claim", "_send", "_record"):  # claiming, the wire, settling
                 _wrap(outlet.sync.push, name, parts)
@@ -162,16 +165,19 @@ def seed003_round(url: str, template: Path, tmp: Path, n: int, tag: str) -> floa
 def _options(p: Any) -> None:
     p.add_argument("--batch-sizes", default=None, help="comma-separated push_batch_size values")
     p.add_argument("--changes", type=int, default=None, help="queued changes to drain (default 100,000)")
+    p.add_argument("--pause-gc", action="store_true", help="posync with its opt-in GC pause (default: off)")
 
 
 def main() -> None:
     args = bench_args(__doc__.splitlines()[0], rounds=3, quick_rounds=1,
                       extra=_options)
+    global PAUSE_GC
+    PAUSE_GC = args.pause_gc
     n = args.changes or (5_000 if args.quick else 100_000)
     sample = 300 if args.quick else 2_000
     sizes = [int(s) for s in (args.batch_sizes or ("250,1000" if args.quick else "250,500,1000,2000")).split(",")]
     print_header("push: drain the outbox to the reference HO (separate process, loopback)", args,
-                 changes=n, baseline_sample=sample, batch_sizes=",".join(map(str, sizes)))
+                 changes=n, baseline_sample=sample, batch_sizes=",".join(map(str, sizes)), pause_gc=PAUSE_GC)
     if args.changes and not args.quick:
         print(f"   NOTE: --changes {n:,} overrides the full size (100,000)")
     with workdir("push") as tmp:

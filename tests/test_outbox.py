@@ -152,7 +152,8 @@ def test_an_entitys_items_are_read_through_the_entity_index(sqlite_url: str) -> 
     with outlet.engine.begin() as conn:
         raw = conn.connection.driver_connection
         raw.set_trace_callback(statements.append)  # the SQL as run, with its values
-        repo.rebase_followers(conn, [("orders", "o1", 1), ("orders", "o2", 1)])
+        keys = [("orders", "o1"), ("orders", "o2")]
+        repo.rebase_followers(conn, [(*k, 1) for k in keys], repo.still_queued(conn, keys))
         repo.hold_followers(conn, ("orders", "o3"), time.time() + 60)
         repo.outstanding(conn, [("orders", "o4"), ("orders", "o5")])
         raw.set_trace_callback(None)

@@ -56,10 +56,10 @@ def ho_edits(ho: PhotoHO, rng: random.Random, ever: dict[str, set[str]], n: int)
     live = sorted(ho.photos)
     if live and rng.random() < 0.7:
         pid = rng.choice(live)
-        ho.update_photo(pid, rng.randbytes(rng.randint(20_000, 400_000)))
+        ho.update_photo(pid, rng.randbytes(rng.randint(20_000, 1_200_000)))
         remember(pid)
     if rng.random() < 0.4:
-        remember(ho.put_photo(f"prod-{n % 6}", rng.randbytes(rng.randint(20_000, 400_000))))
+        remember(ho.put_photo(f"prod-{n % 6}", rng.randbytes(rng.randint(20_000, 1_200_000))))
     if len(live) > 8 and rng.random() < 0.15:
         ho.delete_photo(rng.choice(live))
 
@@ -81,7 +81,7 @@ def test_sigkill_during_photo_sync_resumes_and_ends_equal_to_ho(db: str, store_k
         ho.base_url = server.url
         for n in range(24):
             ho_edits(ho, rng, ever, n)
-            pid = ho.put_photo(f"prod-{n % 6}", rng.randbytes(rng.randint(20_000, 400_000)))
+            pid = ho.put_photo(f"prod-{n % 6}", rng.randbytes(rng.randint(20_000, 1_200_000)))
             ever.setdefault(ho.photos[pid].object_key, set()).add(ho.photos[pid].checksum)
         ho.byte_faults.update(drip_interval=0.004, seed=5)  # ~4 MB/s per transfer: kills land mid-body
         log_path = tmp_path / "worker.log"

@@ -26,7 +26,6 @@ from posync.models import posync_tables
 from posync.models.photo import PhotoRecord
 from posync.photos import PhotoSettings, PhotoStoreError, build_photo_sync
 from posync.photos.ops import delete_photo, delete_prefix, delete_product, move_prefix, write_photo
-from posync.photos.reconcile import reconcile
 from posync.photos.serve import PhotoURLs, asgi_app, wsgi_app
 from posync.photos.stores import DatabaseStore, FileStore, PhotoStore
 from posync.photos.wire import RemotePhoto
@@ -172,7 +171,7 @@ def test_a_failed_row_write_removes_the_bytes_it_added(engine: Any, store: Photo
     assert store.stat("products/p1/a.jpg") is None and rows(engine) == {}
 
 
-class _row_fails:  # noqa: N801 - SQLite does not enforce VARCHAR lengths: make the insert fail by a trigger
+class _row_fails:
     def __init__(self, engine: Any) -> None:
         self.engine = engine
 

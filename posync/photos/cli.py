@@ -30,7 +30,7 @@ photos_app = typer.Typer(help="Product photos from head office to this outlet (i
 _FLAGS: dict[str, Any] = {}
 
 
-def _opt(default: Any, *names: str, help: str) -> Any:  # noqa: A002 - typer's own keyword
+def _opt(default: Any, *names: str, help: str) -> Any:
     return typer.Option(default, *names, help=help, show_default=False)
 
 
@@ -140,7 +140,7 @@ def status() -> None:
         db.dispose()
 
 
-class _bar:  # noqa: N801 - used as a context manager, reads as one
+class _bar:
     """rich's progress bar (typer brings rich): photos done/total, bytes/s and ETA; silent off a terminal."""
 
     def __init__(self, enabled: bool) -> None:
@@ -161,7 +161,8 @@ class _bar:  # noqa: N801 - used as a context manager, reads as one
         return self.update
 
     def update(self, p: Progress) -> None:
-        text = f"{p.phase} {p.photos_done}/{p.photos_total} photos" if p.photos_total else f"{p.phase} {p.listed} listed"
+        text = (f"{p.phase} {p.photos_done}/{p.photos_total} photos" if p.photos_total
+                else f"{p.phase} {p.listed} listed")
         if p.failed:
             text += f", {p.failed} failed"
         self._progress.update(self._task, description=text, total=p.bytes_total or None, completed=p.bytes_done)

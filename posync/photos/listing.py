@@ -116,10 +116,14 @@ class Lister:
         with repo.translating("write listed photos"), write_transaction(self.engine) as conn:
             states = repo.local_states(conn, list(photos))
             present = self.present(conn, {p.product_id for p in photos.values()})
-            inserts, updates = [], []
+            inserts: list[tuple[RemotePhoto, str, str | None]] = []
+            updates: list[dict[str, Any]] = []
             for p in photos.values():
                 local = states.get(p.id)
                 plan = plan_listed(p, local, p.product_id in present)
+                if local is None:  # the common case of a first sync: a plain new row
+                    inserts.append((p, plan.status, plan.error))
+                    continue
                 if not plan.write:
                     continue
                 values: dict[str, Any] = {**p.meta(), "sync_status": plan.status, "sync_error": plan.error}
@@ -127,12 +131,8 @@ class Lister:
                     values.update(attempts=0, next_attempt_at=None)
                 if plan.untombstone:
                     values["ho_deleted_at"] = None
-                if local is None:
-                    inserts.append({"id": p.id, "attempts": 0, "next_attempt_at": None, "stored_key": None,
-                                    "stored_checksum": None, "last_sync_at": None, "ho_deleted_at": None, **values})
-                else:
-                    updates.append({"b_id": p.id, **values})
-            repo.insert_rows(conn, inserts)
+                updates.append({"b_id": p.id, **values})
+            repo.insert_listed(conn, inserts)
             repo.update_rows(conn, updates)
             if page.deleted_ids:
                 repo.tombstone(conn, [i for i in page.deleted_ids if i not in photos], now)

@@ -48,7 +48,8 @@ class ReconcileReport:
 
 
 def reconcile(engine: Engine, store: PhotoStore, *, product_id: str | None = None, fix: bool = False,
-              remove_orphaned: bool = True, recreate_missing: bool = True, verify_bytes: bool = True) -> ReconcileReport:
+              remove_orphaned: bool = True, recreate_missing: bool = True,
+              verify_bytes: bool = True) -> ReconcileReport:
     expected, owners = _expected(engine, product_id)
     prefix = f"products/{product_id}/" if product_id else ""
     actual: dict[str, str | None] = {}

@@ -72,6 +72,11 @@ class Tally:
         self.total = self.done = 0
         self.bytes_total = self.bytes_done = 0
 
+    @property
+    def shown(self) -> bool:
+        """Whether anyone watches the progress (without a callback, byte counts need not be fed in)."""
+        return self._progress is not None
+
     def add_bytes(self, n: int) -> None:
         with self._lock:
             self.bytes_done += n

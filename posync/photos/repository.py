@@ -2,10 +2,16 @@
 
 Each function takes the caller's connection (and so its transaction). SQLAlchemy errors are translated
 into StorageError at the service boundary (:func:`translating`).
+
+The two statements that run once per photo (the listing's inserts, the byte pass's ``mark_synced``) go to
+the driver's ``executemany`` on SQLite with each column's own bind conversion, as the core's page apply
+does (``posync/repositories/entities.py``): SQLAlchemy's per-row parameter processing was most of their
+cost. psycopg's executemany is a round trip a row, so PostgreSQL keeps SQLAlchemy's batching.
 """
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -18,6 +24,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from posync.errors import StorageError
 from posync.models.photo import PhotoCheckpoint, PhotoRecord, PhotoSyncStatus
 from posync.photos.decide import LocalPhoto, WorkItem
+from posync.photos.wire import RemotePhoto
+from posync.repositories import driver
 
 __all__ = ["CHECKPOINTS", "PHOTOS", "translating"]
 
@@ -41,34 +49,99 @@ def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
         yield values[start:start + _IN_BATCH]
 
 
-def _meta(row: Any) -> tuple[object, ...]:
-    values = []
-    for name in META:
-        v = getattr(row, name)
-        if isinstance(v, datetime) and v.tzinfo is None:  # SQLite reads timestamps back naive (they are UTC)
-            v = v.replace(tzinfo=UTC)
-        values.append(v)
-    return tuple(values)
-
-
 # -- the listing ------------------------------------------------------------------------------------------
 
 
+_STATE = ("id", *META, "stored_key", "stored_checksum", "sync_status", "sync_error", "ho_deleted_at")
+_results: dict[str, list[tuple[int, Any]]] = {}
+
+
 def local_states(conn: Connection, ids: Sequence[str]) -> dict[str, LocalPhoto]:
+    """The rows of these listed photos (on the driver: a page's thousand ids, no SQLAlchemy row processing
+    but each column's own result conversion)."""
+    dialect = conn.dialect
+    convert = _results.get(dialect.name)
+    if convert is None:
+        processors = (PHOTOS.c[n].type.dialect_impl(dialect).result_processor(dialect, None) for n in _STATE)
+        convert = _results[dialect.name] = [(n, f) for n, f in enumerate(processors) if f is not None]
     out: dict[str, LocalPhoto] = {}
-    cols = [PHOTOS.c[n] for n in ("id", *META, "stored_key", "stored_checksum", "sync_status", "sync_error",
-                                  "ho_deleted_at")]
-    for chunk in _chunks(list(ids)):
-        for row in conn.execute(sa.select(*cols).where(PHOTOS.c.id.in_(chunk))):
-            out[row.id] = LocalPhoto(row.id, row.product_id, row.object_key, row.checksum, _meta(row),
-                                     row.stored_key, row.stored_checksum, row.sync_status, row.sync_error,
-                                     row.ho_deleted_at is not None)
+    sql = f"SELECT {', '.join(_STATE)} FROM {PHOTOS.name} WHERE id IN ({{}})"
+    for raw in driver.fetch_in(conn, sql, list(ids)):
+        row = list(raw)
+        for n, f in convert:
+            row[n] = f(row[n])
+        meta = tuple(v.replace(tzinfo=UTC) if isinstance(v, datetime) and v.tzinfo is None else v
+                     for v in row[1:1 + len(META)])  # SQLite reads timestamps back naive (they are UTC)
+        pid, product_id, key, checksum = row[0], row[1], row[2], row[6]
+        stored_key, stored_checksum, status, error, deleted = row[1 + len(META):]
+        out[pid] = LocalPhoto(pid, product_id, key, checksum, meta, stored_key, stored_checksum, status, error,
+                              deleted is not None)
     return out
 
 
+_ALL = tuple(c.name for c in PHOTOS.columns)
+_LISTED = ("id", *META, "stored_key", "stored_checksum", "last_sync_at", "sync_status", "sync_error", "attempts",
+           "next_attempt_at", "ho_deleted_at")  # insert_listed's tuple, in this order
+_ALL_SET = frozenset(_ALL)
+_ROW = operator.itemgetter(*_ALL)
+_binds: dict[tuple[str, ...], list[Any]] = {}
+
+
+def _bind_processors(conn: Connection, columns: Sequence[str]) -> list[Any]:
+    dialect = conn.dialect
+    key = (dialect.name, *columns)
+    found = _binds.get(key)
+    if found is None:
+        found = _binds[key] = [PHOTOS.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
+    return found
+
+
+def _fast(conn: Connection) -> bool:
+    return conn.dialect.name == "sqlite"
+
+
 def insert_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    if rows:
+    """New rows; each names every column (the listing's do)."""
+    if not rows:
+        return
+    if not (_fast(conn) and all(r.keys() == _ALL_SET for r in rows)):
         conn.execute(PHOTOS.insert(), rows)
+        return
+    q = conn.dialect.identifier_preparer
+    converted = [(n, b) for n, b in enumerate(_bind_processors(conn, _ALL)) if b is not None]
+    sql = (f"INSERT INTO {q.format_table(PHOTOS)} ({', '.join(q.quote(c) for c in _ALL)}) "
+           f"VALUES ({', '.join('?' for _ in _ALL)})")
+    values = []
+    for r in rows:
+        row = list(_ROW(r))
+        for n, b in converted:
+            if row[n] is not None:
+                row[n] = b(row[n])
+        values.append(row)
+    driver.executemany(conn, sql, values)
+
+
+def insert_listed(conn: Connection, new: Sequence[tuple[RemotePhoto, str, str | None]]) -> None:
+    """Rows for photos the outlet never had: ``(photo, sync_status, sync_error)``, nothing stored yet."""
+    if not new:
+        return
+    if not _fast(conn):
+        insert_rows(conn, [{"id": p.id, **p.meta(), "stored_key": None, "stored_checksum": None,
+                            "last_sync_at": None, "sync_status": status, "sync_error": error, "attempts": 0,
+                            "next_attempt_at": None, "ho_deleted_at": None} for p, status, error in new])
+        return
+    q = conn.dialect.identifier_preparer
+    when, flag = _bind_processors(conn, ("created_at", "is_primary"))
+    sql = (f"INSERT INTO {q.format_table(PHOTOS)} ({', '.join(q.quote(c) for c in _LISTED)}) "
+           f"VALUES ({', '.join('?' for _ in _LISTED)})")
+    driver.executemany(conn, sql, [
+        (p.id, p.product_id, p.object_key, p.filename, p.size, p.content_type, p.checksum, p.version,
+         _bound(flag, p.is_primary), p.sort_order, _bound(when, p.created_at), _bound(when, p.updated_at),
+         p.image_url, None, None, None, status, error, 0, None, None) for p, status, error in new])
+
+
+def _bound(process: Any, value: Any) -> Any:
+    return value if process is None or value is None else process(value)
 
 
 def update_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
@@ -103,7 +176,8 @@ def work(conn: Connection, now: datetime, *, include_backoff: bool = False) -> l
     """Photos that need bytes: pending, left syncing by a crash, or failed and due again."""
     query = sa.select(PHOTOS.c.id, PHOTOS.c.product_id, PHOTOS.c.object_key, PHOTOS.c.checksum, PHOTOS.c.size,
                       PHOTOS.c.content_type, PHOTOS.c.image_url, PHOTOS.c.stored_key, PHOTOS.c.stored_checksum,
-                      PHOTOS.c.attempts, PHOTOS.c.sync_status).where(PHOTOS.c.sync_status.in_(_WORK), PHOTOS.c.ho_deleted_at.is_(None))
+                      PHOTOS.c.attempts, PHOTOS.c.sync_status).where(
+        PHOTOS.c.sync_status.in_(_WORK), PHOTOS.c.ho_deleted_at.is_(None))
     if not include_backoff:
         query = query.where(sa.or_(PHOTOS.c.sync_status != PhotoSyncStatus.FAILED.value,
                                    PHOTOS.c.next_attempt_at.is_(None), PHOTOS.c.next_attempt_at <= now))
@@ -111,8 +185,8 @@ def work(conn: Connection, now: datetime, *, include_backoff: bool = False) -> l
 
 
 def set_status(conn: Connection, ids: Sequence[str], status: str, error: str | None = None) -> None:
-    for chunk in _chunks(list(ids)):
-        conn.execute(PHOTOS.update().where(PHOTOS.c.id.in_(chunk)).values(sync_status=status, sync_error=error))
+    driver.execute_in(conn, f"UPDATE {PHOTOS.name} SET sync_status = ?, sync_error = ? WHERE id IN ({{}})",
+                      list(ids), before=(status, error))
 
 
 def mark_synced(conn: Connection, done: Sequence[tuple[str, str, str]], now: datetime) -> None:
@@ -120,12 +194,22 @@ def mark_synced(conn: Connection, done: Sequence[tuple[str, str, str]], now: dat
     moved on meanwhile keeps its status (the newer bytes are still wanted)."""
     if not done:
         return
+    if _fast(conn):
+        (bind,) = _bind_processors(conn, ("last_sync_at",))
+        at = now if bind is None else bind(now)
+        driver.executemany(conn, _MARK_SYNCED, [(k, s, s, at, i) for i, k, s in done])
+        return
     conn.execute(PHOTOS.update().where(PHOTOS.c.id == sa.bindparam("b_id"))
                  .values(stored_key=sa.bindparam("b_key"), stored_checksum=sa.bindparam("b_sum"),
                          sync_status=sa.case((PHOTOS.c.checksum == sa.bindparam("b_sum"),
                                               PhotoSyncStatus.SYNCED.value), else_=PHOTOS.c.sync_status),
                          sync_error=None, attempts=0, next_attempt_at=None, last_sync_at=now),
                  [{"b_id": i, "b_key": k, "b_sum": s} for i, k, s in done])
+
+
+_MARK_SYNCED = (f"UPDATE {PHOTOS.name} SET stored_key = ?, stored_checksum = ?, "
+                f"sync_status = CASE WHEN checksum = ? THEN '{PhotoSyncStatus.SYNCED.value}' ELSE sync_status END, "
+                "sync_error = NULL, attempts = 0, next_attempt_at = NULL, last_sync_at = ? WHERE id = ?")
 
 
 def mark_failed(conn: Connection, failed: Sequence[tuple[str, str, datetime]]) -> None:

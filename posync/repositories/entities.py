@@ -24,7 +24,6 @@ from posync.repositories.errors import storage_errors
 
 __all__ = ["EntityRepository"]
 
-OUTBOX = "posync_outbox"
 
 
 class _RowReader:
@@ -115,19 +114,21 @@ class EntityRepository:
         return out
 
     def mark_pushed(self, conn: Connection, entity: TrackedEntity,
-                    accepted: Sequence[tuple[str, int, int | None]]) -> None:
+                    accepted: Sequence[tuple[str, int, int | None]],
+                    queued: set[str] | frozenset[str] = frozenset()) -> None:
         """HO accepted changes, each ``(entity_id, HO's version, the local version pushed)``: record HO's
-        version. The row is synced unless a later change of it is still queued (the accepted items are
-        already gone from the outbox). A version older than one already applied (a pull got there
-        first) changes nothing."""
+        version. The row is synced unless a later change of it is still ``queued``. A version older than
+        one already applied (a pull got there first) changes nothing."""
         reader = self._reader(conn, entity)
-        sql = (f"UPDATE {reader.table} SET cloud_version = ?, sync_status = CASE WHEN EXISTS (SELECT 1 FROM "
-               f"{OUTBOX} WHERE resource = ? AND entity_id = ?) THEN sync_status ELSE '{SyncStatus.SYNCED.value}' "
-               f"END WHERE {reader.pk} = ? AND (cloud_version IS NULL OR cloud_version < ?)")
+        where = f"WHERE {reader.pk} = ? AND (cloud_version IS NULL OR cloud_version < ?)"
+        done = f"UPDATE {reader.table} SET cloud_version = ?, sync_status = '{SyncStatus.SYNCED.value}' {where}"
+        waits = f"UPDATE {reader.table} SET cloud_version = ? {where}"
         keys = reader.keys(entity, [entity_id for entity_id, _, _ in accepted])
+        rows = [(entity_id in queued, (version, key, version))
+                for (entity_id, version, _), key in zip(accepted, keys, strict=True)]
         with suppressed(conn):
-            driver.executemany(conn, sql, [(version, entity.resource, entity_id, key, version)
-                                           for (entity_id, version, _), key in zip(accepted, keys, strict=True)])
+            driver.executemany(conn, done, [params for later, params in rows if not later])
+            driver.executemany(conn, waits, [params for later, params in rows if later])
 
     def set_status(self, conn: Connection, entity: TrackedEntity, entity_id: str, status: SyncStatus,
                    *, cloud_version: int | None = None) -> None:

@@ -196,27 +196,29 @@ class OutboxRepository:
             conn.execute(T.update().where(T.c.id.in_(chunk), T.c.available_at < available_at)
                          .values(available_at=available_at))
 
-    def rebase_followers(self, conn: Connection, rebases: Sequence[tuple[str, str, int]]) -> None:
-        """After HO accepted a change (``(resource, entity_id, HO's new version)``), later unsent changes
-        of that entity build on it. Most accepted changes have no followers: find the few that do first
-        (one seek of the entity index each; an entity with nothing left has no entry to read)."""
-        if not rebases:
-            return
+    def still_queued(self, conn: Connection, keys: Sequence[EntityKey]) -> dict[EntityKey, set[str]]:
+        """The statuses of the items left of these entities (after a settle deleted the accepted ones).
+        Most entities have none: one seek of the entity index each finds no entry."""
         by_resource: dict[str, list[str]] = defaultdict(list)
-        for resource, entity_id, _ in rebases:
+        for resource, entity_id in keys:
             by_resource[resource].append(entity_id)
-        with_followers: set[EntityKey] = set()
-        hint = _by_entity(conn)
+        out: dict[EntityKey, set[str]] = defaultdict(set)
         for resource, ids in by_resource.items():
-            rows = driver.fetch_in(conn, f"SELECT DISTINCT entity_id FROM {T.name}{hint} "
-                                         "WHERE resource = ? AND entity_id IN ({}) AND status = ?",
-                                   ids, before=(resource,), after=(_PENDING,))
-            with_followers.update((resource, entity_id) for (entity_id,) in rows)
+            rows = driver.fetch_in(conn, f"SELECT DISTINCT entity_id, status FROM {T.name}{_by_entity(conn)} "
+                                         "WHERE resource = ? AND entity_id IN ({})", ids, before=(resource,))
+            for entity_id, status in rows:
+                out[(resource, entity_id)].add(status)
+        return out
+
+    def rebase_followers(self, conn: Connection, rebases: Sequence[tuple[str, str, int]],
+                         queued: dict[EntityKey, set[str]]) -> None:
+        """After HO accepted a change (``(resource, entity_id, HO's new version)``), later unsent changes
+        of that entity build on it (``queued``: :meth:`still_queued` of these entities)."""
         driver.executemany(
-            conn, f"UPDATE {T.name}{hint} SET base_version = ? WHERE resource = ? AND entity_id = ? AND status = ? "
-                  "AND attempts = 0",
+            conn, f"UPDATE {T.name}{_by_entity(conn)} SET base_version = ? WHERE resource = ? AND entity_id = ? "
+                  "AND status = ? AND attempts = 0",
             [(version, resource, entity_id, _PENDING) for resource, entity_id, version in rebases
-             if (resource, entity_id) in with_followers])
+             if _PENDING in queued.get((resource, entity_id), ())])
 
     def insert(self, conn: Connection, row: dict[str, Any]) -> None:
         conn.execute(T.insert(), [row])

@@ -439,9 +439,13 @@ class PushService:
                 self._fail(conn, lease, result.reason or f"HO gave no usable result ({status})", now)
         stats.applied += applied
         stats.duplicates += duplicates
+        # the entities that still have items (later changes, or set aside) once the accepted ones are gone
+        queued = self._outbox.still_queued(conn, [(r, e) for r, rows in accepted.items() for e, _, _ in rows]
+                                           + [(r, e) for r, e, _ in rebases])
         for resource, rows in accepted.items():
-            self._entities.mark_pushed(conn, self._registry[resource], rows)
-        self._outbox.rebase_followers(conn, rebases)
+            waiting = {entity_id for (res, entity_id) in queued if res == resource}
+            self._entities.mark_pushed(conn, self._registry[resource], rows, waiting)
+        self._outbox.rebase_followers(conn, rebases, queued)
         self._logs.add(conn, "push", _dt(now), count=len(done), duration_ms=duration_ms,
                        detail=f"{stats.applied} applied, {stats.duplicates} duplicate, "
                               f"{stats.conflicts} conflict, {stats.rejected} rejected")

@@ -11,8 +11,8 @@ share one token and one renewal path.
 from __future__ import annotations
 
 import threading
-from email.utils import parsedate_to_datetime
 from datetime import datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx

@@ -17,7 +17,7 @@ from urllib.parse import quote, urljoin, urlsplit
 import httpx
 
 from posync.photos.client.http import AuthHeaders, date_header, request_json
-from posync.photos.wire import ManifestPage, RemotePhoto, parse_legacy_page, parse_v1_page
+from posync.photos.wire import ManifestPage, parse_legacy_page, parse_v1_page
 
 __all__ = ["ByteRequest", "LegacySource", "PhotoReport", "PhotoSource", "V1Source"]
 
@@ -73,6 +73,7 @@ class _Base:
 class V1Source(_Base):
     name = "v1"
     PATH = "/api/v1/sync/product-photos/"
+    _origin: list[str] | None = None
 
     def pages(self, since: datetime | None, page_size: int, offset: int = 0) -> Iterator[ManifestPage]:
         while True:
@@ -91,8 +92,11 @@ class V1Source(_Base):
     def byte_request(self, photo_id: str, image_url: str | None) -> ByteRequest | None:
         if not image_url:
             return None
-        url = urljoin(self.base_url, image_url)
-        return ByteRequest(url, same_origin(url, self.base_url))
+        url = image_url if image_url.startswith(("http://", "https://")) else urljoin(self.base_url, image_url)
+        origin = url.split("/", 3)[:3]
+        if self._origin is None:
+            self._origin = self.base_url.rstrip("/").split("/", 3)[:3]
+        return ByteRequest(url, origin == self._origin and same_origin(url, self.base_url))
 
     def report(self, results: Sequence[PhotoReport]) -> int:
         return 0  # v1 has no status call

@@ -8,17 +8,19 @@ one transaction). Readers see the old bytes or the new ones, never a mix.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+import os
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from posync.photos.errors import PhotoConfigError
 
-__all__ = ["CHUNK", "PhotoStore", "StoredObject", "check_key", "md5_of_chunks"]
+__all__ = ["CHUNK", "PhotoStore", "StoredObject", "StrPath", "check_key", "md5_of_chunks", "stat_each"]
 
 CHUNK = 256 * 1024
 RESERVED_PREFIX = ".posync"
+StrPath = str | os.PathLike[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,9 +38,16 @@ class PhotoStore(Protocol):
         """Where partial downloads wait (kept across restarts, so they resume)."""
         ...
 
-    def put_file(self, key: str, path: Path, *, md5: str, content_type: str, consume: bool = False) -> None:
+    def put_file(self, key: str, path: StrPath, *, md5: str, content_type: str, consume: bool = False,
+                 durable: bool = True, synced: bool = False) -> None:
         """Make the verified bytes in ``path`` visible under ``key`` atomically. With ``consume`` the store
-        may take the file itself (a rename) instead of copying it."""
+        takes the file (a rename, or it is removed once copied). With ``durable=False`` the put may need
+        :meth:`flush` to survive a power cut (the filesystem store's folder fsync waits for it); ``synced``
+        says the caller has fsynced ``path`` already (the filesystem store then renames it as it is)."""
+        ...
+
+    def flush(self) -> None:
+        """Make every put made with ``durable=False`` since the last flush durable."""
         ...
 
     def read(self, key: str) -> Iterator[bytes]:
@@ -46,6 +55,10 @@ class PhotoStore(Protocol):
         ...
 
     def stat(self, key: str) -> StoredObject | None: ...
+
+    def stat_many(self, keys: Collection[str]) -> dict[str, StoredObject]:
+        """The objects among ``keys`` that exist (the filesystem store reads each folder once)."""
+        ...
 
     def hash(self, key: str) -> str | None:
         """MD5 of the bytes as stored (read through when the store cannot vouch for them); None if absent."""
@@ -75,3 +88,13 @@ def md5_of_chunks(chunks: Iterator[bytes]) -> str:
     for chunk in chunks:
         h.update(chunk)
     return h.hexdigest()
+
+
+def stat_each(store: PhotoStore, keys: Collection[str]) -> dict[str, StoredObject]:
+    """:meth:`PhotoStore.stat_many` as one stat per key."""
+    found = {}
+    for key in keys:
+        stat = store.stat(key)
+        if stat is not None:
+            found[key] = stat
+    return found

@@ -8,8 +8,10 @@ time, a read streams the chunks of one SELECT (one snapshot, so never half of ea
 
 from __future__ import annotations
 
+import contextlib
+import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from posync.db import write_transaction
 from posync.models.photo import PhotoBlob, PhotoChunk
 from posync.photos.errors import PhotoStoreError
-from posync.photos.stores.base import StoredObject, check_key, md5_of_chunks
+from posync.photos.stores.base import StoredObject, StrPath, check_key, md5_of_chunks, stat_each
 
 __all__ = ["DatabaseStore"]
 
@@ -45,7 +47,8 @@ class DatabaseStore:
         self._staging.mkdir(parents=True, exist_ok=True)
         return self._staging
 
-    def put_file(self, key: str, path: Path, *, md5: str, content_type: str, consume: bool = False) -> None:
+    def put_file(self, key: str, path: StrPath, *, md5: str, content_type: str, consume: bool = False,
+                 durable: bool = True, synced: bool = False) -> None:
         check_key(key)
         try:
             with write_transaction(self.engine) as conn, open(path, "rb") as f:
@@ -61,7 +64,11 @@ class DatabaseStore:
         except (SQLAlchemyError, OSError) as exc:
             raise PhotoStoreError(self.kind, "write", key, type(exc).__name__) from exc
         if consume:
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+    def flush(self) -> None:
+        return None  # each put is its own committed transaction
 
     def read(self, key: str) -> Iterator[bytes]:
         check_key(key)
@@ -92,6 +99,9 @@ class DatabaseStore:
             raise PhotoStoreError(self.kind, "stat", key, type(exc).__name__) from exc
         # the md5 column says what was written, not what is there now: reconciliation hashes the chunks
         return None if row is None else StoredObject(key, int(row.size), None)
+
+    def stat_many(self, keys: Collection[str]) -> dict[str, StoredObject]:
+        return stat_each(self, keys)
 
     def hash(self, key: str) -> str | None:
         if self.stat(key) is None:

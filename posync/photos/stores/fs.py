@@ -1,23 +1,31 @@
-"""The filesystem store (the embedded default): ``root/<object_key>``, written by temp file + fsync + rename."""
+"""The filesystem store (the embedded default): ``root/<object_key>``, written by temp file + fsync + rename.
+
+A put is atomic and visible at once (the rename). It is durable when it returns, unless the caller passes
+``durable=False``: then the folder's fsync (what makes a rename survive a power cut) waits for
+:meth:`FileStore.flush`, once per touched folder, which the byte pass calls before it marks the batch's rows
+synced. The staged file's own bytes are always fsynced before the rename.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 from posync.photos.errors import PhotoStoreError
-from posync.photos.stores.base import CHUNK, RESERVED_PREFIX, StoredObject, check_key, md5_of_chunks
+from posync.photos.stores.base import CHUNK, RESERVED_PREFIX, StoredObject, StrPath, check_key, md5_of_chunks
 
 __all__ = ["FileStore"]
 
 STAGING = f"{RESERVED_PREFIX}-staging"
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync_dir(path: StrPath) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -30,7 +38,11 @@ class FileStore:
 
     def __init__(self, root: str | Path, *, fsync: bool = True) -> None:
         self.root = Path(root).resolve()
+        self._root = str(self.root)
         self._fsync = fsync
+        self._dirs: set[str] = set()  # folders known to exist (a put's mkdir is skipped)
+        self._dirty: set[str] = set()  # folders with a rename not yet fsynced (durable=False)
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"FileStore({str(self.root)!r})"
@@ -38,30 +50,83 @@ class FileStore:
     def path(self, key: str) -> Path:
         return self.root / check_key(key)
 
+    def _fs(self, key: str) -> str:
+        """The key's file name as a string (the hot path: no Path objects)."""
+        check_key(key)
+        return f"{self._root}{os.sep}{key if os.sep == '/' else key.replace('/', os.sep)}"
+
     def staging_dir(self) -> Path:
         # inside the root: a rename from here to the final place never crosses a filesystem
         staging = self.root / STAGING
         staging.mkdir(parents=True, exist_ok=True)
         return staging
 
-    def put_file(self, key: str, path: Path, *, md5: str, content_type: str, consume: bool = False) -> None:
-        final = self.path(key)
+    def put_file(self, key: str, path: StrPath, *, md5: str, content_type: str, consume: bool = False,
+                 durable: bool = True, synced: bool = False) -> None:
+        final = self._fs(key)
+        parent = os.path.dirname(final)
         try:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            if consume and path.stat().st_dev == final.parent.stat().st_dev:
-                self._sync_file(path)
-                os.replace(path, final)
+            if consume:
+                if not synced:
+                    self._sync_file(path)
+                try:
+                    self._rename(path, final, parent)
+                except OSError as exc:
+                    if exc.errno != errno.EXDEV:
+                        raise
+                    self._copy_into_place(Path(path), Path(final))  # another filesystem: copy instead
+                    os.unlink(path)
             else:
-                self._copy_into_place(path, final)
-            if self._fsync:
-                _fsync_dir(final.parent)
+                os.makedirs(parent, exist_ok=True)
+                self._copy_into_place(Path(path), Path(final))
+            self._made_visible(parent, durable)
         except OSError as exc:
             raise PhotoStoreError(self.kind, "write", key, exc.strerror or type(exc).__name__) from exc
 
-    def _sync_file(self, path: Path) -> None:
+    def flush(self) -> None:
+        """Make every ``durable=False`` put since the last flush durable: one fsync per touched folder."""
+        with self._lock:
+            dirty, self._dirty = self._dirty, set()
+        try:
+            for folder in sorted(dirty):
+                _fsync_dir(folder)
+        except OSError as exc:
+            with self._lock:
+                self._dirty |= dirty
+            raise PhotoStoreError(self.kind, "sync", os.path.relpath(folder, self._root),
+                                  exc.strerror or type(exc).__name__) from exc
+
+    def _mkdir(self, parent: str) -> None:
+        if parent not in self._dirs:
+            os.makedirs(parent, exist_ok=True)
+            self._dirs.add(parent)
+
+    def _rename(self, src: StrPath, final: str, parent: str) -> None:
+        self._mkdir(parent)
+        try:
+            os.replace(src, final)
+        except FileNotFoundError:
+            if not os.path.exists(src):
+                raise
+            os.makedirs(parent, exist_ok=True)  # a delete emptied and removed the folder meanwhile
+            os.replace(src, final)
+
+    def _made_visible(self, parent: str, durable: bool) -> None:
+        if not self._fsync:
+            return
+        if durable:
+            _fsync_dir(parent)
+        else:
+            with self._lock:
+                self._dirty.add(parent)
+
+    def _sync_file(self, path: StrPath) -> None:
         if self._fsync:
-            with open(path, "rb+") as f:
-                os.fsync(f.fileno())
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def _copy_into_place(self, src: Path, final: Path) -> None:
         fd, tmp = tempfile.mkstemp(prefix=".posync-", suffix=".tmp", dir=final.parent)
@@ -92,12 +157,32 @@ class FileStore:
 
     def stat(self, key: str) -> StoredObject | None:
         try:
-            st = self.path(key).stat()
+            st = os.stat(self._fs(key))
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise PhotoStoreError(self.kind, "stat", key, exc.strerror or "") from exc
         return StoredObject(key, st.st_size, None)
+
+    def stat_many(self, keys: Collection[str]) -> dict[str, StoredObject]:
+        """One directory read per folder, and a stat only for the names it holds (a fresh store: none)."""
+        by_folder: dict[str, list[tuple[str, str]]] = {}
+        for key in keys:
+            folder, _, name = self._fs(key).rpartition(os.sep)
+            by_folder.setdefault(folder, []).append((key, name))
+        found: dict[str, StoredObject] = {}
+        for folder, wanted in by_folder.items():
+            try:
+                names = set(os.listdir(folder))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            except OSError as exc:
+                where = os.path.relpath(folder, self._root)
+                raise PhotoStoreError(self.kind, "stat", where, exc.strerror or "") from exc
+            for key, name in wanted:
+                if name in names and (stat := self.stat(key)) is not None:
+                    found[key] = stat
+        return found
 
     def hash(self, key: str) -> str | None:
         if self.stat(key) is None:

@@ -8,16 +8,18 @@ must equal our MD5; a multipart ETag (``<hex>-<parts>``) is not an MD5 and is ne
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
 
 from posync.photos.errors import PhotoStoreError
-from posync.photos.stores.base import CHUNK, StoredObject, check_key, md5_of_chunks
+from posync.photos.stores.base import CHUNK, StoredObject, StrPath, check_key, md5_of_chunks, stat_each
 
 __all__ = ["S3Store", "etag_md5"]
 
@@ -103,10 +105,11 @@ class S3Store:
         self._staging.mkdir(parents=True, exist_ok=True)
         return self._staging
 
-    def put_file(self, key: str, path: Path, *, md5: str, content_type: str, consume: bool = False) -> None:
+    def put_file(self, key: str, path: StrPath, *, md5: str, content_type: str, consume: bool = False,
+                 durable: bool = True, synced: bool = False) -> None:
         check_key(key)
         try:
-            result = self.client.fput_object(self.bucket, key, str(path), content_type=content_type,
+            result = self.client.fput_object(self.bucket, key, os.fspath(path), content_type=content_type,
                                              metadata={"posync-md5": md5}, part_size=self._part_size)
         except PhotoStoreError:
             raise
@@ -117,10 +120,14 @@ class S3Store:
             raise PhotoStoreError(self.kind, "write", key, "ETag does not match the verified MD5")
         if got is None:  # multipart: the size is what we can check without reading back
             stat = self.stat(key)
-            if stat is None or stat.size != path.stat().st_size:
+            if stat is None or stat.size != os.stat(path).st_size:
                 raise PhotoStoreError(self.kind, "write", key, "stored size differs after upload")
         if consume:
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+    def flush(self) -> None:
+        return None  # a PUT is durable when it is answered
 
     def read(self, key: str) -> Iterator[bytes]:
         check_key(key)
@@ -156,6 +163,9 @@ class S3Store:
         except Exception as exc:
             raise self._fail("stat", key, exc) from exc
         return StoredObject(key, int(obj.size or 0), etag_md5(obj.etag))
+
+    def stat_many(self, keys: Collection[str]) -> dict[str, StoredObject]:
+        return stat_each(self, keys)
 
     def hash(self, key: str) -> str | None:
         stat = self.stat(key)

@@ -3,6 +3,11 @@
 libcurl keeps connections alive in the multi handle's cache, so N handles reuse N connections for every
 photo. Stalls are libcurl's low-speed limit (under 1 byte/s for ``stall_timeout``); each attempt also has
 an overall timeout, and the whole run the caller's deadline.
+
+Python runs as little as possible per photo: the options that never change are set once per handle; a
+photo below :data:`~posync.photos.transfer.staged.RESUME_MIN` gets no header callback (its status is read
+once the transfer is done, and a body that came with an error status is thrown away with its staged file);
+progress is counted once per turn of the loop, not per chunk.
 """
 
 from __future__ import annotations
@@ -25,26 +30,32 @@ from posync.photos.transfer.engine import (
     after_failure,
     classify_status,
 )
-from posync.photos.transfer.staged import TooLong
+from posync.photos.transfer.staged import Staged, TooLong
 
 __all__ = ["CurlEngine"]
 
 _CONNECTION = {pycurl.E_COULDNT_CONNECT, pycurl.E_COULDNT_RESOLVE_HOST, pycurl.E_GOT_NOTHING,
                pycurl.E_RECV_ERROR, pycurl.E_SEND_ERROR}
+_OK = (200, 206)
 
 
 class _Transfer:
-    """One handle's current job and what its callbacks saw."""
+    """One handle's current job and what its callbacks saw.
 
-    __slots__ = ("began", "bytes_fn", "error", "headers", "job", "status")
+    With headers (a resumable photo, or a request that carries Range): the status and headers arrive
+    first, and only a 200/206 body is staged. Without (small photos): every body byte is staged as it
+    comes and the status is judged at the end; a wrong status discards what was staged."""
 
-    def __init__(self, job: FetchJob, bytes_fn: BytesFn | None) -> None:
+    __slots__ = ("error", "headers", "job", "reported", "staged", "status", "wanted")
+
+    def __init__(self, job: FetchJob, with_headers: bool) -> None:
         self.job = job
-        self.bytes_fn = bytes_fn
-        self.status = 0
+        self.staged: Staged = job.staged
+        self.status = 0 if with_headers else 200  # without headers: assumed, checked once done
         self.headers: dict[str, str] = {}
-        self.began = False
+        self.wanted = 0  # 0: not begun, 1: staging the body, 2: dropping an error body
         self.error: PhotoTransferError | None = None
+        self.reported = 0  # bytes already counted for progress
 
     def header(self, line: bytes) -> None:
         text = line.decode("iso-8859-1").strip()
@@ -57,23 +68,29 @@ class _Transfer:
             self.headers[name.strip().lower()] = value.strip()
 
     def write(self, chunk: bytes) -> int | None:
-        if self.status not in (200, 206):
-            return None  # an error body: read and dropped
-        staged = self.job.staged
+        if self.wanted != 1:
+            if self.wanted == 2:
+                return None
+            if self.status not in _OK:
+                self.wanted = 2
+                return None  # an error body: read and dropped
+            self.wanted = 1
+            try:
+                self.staged.begin(self.status, self.headers)
+            except OSError as exc:
+                return self._staging_failed(exc)
         try:
-            if not self.began:
-                staged.begin(self.status, self.headers)
-                self.began = True
-            staged.write(chunk)
+            self.staged.write(chunk)
         except TooLong:
             self.error = PhotoTransferError(self.job.photo_id, "long", f"more than {self.job.size} bytes")
             return 0  # abort the transfer
         except OSError as exc:
-            self.error = PhotoTransferError(self.job.photo_id, "staging", exc.strerror or "", retryable=False)
-            return 0
-        if self.bytes_fn is not None:
-            self.bytes_fn(len(chunk))
+            return self._staging_failed(exc)
         return None
+
+    def _staging_failed(self, exc: OSError) -> int:
+        self.error = PhotoTransferError(self.job.photo_id, "staging", exc.strerror or "", retryable=False)
+        return 0
 
 
 class CurlEngine:
@@ -82,7 +99,18 @@ class CurlEngine:
     def __init__(self, policy: TransferPolicy) -> None:
         self.policy = policy
         self._multi = pycurl.CurlMulti()
-        self._handles = [pycurl.Curl() for _ in range(policy.workers)]
+        self._handles = [self._new_handle() for _ in range(policy.workers)]
+
+    def _new_handle(self) -> pycurl.Curl:
+        p = self.policy
+        handle = pycurl.Curl()
+        handle.setopt(pycurl.NOSIGNAL, 1)
+        handle.setopt(pycurl.BUFFERSIZE, 128 * 1024)  # fewer write callbacks per photo
+        handle.setopt(pycurl.FOLLOWLOCATION, 0)
+        handle.setopt(pycurl.CONNECTTIMEOUT_MS, int(p.connect_timeout * 1000))
+        handle.setopt(pycurl.LOW_SPEED_LIMIT, 1)
+        handle.setopt(pycurl.LOW_SPEED_TIME, max(1, int(p.stall_timeout)))
+        return handle
 
     def run(self, jobs: Iterable[FetchJob], on_done: DoneFn, *, deadline: float, auth: AuthFn,
             on_bytes: BytesFn | None = None) -> None:
@@ -111,7 +139,7 @@ class CurlEngine:
                         job.staged.keep()
                         on_done(FetchOutcome(job, job.last_error or PhotoTransferError(job.photo_id, "deadline")))
                         continue
-                    self._start(free.pop(), job, auth, on_bytes, deadline, active)
+                    self._start(free.pop(), job, auth, deadline, active)
                 if not active:
                     if source is None and not retries:
                         return
@@ -119,10 +147,14 @@ class CurlEngine:
                         time.sleep(max(0.0, min(retries[0][0], deadline) - time.monotonic()))
                     continue
                 self._pump()
+                if on_bytes is not None:
+                    _progress(active.values(), on_bytes)
                 for handle, error in self._finished():
                     transfer = active.pop(handle)
                     free.append(handle)
                     self._multi.remove_handle(handle)
+                    if on_bytes is not None:
+                        _progress((transfer,), on_bytes)
                     self._settle(transfer, handle, error, deadline, on_done, retries, seq)
                 if time.monotonic() >= deadline:
                     for handle, transfer in list(active.items()):
@@ -136,26 +168,23 @@ class CurlEngine:
                 self._multi.remove_handle(handle)
                 active[handle].job.staged.keep()
 
-    def _start(self, handle: pycurl.Curl, job: FetchJob, auth: AuthFn, on_bytes: BytesFn | None,
-               deadline: float, active: dict[pycurl.Curl, _Transfer]) -> None:
+    def _start(self, handle: pycurl.Curl, job: FetchJob, auth: AuthFn, deadline: float,
+               active: dict[pycurl.Curl, _Transfer]) -> None:
         job.attempts += 1
         headers = job.staged.resume_headers()
         if job.authenticated:
             headers.update(auth(job.refreshed_auth and job.last_error is not None
                                 and job.last_error.reason == "http_401"))
-        transfer = _Transfer(job, on_bytes)
-        p = self.policy
-        handle.reset()
+        with_headers = bool(headers) or job.staged.resumable  # status before the body; validators for resumes
+        transfer = _Transfer(job, with_headers)
         handle.setopt(pycurl.URL, job.url)
         handle.setopt(pycurl.HTTPHEADER, [f"{k}: {v}" for k, v in headers.items()])
         handle.setopt(pycurl.WRITEFUNCTION, transfer.write)
-        handle.setopt(pycurl.HEADERFUNCTION, transfer.header)
-        handle.setopt(pycurl.NOSIGNAL, 1)
-        handle.setopt(pycurl.FOLLOWLOCATION, 0)
-        handle.setopt(pycurl.CONNECTTIMEOUT_MS, int(p.connect_timeout * 1000))
-        handle.setopt(pycurl.LOW_SPEED_LIMIT, 1)
-        handle.setopt(pycurl.LOW_SPEED_TIME, max(1, int(p.stall_timeout)))
-        left = max(0.001, min(p.transfer_timeout, deadline - time.monotonic()))
+        if with_headers:
+            handle.setopt(pycurl.HEADERFUNCTION, transfer.header)
+        else:
+            handle.unsetopt(pycurl.HEADERFUNCTION)
+        left = max(0.001, min(self.policy.transfer_timeout, deadline - time.monotonic()))
         handle.setopt(pycurl.TIMEOUT_MS, int(left * 1000))
         self._multi.add_handle(handle)
         active[handle] = transfer
@@ -180,7 +209,12 @@ class CurlEngine:
                 deadline: float, on_done: DoneFn, retries: list[tuple[float, int, FetchJob]],
                 seq: itertools.count[int]) -> None:
         job = transfer.job
+        status = int(handle.getinfo(pycurl.RESPONSE_CODE))
         error = transfer.error
+        if status and status not in _OK and (error is None or error.reason == "long"):
+            error = classify_status(job, status)  # an error answer, whatever its body did
+            if transfer.wanted == 1:  # staged before the status was known (no header callback): not the photo
+                job.staged.discard()
         if error is None and curl_error is not None:
             errno, msg = curl_error
             if errno == pycurl.E_OPERATION_TIMEDOUT:
@@ -193,11 +227,10 @@ class CurlEngine:
                 reason = f"curl_{errno}"
             error = PhotoTransferError(job.photo_id, reason, msg[:120])
         if error is None:
-            status = int(handle.getinfo(pycurl.RESPONSE_CODE))
-            if status not in (200, 206):
+            if status not in _OK:
                 error = classify_status(job, status)
             else:
-                if not transfer.began:  # an empty body
+                if transfer.wanted == 0:  # an empty body
                     job.staged.begin(status, transfer.headers)
                 verdict = job.staged.verdict()
                 if verdict is not None:
@@ -216,3 +249,11 @@ class CurlEngine:
             handle.close()
         self._multi.close()
         self._handles = []
+
+
+def _progress(transfers: Iterable[_Transfer], on_bytes: BytesFn) -> None:
+    for t in transfers:
+        got = t.staged.received
+        if got > t.reported:
+            on_bytes(got - t.reported)
+        t.reported = got

@@ -67,7 +67,8 @@ class ByteEngine(Protocol):
     def run(self, jobs: Iterable[FetchJob], on_done: DoneFn, *, deadline: float, auth: AuthFn,
             on_bytes: BytesFn | None = None) -> None:
         """Fetch every job (retrying per the policy until ``deadline``, a ``time.monotonic()`` value) and
-        call ``on_done`` once per job, from an engine thread. Returns when all are done."""
+        call ``on_done`` once per job, from an engine thread. Returns when all are done. ``jobs`` is read
+        as the engine has room, so a generator may prepare each job just before it is needed."""
         ...
 
     def close(self) -> None: ...

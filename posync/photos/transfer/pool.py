@@ -79,7 +79,9 @@ class Urllib3Engine:
                                 and job.last_error.reason == "http_401"))
         ends = min(deadline, time.monotonic() + self.policy.transfer_timeout)
         try:
-            response = self._pool.request("GET", job.url, headers=headers, preload_content=False, redirect=False)
+            # a bounded wait for a pooled connection: a slot that never comes back must not wedge the pass
+            response = self._pool.request("GET", job.url, headers=headers, preload_content=False, redirect=False,
+                                          pool_timeout=self.policy.connect_timeout)
         except (TimeoutError, ReadTimeoutError) as exc:
             return PhotoTransferError(job.photo_id, "timeout", type(exc).__name__)
         except HTTPError as exc:
@@ -105,10 +107,9 @@ class Urllib3Engine:
         except (HTTPError, OSError) as exc:
             return PhotoTransferError(job.photo_id, "connection", type(exc).__name__)
         finally:
-            if clean:
-                response.release_conn()
-            else:  # never hand a half-read connection back to the pool
+            if not clean:  # never reuse a half-read connection: close it, then give the slot back
                 response.close()
+            response.release_conn()
         verdict = staged.verdict()
         if verdict is not None:
             return PhotoTransferError(job.photo_id, verdict, f"{staged.offset} of {job.size} bytes")

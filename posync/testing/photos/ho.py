@@ -35,7 +35,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from posync.testing.auth import AuthFailure, Authenticator
+from posync.testing.auth import Authenticator, AuthFailure
 from posync.testing.faults import FaultMiddleware, Faults
 
 __all__ = ["ByteFaults", "HOPhoto", "PhotoHO", "S3Target"]
@@ -56,10 +56,10 @@ class HOPhoto:
     sort_order: int
     created_at: datetime
     updated_at: datetime
+    checksum: str = field(init=False)  # a column at a real HO: computed once, not per listed row
 
-    @property
-    def checksum(self) -> str:
-        return hashlib.md5(self.data, usedforsecurity=False).hexdigest()
+    def __post_init__(self) -> None:
+        self.checksum = hashlib.md5(self.data, usedforsecurity=False).hexdigest()
 
 
 @dataclass
