@@ -193,3 +193,35 @@ def test_settings_never_show_secrets() -> None:
     assert "sekrit" not in repr(s) and "sekrit" not in str(s.model_dump())
     with pytest.raises(posync.ConfigurationError, match="api_key, or username and password"):
         posync.PosyncSettings()
+
+
+def test_head_is_alembics_head() -> None:
+    assert ScriptDirectory.from_config(alembic_config()).get_current_head() == posync.migrations.HEAD
+
+
+UP_TO_DATE = """
+import sys
+import sqlalchemy as sa
+import posync
+assert "alembic" not in sys.modules, "import posync loaded alembic"
+engine = sa.create_engine(sys.argv[1])
+posync.migrations.upgrade(engine)
+print("alembic" in sys.modules)
+"""
+
+
+def test_an_up_to_date_database_skips_alembic_and_an_old_one_is_upgraded(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fast.db'}"
+
+    def run() -> str:
+        done = subprocess.run([sys.executable, "-c", UP_TO_DATE, url], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    assert run() == "True"  # an empty database: Alembic builds the tables
+    assert run() == "False"  # at head: one read of the version table, no Alembic
+    engine = sa.create_engine(url)
+    downgrade(engine, "0003")
+    assert current(engine) == "0003"
+    assert run() == "True" and current(engine) == posync.migrations.HEAD
+    engine.dispose()
