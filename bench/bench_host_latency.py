@@ -77,10 +77,11 @@ def phase(label: str, Session: Any, work: Callable[[], Any], interval: float) ->
     return summary(label, writer, seconds)
 
 
-def queue_orders(outlet: Any, n: int) -> None:
-    """``n`` orders in one transaction, written with Core: posync's triggers queue each of them."""
+def queue_orders(outlet: Any, n: int, prefix: str = "q") -> None:
+    """``n`` orders in one transaction, written with Core: posync's triggers queue each of them. Each
+    outlet of a run has its own ``prefix``: HO is shared, and the same ids again would be conflicts."""
     table = Order.__table__  # type: ignore[attr-defined]
-    rows = [{"id": f"q{i:07d}", "table_no": "T", "total": i, "status": "open", "version": 1,
+    rows = [{"id": f"{prefix}{i:07d}", "table_no": "T", "total": i, "status": "open", "version": 1,
              "sync_status": "pending"} for i in range(n)]
     with outlet.engine.begin() as conn:
         for i in range(0, n, 5000):
@@ -112,7 +113,7 @@ def main() -> None:
                         tag = f"gate {'on' if gate else 'off'}, batch {size}"
                         print(phase(f"idle (baseline) [{tag}]", outlet.Session, lambda: time.sleep(2.0),
                                     args.interval), flush=True)
-                        queue_orders(outlet, changes)
+                        queue_orders(outlet, changes, prefix=f"q-{int(gate)}-{size}-")
                         print(phase(f"drain {changes:,} [{tag}]", outlet.Session, outlet.sync.push.drain,
                                     args.interval), flush=True)
                         print(phase(f"pull {records:,} [{tag}]", outlet.Session,

@@ -48,12 +48,12 @@ for loaded in (posync, module):  # the tree measured, not an installed copy
 
 DRAIN = PRELUDE + """
 import shutil
-template, n = sys.argv[2], int(sys.argv[3])
+template, n, pause_gc = sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
 from _common import make_outlet
 db = template + f".{os.getpid()}.db"
 shutil.copyfile(template, db)
 outlet = make_outlet(f"sqlite:///{db}", "http://127.0.0.1:9", engine=posync.create_engine(f"sqlite:///{db}"),
-                     outlet_id="outlet-1", push_batch_size=1000)
+                     outlet_id="outlet-1", push_batch_size=1000, pause_gc=pause_gc)
 import posync.services.push as push  # results as each tree's push settles them
 if hasattr(push, "PushResult"):
     def applied(key): return push.PushResult(idempotency_key=key, status="applied", cloud_version=1)
@@ -67,10 +67,13 @@ os.unlink(db)
 """
 
 
+PAUSE_GC = False  # --pause-gc: both trees drain with posync's GC pause on (the default before it became opt-in)
+
+
 def instructions(tree: Path, template: Path, n: int) -> int:
     env = dict(os.environ, PYTHONPATH=str(tree))  # and cwd: "-c" puts the working directory first
     out = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-                          "-c", DRAIN, str(tree), str(template), str(n)],
+                          "-c", DRAIN, str(tree), str(template), str(n), "1" if PAUSE_GC else "0"],
                          env=env, cwd=tree, capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"the drain under callgrind failed in {tree}: {out.stderr[-2000:]}")
@@ -102,7 +105,10 @@ def per_change(tree: Path, tmp: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--against", default="HEAD~1", help="git ref of the baseline (default HEAD~1)")
+    parser.add_argument("--pause-gc", action="store_true", help="both trees with pause_gc=True")
     args = parser.parse_args()
+    global PAUSE_GC
+    PAUSE_GC = args.pause_gc
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed")
     with tempfile.TemporaryDirectory(prefix="posync-instr-") as tmp_name:
@@ -115,7 +121,8 @@ def main() -> None:
             this = per_change(ROOT, tmp)
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base_tree)], check=True)
-    print("== push: outlet instructions per change (callgrind; 6,000 minus 1,000-change drain, HO stubbed)")
+    print("== push: outlet instructions per change (callgrind; 6,000 minus 1,000-change drain, HO stubbed; "
+          f"pause_gc={PAUSE_GC})")
     print(f"   baseline {args.against}: {base:,.0f} instructions/change")
     print(f"   this tree:  {this:,.0f} instructions/change   ({base / this:.2f}x fewer)")
 

@@ -91,6 +91,9 @@ class WriteGate:
         self._posync = 0
         self._waiting = 0
         self._open: dict[int, Any] = {}  # host DBAPI connections with an open transaction that wrote
+        # host write statements past the gate, not yet returned: the driver begins their transaction only
+        # when the statement runs, so "not in a transaction" does not mean done for these
+        self._running: set[int] = set()
         self._last_host_write = float("-inf")
         self.attached = False
 
@@ -128,7 +131,7 @@ class WriteGate:
 
     def _busy_host(self) -> bool:
         for key, dbapi in list(self._open.items()):
-            if not getattr(dbapi, "in_transaction", False):
+            if key not in self._running and not getattr(dbapi, "in_transaction", False):
                 del self._open[key]  # committed or rolled back where no event said so
         return bool(self._open)
 
@@ -158,11 +161,13 @@ class WriteGate:
             finally:
                 self._waiting -= 1
             self._open[id(dbapi)] = dbapi
+            self._running.add(id(dbapi))
             self._cond.notify_all()
 
     def _after(self, conn: Connection, cursor: Any, statement: str, parameters: Any, context: Any,
                executemany: bool) -> None:
         dbapi = conn.connection.dbapi_connection
+        self._running.discard(id(dbapi))
         if id(dbapi) in self._open and not getattr(dbapi, "in_transaction", True):
             self._release(dbapi)  # autocommit: the statement's own transaction is over
 
@@ -175,10 +180,12 @@ class WriteGate:
         conn = context.connection
         if conn is not None and not conn.closed:
             dbapi = conn.connection.dbapi_connection
+            self._running.discard(id(dbapi))
             if id(dbapi) in self._open and not getattr(dbapi, "in_transaction", True):
                 self._release(dbapi)
 
     def _release(self, dbapi: Any) -> None:
         with self._cond:
             self._open.pop(id(dbapi), None)
+            self._running.discard(id(dbapi))
             self._cond.notify_all()
