@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -119,6 +120,8 @@ def bench_stores(n: int, rounds: int) -> None:
 
     from posync.photos.stores import DatabaseStore, FileStore, PhotoStore, S3Store
     from posync.testing.photos.s3 import moto_s3
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server logs every request otherwise
 
     print(f"-- stores: {n:,} photos of 50 KB from nginx")
     root = Path(tempfile.mkdtemp(prefix="posync-bench-stores-", dir=TMPFS))
