@@ -11,20 +11,56 @@ import difflib
 import logging
 import os
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from posync.errors import ConfigurationError
 from posync.services.retry import OutagePolicy, RetryPolicy
 
-__all__ = ["PosyncSettings"]
+__all__ = ["PosyncSettings", "StrictSettings"]
 
 log = logging.getLogger("posync.settings")
 
 
-class PosyncSettings(BaseSettings):
+class StrictSettings(BaseSettings):
+    """posync's settings classes: an unknown keyword is an error naming the closest setting, a validation
+    error is a ``ConfigurationError`` without the values given, and a misspelt ``POSYNC_*`` variable is
+    named in the log."""
+
     model_config = SettingsConfigDict(env_prefix="POSYNC_", extra="ignore", hide_input_in_errors=True)
+
+    def __init__(self, **values: Any) -> None:
+        name = type(self).__name__
+        known = set(type(self).model_fields)
+        unknown = sorted(set(values) - known)
+        if unknown:
+            hints = []
+            for key in unknown:
+                close = difflib.get_close_matches(key, known, n=1)
+                hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise ConfigurationError(f"{name} has no setting {', '.join(hints)}")
+        error: str | None = None
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:  # reported without the input values, outside the except block
+            error = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
+                              for e in exc.errors(include_input=False, include_url=False))
+        if error is not None:
+            raise ConfigurationError(f"invalid {'posync' if name == 'PosyncSettings' else name} settings: {error}")
+        _warn_unknown_environment()
+
+    @field_validator("ho_url", check_fields=False)
+    @classmethod
+    def _ho_url_is_http(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("ho_url must be an http:// or https:// URL with a host, e.g. http://ho.example:8002")
+        return value
+
+
+class PosyncSettings(StrictSettings):
 
     ho_url: str = "http://127.0.0.1:8002"
     # which dialect HO speaks: "posync" (docs/protocol.md) or "seed" (the HO of seeds 004/001:
@@ -73,25 +109,6 @@ class PosyncSettings(BaseSettings):
     max_backoff_seconds: float = Field(1800.0, ge=0)
     backoff_multiplier: float = Field(2.0, ge=1)
 
-    def __init__(self, **values: Any) -> None:
-        known = set(type(self).model_fields)
-        unknown = sorted(set(values) - known)
-        if unknown:
-            hints = []
-            for name in unknown:
-                close = difflib.get_close_matches(name, known, n=1)
-                hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-            raise ConfigurationError(f"PosyncSettings has no setting {', '.join(hints)}")
-        error: str | None = None
-        try:
-            super().__init__(**values)
-        except ValidationError as exc:  # reported without the input values, outside the except block
-            error = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
-                              for e in exc.errors(include_input=False, include_url=False))
-        if error is not None:
-            raise ConfigurationError(f"invalid posync settings: {error}")
-        _warn_unknown_environment(known)
-
     @model_validator(mode="after")
     def _auth_is_configured(self) -> PosyncSettings:
         if self.api_key is None and not (self.username and self.password):
@@ -124,7 +141,7 @@ class PosyncSettings(BaseSettings):
 _OTHER_VARIABLES = frozenset({"APP", "PG_URL", "DB_URL", "CONVERGENCE_EXAMPLES", "NO_SHRINK"})
 
 
-def _warn_unknown_environment(known: set[str]) -> None:
+def _warn_unknown_environment() -> None:
     """A misspelt ``POSYNC_*`` variable is named in the log (it cannot be an error: hosts and posync's
     other parts keep variables of their own under the prefix)."""
     names = {k[len("POSYNC_"):] for k in os.environ if k.startswith("POSYNC_")}
@@ -132,7 +149,7 @@ def _warn_unknown_environment(known: set[str]) -> None:
         return
     from posync.photos.settings import PhotoSettings
 
-    everything = {n.upper() for n in (*known, *PhotoSettings.model_fields)} | _OTHER_VARIABLES
+    everything = {n.upper() for n in (*PosyncSettings.model_fields, *PhotoSettings.model_fields)} | _OTHER_VARIABLES
     for name in sorted(names - everything):
         close = difflib.get_close_matches(name, everything, n=1)
         log.warning("POSYNC_%s is not a posync setting%s; it is ignored", name,

@@ -44,8 +44,9 @@ class Edge:
     def __init__(self, db_url: str, ho_url: str, store: PhotoStore | str, api: str = "v1", **settings: Any) -> None:
         self.engine: Engine = posync.create_engine(db_url)
         upgrade(self.engine)
+        staging = settings.pop("staging", None)  # the db store's; the others were built with theirs
         if store == "db":
-            store = DatabaseStore(self.engine, staging=settings.pop("staging"))
+            store = DatabaseStore(self.engine, staging=staging)
         assert not isinstance(store, str)
         self.store = store
         settings.setdefault("photo_stall_timeout", 2.0)
@@ -302,5 +303,6 @@ def test_a_revoked_token_is_renewed_and_object_urls_get_no_credentials(sqlite_ur
 def test_settings_never_show_secrets() -> None:
     s = PhotoSettings(username="u", password="pw-sekrit", photo_s3_secret_key="s3-sekrit")
     assert "sekrit" not in repr(s) and "sekrit" not in str(s.model_dump())
-    with pytest.raises(ValueError, match="username and password"):
+    with pytest.raises(posync.ConfigurationError, match="username and password") as info:
         PhotoSettings(username=None, password=None, api_key=None)
+    assert "sekrit" not in str(info.value)

@@ -186,3 +186,14 @@ def test_runs_as_a_subprocess_and_stops_on_sigterm(tmp_path: Path) -> None:
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+def test_the_fault_and_admin_endpoints_are_never_faulted_even_under_paths_slash(client: httpx.Client,
+                                                                                 ho: ReferenceHO) -> None:
+    ho.faults.update(error_rate=1.0, paths=["/"])
+    for _ in range(20):
+        assert client.get("/_faults").status_code == 200
+        assert client.get("/_admin/stats").status_code == 200
+    assert client.post(PUSH, json=body("1")).status_code == 500  # everything else is faulted
+    assert client.delete("/_faults").status_code == 200
+    assert client.post(PUSH, json=body("1")).status_code == 200

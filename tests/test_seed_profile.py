@@ -486,3 +486,25 @@ def test_close_lets_an_upload_on_the_wire_settle_so_it_is_not_sent_twice(db_url:
         assert len(env.ho.usages()) == 1 and env.ho.duplicate_usages() == {}
     finally:
         env.close()
+
+
+def test_records_dated_ahead_of_hos_clock_still_let_the_checkpoint_move_and_the_reconciliation_run(
+        seed: SeedEnv) -> None:
+    """HO's clock was an hour fast when it saved these, then set right: its records are dated after every
+    pass's start until the clock catches up. Before: each pass looked changed, the checkpoint never moved
+    (a full read each cycle) and the reconciliation failed with "kept changing"."""
+    seed.ho.faults.update(clock_skew=3600.0)
+    seed.products(5)
+    seed.ho.faults.reset()
+    seed.products(3, prefix="q")
+    stats = seed.outlet.sync.pull.pull_all(force=True)
+    assert seed.local_prices() == seed.ho_prices()
+    assert stats.passes_read_again <= 1
+    with seed.outlet.engine.connect() as conn:
+        checkpoint = seed.outlet.sync.pull.checkpoints.get(conn, "products")
+    assert checkpoint is not None and checkpoint["cursor"], checkpoint
+    report = seed.outlet.sync.reconcile("products", force=True)[0]
+    assert report.error is None and report.removed == 0
+    seed.ho.put("products", "q000", {"name": "edited", "sku": "S0", "price": 42})  # later edits still arrive
+    seed.outlet.sync.pull.pull_all()
+    assert seed.local_prices()["q000"] == 42

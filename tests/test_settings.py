@@ -7,11 +7,13 @@ import subprocess
 import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import posync
 from posync import PosyncSettings
+from posync.photos import PhotoSettings
 
 SECRET = "pw-sekrit-0xdeadbeef"
 
@@ -54,3 +56,27 @@ def test_the_cli_never_prints_the_secret(tmp_path: Path) -> None:
                           env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert done.returncode == 2, done.stderr
     assert "request_timeout" in done.stderr and SECRET not in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize(("make", "typo", "meant"), [
+    (lambda **kw: PosyncSettings(api_key=SECRET, **kw), "brandid", "brand_id"),
+    (lambda **kw: PhotoSettings(username="u", password=SECRET, **kw), "photo_stor", "photo_store"),
+], ids=["core", "photos"])
+def test_both_settings_refuse_a_misspelt_keyword_and_an_ho_url_without_a_scheme(make: Any, typo: str,
+                                                                               meant: str) -> None:
+    with pytest.raises(posync.ConfigurationError, match=f"did you mean '{meant}'") as misspelt:
+        make(**{typo: "db"})  # before: PhotoSettings ignored it and used its default store
+    assert SECRET not in _all_text(misspelt.value)
+    for url in ("127.0.0.1:8002", "ho.example", "ftp://ho.example/", "http://"):
+        with pytest.raises(posync.ConfigurationError, match="ho_url") as bad:
+            make(ho_url=url)
+        assert SECRET not in _all_text(bad.value)
+    assert make(ho_url="https://ho.example:8443/base").ho_url == "https://ho.example:8443/base"
+
+
+def test_a_misspelt_photo_variable_is_named_in_the_log(monkeypatch: pytest.MonkeyPatch,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("POSYNC_PHOTO_STOR", "db")
+    with caplog.at_level("WARNING", logger="posync.settings"):
+        PhotoSettings(username="u", password=SECRET)
+    assert "POSYNC_PHOTO_STOR is not a posync setting (did you mean POSYNC_PHOTO_STORE?)" in caplog.text

@@ -64,8 +64,6 @@ def _common(
 
 
 def _open() -> Any:
-    from pydantic import ValidationError
-
     from posync.db import create_engine
     from posync.migrations import upgrade
     from posync.photos.app import build_photo_sync
@@ -73,8 +71,8 @@ def _open() -> Any:
 
     try:
         settings = PhotoSettings(**_FLAGS)
-    except ValidationError as exc:
-        typer.echo(f"bad photo settings: {exc.errors()[0].get('msg')}", err=True)
+    except PosyncError as exc:  # a ConfigurationError: never the values given (a password)
+        typer.echo(f"bad photo settings: {exc}", err=True)
         raise typer.Exit(2) from None
     if not settings.db_url:
         typer.echo("give --db-url (or POSYNC_DB_URL): the outlet database", err=True)

@@ -10,13 +10,13 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from posync.settings import StrictSettings
 
 __all__ = ["PhotoSettings"]
 
 
-class PhotoSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="POSYNC_", extra="ignore")
+class PhotoSettings(StrictSettings):
 
     ho_url: str = "http://127.0.0.1:8002"
     outlet_id: str = "outlet-1"

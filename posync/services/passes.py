@@ -131,6 +131,7 @@ class OffsetPass:
     ids: set[str] = field(default_factory=set)
     totals: set[int] = field(default_factory=set)
     latest: datetime | None = None  # the newest updated_at among the records read
+    late: dict[str, datetime] = field(default_factory=dict)  # records dated at or after ``started``
     deleted: set[str] = field(default_factory=set)
     pages: int = 0
 
@@ -142,6 +143,17 @@ class OffsetPass:
         if self.totals and len(self.ids) < next(iter(self.totals)):
             return False
         return not (self.started is not None and self.latest is not None and self.latest >= self.started)
+
+    def repeats(self, previous: OffsetPass | None) -> bool:
+        """Whole but for records dated after its start that the previous pass read with the same dates:
+        HO's clock is behind its data (it was stepped back), nothing changed. Without this, every pass
+        until HO's clock catches up would look changed: the checkpoint would never move and the
+        reconciliation never run."""
+        if previous is None or not self.late or self.late != previous.late or self.ids != previous.ids:
+            return False
+        if len(self.totals | previous.totals) > 1:
+            return False
+        return not (self.totals and len(self.ids) < next(iter(self.totals)))
 
 
 def read_offset_pass(service: PullService, entity: TrackedEntity, since: str | None, stats: PullStats, *,
@@ -183,6 +195,8 @@ def _count(entity: TrackedEntity, result: OffsetPass, page: PullPage) -> None:
             moment = _stamp(entity, stamp)
             if result.latest is None or moment > result.latest:
                 result.latest = moment
+            if result.started is not None and moment >= result.started:
+                result.late[entity.record_id(record)] = moment
     result.deleted.update(entity.record_id(t) for t in page.deleted)
     result.pages += 1
 
@@ -193,10 +207,12 @@ def offset_pass(service: PullService, entity: TrackedEntity, cursor: str | None,
     the checkpoint moves to that pass's start minus the overlap. Answers the start of the whole pass,
     or None when none was whole (the checkpoint stays, the next cycle reads from it again)."""
     since = cursor[len(SINCE):] if cursor and cursor.startswith(SINCE) else None
+    previous: OffsetPass | None = None
     for attempt in range(MAX_PASSES):
         result = read_offset_pass(service, entity, since, stats, first=first if attempt == 0 else None)
-        if result.whole or service.stopping():
+        if result.whole or result.repeats(previous) or service.stopping():
             break
+        previous = result
         stats.passes_read_again += 1
         log.debug("%s: HO's records changed while they were read (totals %s, %d ids); reading again from %s",
                   entity.resource, sorted(result.totals), len(result.ids), since)
@@ -204,8 +220,11 @@ def offset_pass(service: PullService, entity: TrackedEntity, cursor: str | None,
         log.info("%s: HO's records kept changing under %d passes; the checkpoint stays at %s",
                  entity.resource, MAX_PASSES, since)
         return None
-    if not result.whole:
+    if not (result.whole or result.repeats(previous)):
         return None
+    if result.repeats(previous):
+        log.info("%s: HO's clock is behind some of its records (dated up to %s); they are read again until "
+                 "it catches up", entity.resource, max(result.late.values()).isoformat())
     if result.started is not None:
         start = result.started - timedelta(seconds=service.since_overlap)
         with service.transaction() as conn:

@@ -101,11 +101,13 @@ def reconcile(service: PullService, entity: TrackedEntity, stats: PullStats, *, 
         report.skipped = True
         return report
     if service.client.dialect == "seed":
+        previous = None
         for _ in range(MAX_PASSES):
             listing = read_offset_pass(service, entity, None, stats)
             report.requests += listing.pages
-            if listing.whole:
+            if listing.whole or listing.repeats(previous):
                 break
+            previous = listing
         else:
             raise ProtocolError(f"{entity.resource}: HO's records kept changing while they were listed; "
                                 "the reconciliation waits for the next run")

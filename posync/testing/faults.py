@@ -42,6 +42,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["Burst", "ErrorBody", "FaultMiddleware", "Faults", "posync_error_body"]
 
+_NEVER_FAULTED = ("/_admin", "/_faults")
 _RATES = ("error_rate", "drop_after_commit_rate", "truncate_rate", "cut_rate", "corrupt_rate", "drip_rate")
 _SECONDS = ("latency", "clock_skew", "drip_interval")
 DRIP_INTERVAL = 0.05
@@ -149,6 +150,8 @@ class Faults:
         }
 
     def applies_to(self, path: str) -> bool:
+        if path.startswith(_NEVER_FAULTED):  # the knobs must work whatever ``paths`` says
+            return False
         return any(path.startswith(p) for p in self.paths)
 
     def draw(self) -> _Draw:
