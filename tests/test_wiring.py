@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -225,3 +226,32 @@ def test_an_up_to_date_database_skips_alembic_and_an_old_one_is_upgraded(tmp_pat
     assert current(engine) == "0003"
     assert run() == "True" and current(engine) == posync.migrations.HEAD
     engine.dispose()
+
+
+class _SlowWorker:
+    """A cycle that outlasts several scheduler intervals (HO stalling)."""
+
+    def __init__(self) -> None:
+        self.started = 0
+        self.release = threading.Event()
+
+    def run_cycle(self) -> None:
+        self.started += 1
+        self.release.wait(10)
+
+
+def test_a_cycle_that_outlasts_the_interval_runs_alone_and_apscheduler_stays_quiet(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from posync.workers.scheduler import EmbeddedScheduler
+
+    worker = _SlowWorker()
+    scheduler = EmbeddedScheduler(worker, 0.1)  # type: ignore[arg-type]
+    with caplog.at_level("WARNING"):
+        scheduler.start()
+        try:
+            time.sleep(1.0)
+            assert worker.started == 1  # ticks meanwhile joined the running cycle
+        finally:
+            worker.release.set()
+            scheduler.stop()
+    assert "maximum number of running instances" not in caplog.text

@@ -1,13 +1,15 @@
 """The embedded scheduler: APScheduler 3.x in the POS process, one interval job running sync cycles.
 
 Retries are driven by time: the job wakes every ``interval`` seconds whether or not anything was written,
-and items whose backoff has passed are due again. ``max_instances=1`` + ``coalesce`` keep one cycle at a
-time per process; several processes share the outbox safely through leases.
+and items whose backoff has passed are due again. One cycle at a time per process: a tick that comes
+while a cycle still runs (a slow HO) returns at once, rather than APScheduler warning on every tick that
+it skipped one; several processes share the outbox safely through leases.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +40,7 @@ class EmbeddedScheduler:
         self._owns_scheduler = scheduler is None
         self._scheduler = scheduler or BackgroundScheduler(timezone="UTC")
         self._photos = photos  # a posync.photos.PhotoSync: its hourly and nightly passes join the schedule
+        self._cycle = threading.Lock()
 
     @property
     def running(self) -> bool:
@@ -45,7 +48,7 @@ class EmbeddedScheduler:
 
     def start(self) -> None:
         self._scheduler.add_job(self._tick, "interval", seconds=self._interval, id=JOB_ID, replace_existing=True,
-                                max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
+                                max_instances=2, coalesce=True, next_run_time=datetime.now(UTC))
         if self._housekeeping is not None:
             self._scheduler.add_job(self._run_housekeeping, "interval", seconds=self._housekeeping_seconds,
                                     id=HOUSEKEEPING_ID, replace_existing=True, max_instances=1, coalesce=True)
@@ -81,7 +84,11 @@ class EmbeddedScheduler:
             log.exception("housekeeping failed")
 
     def _tick(self) -> None:
+        if not self._cycle.acquire(blocking=False):
+            return  # the cycle still running will see whatever this tick would have
         try:
             self._worker.run_cycle()
         except Exception:  # keep the job alive; a bug must not stop syncing forever
             log.exception("sync cycle failed")
+        finally:
+            self._cycle.release()
