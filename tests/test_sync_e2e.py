@@ -377,6 +377,30 @@ def test_manual_keeps_both_sides_until_resolved(db_url: str, ho: HO, choice: str
         o.close()
 
 
+def test_an_open_conflict_shows_the_local_side_as_it_is_now(db_url: str, ho: HO) -> None:
+    """Found by the soak: the host deleted a row already in conflict, the inbox still showed the old local
+    data, and resolving with a merged record on it failed ("needs the local row")."""
+    o = conflict_outlet(db_url, ho, ConflictStrategy.MANUAL)
+    try:
+        make_conflict(o, ho)
+        o.sync.sync_now()
+        with o.Session() as s:
+            s.get(Product, "p1").price = 333
+            s.commit()
+        [conflict] = o.sync.manager.conflicts()
+        assert conflict["local_data"]["price"] == 333 and conflict["remote_data"]["price"] == 222
+        with o.Session() as s:
+            s.delete(s.get(Product, "p1"))
+            s.commit()
+        [conflict] = o.sync.manager.conflicts()
+        assert (conflict["local_op"], conflict["local_data"]) == ("delete", None)
+        o.sync.manager.resolve(conflict["id"], "local")
+        o.sync.sync_now()
+        assert "p1" not in ho_data(ho, "products") and o.sync.manager.conflicts() == []
+    finally:
+        o.close()
+
+
 def test_custom_resolver(db_url: str, ho: HO) -> None:
     def cheapest(local: posync.LocalSide, remote: posync.RemoteSide) -> posync.Decision | posync.Merge:
         assert local.data is not None and remote.data is not None

@@ -153,6 +153,19 @@ class ConflictHandler:
 
     # -- the manual inbox ------------------------------------------------------------------------------
 
+    def local_now(self, conn: Connection, resource: str, entity_id: str) -> tuple[str, dict[str, Any] | None] | None:
+        """The local side of an open conflict as it is now (``(op, data)``): the host may have edited or
+        deleted the row since the conflict was recorded, and an operator must choose on what is there."""
+        if resource not in self._registry:
+            return None
+        entity = self._registry[resource]
+        row = self._entities.rows(conn, entity, [entity_id]).get(entity_id)
+        if row is None:
+            return Op.DELETE.value, None
+        items = self._outbox.entity_items(conn, (resource, entity_id))
+        first = Op(items[0]["op"]) if items else Op.UPDATE
+        return (Op.CREATE if first is Op.CREATE else Op.UPDATE).value, entity.to_payload(row)
+
     def resolve(self, conn: Connection, conflict_id: int, choice: str | dict[str, Any]) -> None:
         """``choice``: "local", "remote", or a merged record (dict) to keep and push."""
         record = self._conflicts.get(conn, conflict_id)

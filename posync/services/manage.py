@@ -4,7 +4,7 @@ conflicts and their resolution. Seed 003's management endpoints map one-to-one o
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -75,7 +75,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _row(row: RowMapping) -> dict[str, Any]:
+def _row(row: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = _jsonable(dict(row))
     return out
 
@@ -133,8 +133,17 @@ class SyncManager:
             return [_row(r) for r in self._logs.recent(conn, limit=limit, kind=kind)]
 
     def conflicts(self, status: str | None = "open", limit: int = 100) -> list[dict[str, Any]]:
+        """Conflicts, newest first; an open one shows the local side as it is now."""
         with self._engine.connect() as conn:
-            return [_row(r) for r in self._conflicts.find(conn, status=status, limit=limit)]
+            out = []
+            for record in self._conflicts.find(conn, status=status, limit=limit):
+                row = dict(record)
+                if row["status"] == "open":
+                    now = self._handler.local_now(conn, row["resource"], row["entity_id"])
+                    if now is not None:
+                        row["local_op"], row["local_data"] = now
+                out.append(_row(row))
+            return out
 
     def resolve(self, conflict_id: int, choice: str | dict[str, Any]) -> None:
         with self._transaction() as conn:
