@@ -423,6 +423,14 @@ class PushService:
                     if lease.op is not Op.DELETE:
                         accepted[lease.resource].append((lease.entity_id, version, lease.pushed_version))
                     rebases.append((lease.resource, lease.entity_id, version))
+            elif status == "conflict" and result.current is not None and result.current.deleted \
+                    and lease.op is Op.CREATE:
+                # HO has the key as a tombstone (the outlet deleted it earlier, or someone did): nothing of
+                # HO's is lost by a new life of it, whatever the strategy. Resent based on the tombstone,
+                # under a new key (the payload changes); not a failed attempt.
+                self._outbox.reset(conn, lease.item_id, {
+                    "status": ItemStatus.PENDING.value, "available_at": now, "base_version": result.current.version,
+                    "idempotency_key": None, "payload": None})
             elif status == "conflict" and result.current is not None:
                 stats.conflicts += 1
                 entity = self._registry[lease.resource]
