@@ -12,9 +12,8 @@ from typing import Any
 from alembic import context
 from sqlalchemy import MetaData
 
+from posync.migrations import VERSION_TABLE
 from posync.models import posync_tables
-
-VERSION_TABLE = "posync_alembic_version"
 
 
 def _metadata() -> MetaData:

@@ -61,7 +61,6 @@ class StrictSettings(BaseSettings):
 
 
 class PosyncSettings(StrictSettings):
-
     ho_url: str = "http://127.0.0.1:8002"
     # which dialect HO speaks: "posync" (docs/protocol.md) or "seed" (the HO of seeds 004/001:
     # docs/seed-profile.md)

@@ -210,7 +210,8 @@ def offset_pass(service: PullService, entity: TrackedEntity, cursor: str | None,
     previous: OffsetPass | None = None
     for attempt in range(MAX_PASSES):
         result = read_offset_pass(service, entity, since, stats, first=first if attempt == 0 else None)
-        if result.whole or result.repeats(previous) or service.stopping():
+        settled = result.whole or result.repeats(previous)
+        if settled or service.stopping():
             break
         previous = result
         stats.passes_read_again += 1
@@ -220,9 +221,9 @@ def offset_pass(service: PullService, entity: TrackedEntity, cursor: str | None,
         log.info("%s: HO's records kept changing under %d passes; the checkpoint stays at %s",
                  entity.resource, MAX_PASSES, since)
         return None
-    if not (result.whole or result.repeats(previous)):
+    if not settled:
         return None
-    if result.repeats(previous):
+    if not result.whole:
         log.info("%s: HO's clock is behind some of its records (dated up to %s); they are read again until "
                  "it catches up", entity.resource, max(result.late.values()).isoformat())
     if result.started is not None:
