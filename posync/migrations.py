@@ -1,27 +1,41 @@
 """Run posync's Alembic migrations against an engine (the host's, usually).
 
-    from posync.migrations import upgrade
-    upgrade(engine)            # idempotent; safe at every start-up
+    from posync.migrations import locked, upgrade
+    upgrade(engine)            # idempotent; safe at every start-up, in every worker process at once
+
+    with locked(engine) as conn:           # the host's own start-up DDL under the same lock
+        upgrade(conn)
+        SQLModel.metadata.create_all(conn)
 
 The scripts live in the repository's ``migrations/`` and ship as ``posync._migrations``. Alembic is
 imported only when there is something to do: a database already at :data:`HEAD` is recognised by one
 read of the version table, so ``import posync`` and every start-up skip Alembic's import and set-up.
+
+Several worker processes of one POS start together (``uvicorn --workers 4``): DDL runs one process at a
+time under :func:`locked`, a transaction that holds a lock across processes (PostgreSQL: an advisory
+transaction lock; SQLite: the database's write lock, ``BEGIN IMMEDIATE``). Whoever comes second finds the
+work done and does nothing.
 """
 
 from __future__ import annotations
 
 import importlib
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import text
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from posync.errors import StorageError
 
 if TYPE_CHECKING:
     from alembic.config import Config
 
-__all__ = ["HEAD", "VERSION_TABLE", "alembic_config", "current", "downgrade", "upgrade"]
+__all__ = ["HEAD", "VERSION_TABLE", "alembic_config", "current", "downgrade", "locked", "upgrade"]
 
 HEAD = "0004"  # the newest script's revision (a test holds it equal to Alembic's own head)
 VERSION_TABLE = "posync_alembic_version"
@@ -36,24 +50,69 @@ def alembic_config() -> Config:
     return cfg
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    if revision in ("head", HEAD) and _stamped(engine) == HEAD:
+LOCK_KEY = "posync.migrations"  # PostgreSQL: hashed into the advisory lock's key
+LOCK_WAIT = 120.0  # seconds a process waits for another's start-up DDL (SQLite: beyond its busy timeout)
+
+
+@contextmanager
+def locked(engine: Engine) -> Iterator[Connection]:
+    """A transaction holding posync's start-up lock across processes; commits on success, rolls back on
+    an exception. Run posync's :func:`upgrade` and the host's own ``create_all`` (or Alembic) in it when
+    several processes start together."""
+    with engine.connect() as conn:
+        _take_lock(conn)
+        try:
+            yield conn
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
+
+
+def _take_lock(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": LOCK_KEY})
+        return
+    if conn.dialect.name != "sqlite":
+        return  # another database: its own DDL locking decides
+    give_up = time.monotonic() + LOCK_WAIT
+    while True:  # the busy timeout (5 s by default) may be shorter than another process's migration
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            return
+        except OperationalError as exc:
+            conn.rollback()
+            if "locked" not in str(exc.orig) or time.monotonic() > give_up:
+                raise StorageError("take posync's start-up lock", type(exc.orig).__name__) from exc
+
+
+def upgrade(bind: Engine | Connection, revision: str = "head") -> None:
+    """Bring posync's tables to ``revision``. With an engine: under :func:`locked`, and only when the
+    version table says there is work. With a connection: in the caller's transaction (hold the lock)."""
+    if isinstance(bind, Connection):
+        _run(bind, "upgrade", revision)
+        return
+    if revision in ("head", HEAD) and _stamped(bind) == HEAD:
+        return
+    with locked(bind) as conn:
+        _run(conn, "upgrade", revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    with locked(engine) as conn:
+        _run(conn, "downgrade", revision)
+
+
+def _run(conn: Connection, direction: str, revision: str) -> None:
+    """Alembic in ``conn``'s transaction; it reads the version table itself, so a process that waited for
+    the lock finds the work done."""
+    if direction == "upgrade" and revision in ("head", HEAD) and _stamped(conn) == HEAD:
         return
     from alembic import command
 
     cfg = alembic_config()
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
-
-
-def downgrade(engine: Engine, revision: str) -> None:
-    from alembic import command
-
-    cfg = alembic_config()
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, revision)
+    cfg.attributes["connection"] = conn
+    getattr(command, direction)(cfg, revision)
 
 
 def current(engine: Engine) -> str | None:
@@ -63,12 +122,23 @@ def current(engine: Engine) -> str | None:
         return MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
 
 
-def _stamped(engine: Engine) -> str | None:
+def _stamped(bind: Engine | Connection) -> str | None:
     """The one revision the version table holds, or None (no table yet, or anything unusual: Alembic decides)."""
+    if isinstance(bind, Connection):  # inside the caller's transaction: a failed read must not abort it
+        if not _has_version_table(bind):
+            return None
+        rows = bind.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).all()
+        return rows[0][0] if len(rows) == 1 else None
     try:
-        with engine.connect() as conn:
+        with bind.connect() as conn:
             rows = conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).all()
             conn.rollback()
     except DBAPIError:
         return None
     return rows[0][0] if len(rows) == 1 else None
+
+
+def _has_version_table(conn: Connection) -> bool:
+    from sqlalchemy import inspect
+
+    return inspect(conn).has_table(VERSION_TABLE)

@@ -328,7 +328,9 @@ def install(engine: Engine | Connection, registry: Registry) -> int:
     Returns how many were (re)created. The tables must exist: create the host's tables first."""
     if isinstance(engine, Connection):
         return _install(engine, registry)
-    with engine.begin() as conn:
+    from posync.migrations import locked  # several worker processes start together: one installs at a time
+
+    with locked(engine) as conn:
         return _install(conn, registry)
 
 
