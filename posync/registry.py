@@ -158,7 +158,7 @@ class TrackedEntity:
         for column, wire, plain, max_length, convert in self._incoming:
             if wire in record:
                 value = record[wire]
-                if type(value) is plain and (max_length is None or len(value) <= max_length):
+                if type(value) is plain and (max_length is None or len(value) <= max_length):  # type: ignore[arg-type]  # plain is str where max_length is set
                     values[column] = value
                     continue
                 try:

@@ -10,6 +10,7 @@ read timeout beyond the deadline.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import httpx
 
@@ -22,7 +23,7 @@ DEADLINE = "posync.deadline"
 
 def read_bounded(response: httpx.Response, deadline: float, limit: int) -> bytes:
     request = response.request
-    where = {"method": request.method, "path": request.url.path}
+    where: dict[str, Any] = {"method": request.method, "path": request.url.path}
     declared = response.headers.get("content-length", "")
     if declared.isascii() and declared.isdigit() and int(declared) > limit:
         response.close()

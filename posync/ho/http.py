@@ -108,7 +108,7 @@ class HttpCore:
         deadline = time.monotonic() + budget
         content = None if json_body is None else _json.dumps(json_body)
         headers = {"Content-Type": "application/json"} if content is not None else None
-        where = {"method": method, "path": path}
+        where: dict[str, Any] = {"method": method, "path": path}
         for attempt in (1, 2):
             request = self._http.build_request(method, path, content=content, params=params, headers=headers,
                                                timeout=httpx.Timeout(max(0.1, deadline - time.monotonic())),

@@ -75,7 +75,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _row(row: Mapping[str, Any]) -> dict[str, Any]:
+def _row(row: Mapping[str, Any] | RowMapping) -> dict[str, Any]:
     out: dict[str, Any] = _jsonable(dict(row))
     return out
 

@@ -186,6 +186,7 @@ class PullService:
         started = time.perf_counter()
         before = (stats.pages, stats.applied.written + stats.applied.deleted)
         cursor = checkpoint["cursor"] if checkpoint else None
+        settled: datetime | bool | None  # an offset pass settles at its start; a cursor pass always settles
         if self.client.dialect == "seed" or (cursor or "").startswith(passes.SINCE):
             settled = passes.offset_pass(self, entity, cursor, stats)
         else:

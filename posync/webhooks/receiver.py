@@ -180,8 +180,8 @@ class WebhookReceiver:
         self._receipts = receipts
         self._apply = apply
         self._apply_in_session = apply_in_session
-        self._rejected = (StorageError, SQLAlchemyError, *_driver_errors(receipts.engine.dialect),
-                          *_BINDING_ERRORS)
+        self._rejected: tuple[type[Exception], ...] = (StorageError, SQLAlchemyError,
+                                                       *_driver_errors(receipts.engine.dialect), *_BINDING_ERRORS)
         self._sources = sources
         self.max_body_bytes = max_body_bytes
         self._clock = clock
