@@ -1,7 +1,7 @@
 """Crash test: a photo-syncing outlet process is killed with SIGKILL at random points, again and again.
 
 The reference HO's photo side runs in this process (its byte answers drip, so kills land mid-transfer);
-``tests/test_photo_crash_worker.py`` forks a worker per start that runs passes in a loop. Between kills HO
+``tests/photo_crash_worker.py`` forks a worker per start that runs passes in a loop. Between kills HO
 edits, adds and deletes photos. After every kill, before the next start, nothing corrupt or partial may be
 visible in the store (every object is a complete version HO had under that key; every ``synced`` row
 points at bytes with its checksum). After the last kill an in-process pass runs until clean, and the store
@@ -64,7 +64,7 @@ def ho_edits(ho: PhotoHO, rng: random.Random, ever: dict[str, set[str]], n: int)
         ho.delete_photo(rng.choice(live))
 
 
-@pytest.mark.parametrize(("db", "store_kind", "kills"), [("sqlite", "fs", 55), ("postgres", "db", 20)])
+@pytest.mark.parametrize(("db", "store_kind", "kills"), [("sqlite", "fs", 55), pytest.param("postgres", "db", 20, marks=pytest.mark.postgres)])
 def test_sigkill_during_photo_sync_resumes_and_ends_equal_to_ho(db: str, store_kind: str, kills: int,
                                                                 request: pytest.FixtureRequest, tmp_path: Path,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
@@ -87,7 +87,7 @@ def test_sigkill_during_photo_sync_resumes_and_ends_equal_to_ho(db: str, store_k
         log_path = tmp_path / "worker.log"
         with open(log_path, "w") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "tests.test_photo_crash_worker", "--db", url, "--ho", server.url,
+                [sys.executable, "-m", "tests.photo_crash_worker", "--db", url, "--ho", server.url,
                  "--store", spec, "--staging", str(tmp_path / "staging")],
                 cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True)
             assert proc.stdin is not None and proc.stdout is not None

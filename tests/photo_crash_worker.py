@@ -1,6 +1,6 @@
 """The process tests/test_photo_crash.py kills: photo passes in a loop until SIGKILL (no tests in here).
 
-    python -m tests.test_photo_crash_worker --db URL --ho URL --store fs:PATH|db --staging DIR
+    python -m tests.photo_crash_worker --db URL --ho URL --store fs:PATH|db --staging DIR
 
 It imports everything once, then for each ``start N`` line on stdin forks a fresh worker (nothing is
 opened before the fork: no connection, no thread), writes ``pid <pid>``; the worker writes ``ready`` and
