@@ -5,8 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
+import subprocess
+import sys
+import time
+import tracemalloc
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -17,6 +23,8 @@ from posync.migrations import upgrade
 from posync.photos.errors import PhotoConfigError, PhotoStoreError
 from posync.photos.stores import DatabaseStore, FileStore, PhotoStore, S3Store, etag_md5, open_store
 from posync.testing.photos.s3 import moto_s3
+
+MiB = 1024 * 1024
 
 
 def md5(data: bytes) -> str:
@@ -146,3 +154,49 @@ def test_open_store_specs(tmp_path: Path, sqlite_url: str) -> None:
         with pytest.raises(PhotoConfigError):
             open_store(bad)
     engine.dispose()
+
+
+@contextmanager
+def moto_s3_process() -> Iterator[str]:
+    """moto's server in a process of its own: what it keeps of an upload is not this process's memory."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(600):
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert proc.poll() is None, "moto's server exited"
+            time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_s3_put_of_a_large_photo_holds_about_two_parts_in_memory(tmp_path: Path) -> None:
+    """Issue 15 item 11: minio's default (3 parts of 16 MiB uploading in parallel, one more being read)
+    held ~4 parts at once; the store uploads one part at a time."""
+    path, h = tmp_path / "big.part", hashlib.md5(usedforsecurity=False)
+    with open(path, "wb") as f:
+        for _ in range(48):
+            block = os.urandom(MiB)
+            h.update(block)
+            f.write(block)
+    del block
+    with moto_s3_process() as endpoint:
+        s3 = S3Store(endpoint, "memory-check", access_key="testing", secret_key=SecretStr("testing"),
+                     region="us-east-1", staging=tmp_path)  # the default part size
+        s3.stat("products/none.jpg")  # connected and the bucket made before measuring
+        tracemalloc.start()
+        try:
+            s3.put_file("products/big/p.jpg", path, md5=h.hexdigest(), content_type="image/jpeg")
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert s3.hash("products/big/p.jpg") == h.hexdigest()
+        s3.close()
+    assert peak < 24 * MiB, f"{peak / MiB:.1f} MiB traced during the put"
