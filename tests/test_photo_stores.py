@@ -1,5 +1,6 @@
-"""One contract suite for the PhotoStore interface, run against all three stores: the filesystem, S3 (moto's
-ThreadedMotoServer over real HTTP, through the minio client) and the outlet database (SQLite and PostgreSQL)."""
+"""One contract suite for the PhotoStore interface, run against every store: the filesystem, S3 (moto's
+ThreadedMotoServer over real HTTP, through the minio client), the outlet database's chunked tables and the
+host's own photo column (each on SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -11,20 +12,34 @@ import sys
 import time
 import tracemalloc
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from pydantic import SecretStr
+from sqlalchemy.engine import Engine
 
 import posync
 from posync.migrations import upgrade
+from posync.models.photo import PhotoRecord
 from posync.photos.errors import PhotoConfigError, PhotoStoreError
-from posync.photos.stores import DatabaseStore, FileStore, PhotoStore, S3Store, etag_md5, open_store
+from posync.photos.stores import (
+    DatabaseStore,
+    FileStore,
+    HostColumnStore,
+    PhotoStore,
+    S3Store,
+    etag_md5,
+    open_store,
+)
 from posync.testing.photos.s3 import moto_s3
 
 MiB = 1024 * 1024
+PHOTOS = PhotoRecord.__table__  # type: ignore[attr-defined]
+SPEC = "db:table=product_photo,key=id,column=image_binary"
 
 
 def md5(data: bytes) -> str:
@@ -37,7 +52,14 @@ def s3_endpoint() -> Iterator[str]:
         yield endpoint
 
 
-@pytest.fixture(params=["fs", "s3", "db-sqlite", pytest.param("db-postgres", marks=pytest.mark.postgres)])
+# every key the contract tests write: the host-column store finds its rows through listed photos
+CONTRACT_KEYS = ["products/p1/primary.jpg", "products/p1/other.jpg", "products/p1/a.jpg", "products/p1/b.jpg",
+                 "products/p1/500ml/hero.jpg", "products/p1/500ml/info.jpg", "products/p2/primary.jpg",
+                 "products/p1/1kg/hero.jpg", "products/p3/empty.jpg", "products/big/photo.jpg"]
+
+
+@pytest.fixture(params=["fs", "s3", "db-sqlite", pytest.param("db-postgres", marks=pytest.mark.postgres),
+                        "column-sqlite", pytest.param("column-postgres", marks=pytest.mark.postgres)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PhotoStore]:
     kind = request.param
     if kind == "fs":
@@ -50,11 +72,63 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PhotoStore
         yield s3
         s3.close()
         return
-    url = f"sqlite:///{tmp_path / 'o.db'}" if kind == "db-sqlite" else request.getfixturevalue("pg_url")
+    url = f"sqlite:///{tmp_path / 'o.db'}" if kind.endswith("sqlite") else request.getfixturevalue("pg_url")
     engine = posync.create_engine(url)
-    upgrade(engine)
-    yield DatabaseStore(engine, staging=tmp_path / "staging", chunk_size=64 * 1024)
-    engine.dispose()
+    try:
+        upgrade(engine)
+        if kind.startswith("column"):
+            yield host_store_for(engine, CONTRACT_KEYS, tmp_path / "staging")
+        else:
+            yield DatabaseStore(engine, staging=tmp_path / "staging", chunk_size=64 * 1024)
+    finally:
+        engine.dispose()
+
+
+# -- the host's side: seed 000's edge table, rows the POS's catalogue made -------------------------------------
+
+
+def host_table(engine: Engine, name: str = "product_photo") -> None:
+    """Seed 000's edge ``product_photo``: HO's fields plus image_binary, last_sync_at, sync_status, sync_error."""
+    pg = engine.dialect.name == "postgresql"
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"""CREATE TABLE {name} (
+            id {'UUID' if pg else 'VARCHAR(36)'} PRIMARY KEY, product_id VARCHAR(64) NOT NULL,
+            object_key VARCHAR(500), size INTEGER, checksum VARCHAR(64), file_size INTEGER,
+            image_binary {'BYTEA' if pg else 'BLOB'}, last_sync_at TIMESTAMP WITH TIME ZONE,
+            sync_status VARCHAR(20) DEFAULT 'pending', sync_error TEXT)""")
+
+
+def pos_rows(engine: Engine, ids: Iterable[str], table: str = "product_photo") -> None:
+    """The POS's catalogue rows (no image yet)."""
+    with engine.begin() as conn:
+        for photo_id in ids:
+            conn.execute(sa.text(f"INSERT INTO {table} (id, product_id, sync_status, sync_error) "
+                                 "VALUES (:id, 'p', 'failed', 'an old error')"), {"id": photo_id})
+
+
+def host_row(engine: Engine, photo_id: str, table: str = "product_photo") -> Any:
+    with engine.connect() as conn:  # as a seed 000 POS reads it
+        return conn.execute(sa.text(f"SELECT image_binary, checksum, file_size, sync_status, last_sync_at, "
+                                    f"sync_error FROM {table} WHERE id = :id"), {"id": photo_id}).one()
+
+
+def listed(engine: Engine, keys: dict[str, str]) -> None:
+    """posync_photo rows as a listing leaves them: photo id -> object key."""
+    with engine.begin() as conn:
+        for photo_id, key in keys.items():
+            conn.execute(PHOTOS.insert().values(id=photo_id, product_id="p", object_key=key, checksum="0" * 32,
+                                               size=0))
+
+
+def host_store_for(engine: Engine, keys: Sequence[str], staging: Path) -> HostColumnStore:
+    """The contract suite's store: a listed photo and its host row behind each key it uses."""
+    host_table(engine)
+    ids = {str(uuid.uuid4()): key for key in keys}
+    listed(engine, ids)
+    pos_rows(engine, ids)
+    store = open_store(SPEC, engine=engine, staging=staging)
+    assert isinstance(store, HostColumnStore)
+    return store
 
 
 def staged(store: PhotoStore, data: bytes) -> Path:
