@@ -1,22 +1,45 @@
-"""One contract suite for the PhotoStore interface, run against all three stores: the filesystem, S3 (moto's
-ThreadedMotoServer over real HTTP, through the minio client) and the outlet database (SQLite and PostgreSQL)."""
+"""One contract suite for the PhotoStore interface, run against every store: the filesystem, S3 (moto's
+ThreadedMotoServer over real HTTP, through the minio client), the outlet database's chunked tables and the
+host's own photo column (each on SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import socket
+import subprocess
+import sys
+import time
+import tracemalloc
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from pydantic import SecretStr
+from sqlalchemy.engine import Engine
 
 import posync
 from posync.migrations import upgrade
+from posync.models.photo import PhotoRecord
 from posync.photos.errors import PhotoConfigError, PhotoStoreError
-from posync.photos.stores import DatabaseStore, FileStore, PhotoStore, S3Store, etag_md5, open_store
+from posync.photos.stores import (
+    DatabaseStore,
+    FileStore,
+    HostColumnStore,
+    PhotoStore,
+    S3Store,
+    etag_md5,
+    open_store,
+)
 from posync.testing.photos.s3 import moto_s3
+
+MiB = 1024 * 1024
+PHOTOS = PhotoRecord.__table__  # type: ignore[attr-defined]
+SPEC = "db:table=product_photo,key=id,column=image_binary"
 
 
 def md5(data: bytes) -> str:
@@ -29,7 +52,14 @@ def s3_endpoint() -> Iterator[str]:
         yield endpoint
 
 
-@pytest.fixture(params=["fs", "s3", "db-sqlite", pytest.param("db-postgres", marks=pytest.mark.postgres)])
+# every key the contract tests write: the host-column store finds its rows through listed photos
+CONTRACT_KEYS = ["products/p1/primary.jpg", "products/p1/other.jpg", "products/p1/a.jpg", "products/p1/b.jpg",
+                 "products/p1/500ml/hero.jpg", "products/p1/500ml/info.jpg", "products/p2/primary.jpg",
+                 "products/p1/1kg/hero.jpg", "products/p3/empty.jpg", "products/big/photo.jpg"]
+
+
+@pytest.fixture(params=["fs", "s3", "db-sqlite", pytest.param("db-postgres", marks=pytest.mark.postgres),
+                        "column-sqlite", pytest.param("column-postgres", marks=pytest.mark.postgres)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PhotoStore]:
     kind = request.param
     if kind == "fs":
@@ -42,11 +72,63 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PhotoStore
         yield s3
         s3.close()
         return
-    url = f"sqlite:///{tmp_path / 'o.db'}" if kind == "db-sqlite" else request.getfixturevalue("pg_url")
+    url = f"sqlite:///{tmp_path / 'o.db'}" if kind.endswith("sqlite") else request.getfixturevalue("pg_url")
     engine = posync.create_engine(url)
-    upgrade(engine)
-    yield DatabaseStore(engine, staging=tmp_path / "staging", chunk_size=64 * 1024)
-    engine.dispose()
+    try:
+        upgrade(engine)
+        if kind.startswith("column"):
+            yield host_store_for(engine, CONTRACT_KEYS, tmp_path / "staging")
+        else:
+            yield DatabaseStore(engine, staging=tmp_path / "staging", chunk_size=64 * 1024)
+    finally:
+        engine.dispose()
+
+
+# -- the host's side: seed 000's edge table, rows the POS's catalogue made -------------------------------------
+
+
+def host_table(engine: Engine, name: str = "product_photo") -> None:
+    """Seed 000's edge ``product_photo``: HO's fields plus image_binary, last_sync_at, sync_status, sync_error."""
+    pg = engine.dialect.name == "postgresql"
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"""CREATE TABLE {name} (
+            id {'UUID' if pg else 'VARCHAR(36)'} PRIMARY KEY, product_id VARCHAR(64) NOT NULL,
+            object_key VARCHAR(500), size INTEGER, checksum VARCHAR(64), file_size INTEGER,
+            image_binary {'BYTEA' if pg else 'BLOB'}, last_sync_at TIMESTAMP WITH TIME ZONE,
+            sync_status VARCHAR(20) DEFAULT 'pending', sync_error TEXT)""")
+
+
+def pos_rows(engine: Engine, ids: Iterable[str], table: str = "product_photo") -> None:
+    """The POS's catalogue rows (no image yet)."""
+    with engine.begin() as conn:
+        for photo_id in ids:
+            conn.execute(sa.text(f"INSERT INTO {table} (id, product_id, sync_status, sync_error) "
+                                 "VALUES (:id, 'p', 'failed', 'an old error')"), {"id": photo_id})
+
+
+def host_row(engine: Engine, photo_id: str, table: str = "product_photo") -> Any:
+    with engine.connect() as conn:  # as a seed 000 POS reads it
+        return conn.execute(sa.text(f"SELECT image_binary, checksum, file_size, sync_status, last_sync_at, "
+                                    f"sync_error FROM {table} WHERE id = :id"), {"id": photo_id}).one()
+
+
+def listed(engine: Engine, keys: dict[str, str]) -> None:
+    """posync_photo rows as a listing leaves them: photo id -> object key."""
+    with engine.begin() as conn:
+        for photo_id, key in keys.items():
+            conn.execute(PHOTOS.insert().values(id=photo_id, product_id="p", object_key=key, checksum="0" * 32,
+                                               size=0))
+
+
+def host_store_for(engine: Engine, keys: Sequence[str], staging: Path) -> HostColumnStore:
+    """The contract suite's store: a listed photo and its host row behind each key it uses."""
+    host_table(engine)
+    ids = {str(uuid.uuid4()): key for key in keys}
+    listed(engine, ids)
+    pos_rows(engine, ids)
+    store = open_store(SPEC, engine=engine, staging=staging)
+    assert isinstance(store, HostColumnStore)
+    return store
 
 
 def staged(store: PhotoStore, data: bytes) -> Path:
@@ -146,3 +228,49 @@ def test_open_store_specs(tmp_path: Path, sqlite_url: str) -> None:
         with pytest.raises(PhotoConfigError):
             open_store(bad)
     engine.dispose()
+
+
+@contextmanager
+def moto_s3_process() -> Iterator[str]:
+    """moto's server in a process of its own: what it keeps of an upload is not this process's memory."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(600):
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert proc.poll() is None, "moto's server exited"
+            time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_s3_put_of_a_large_photo_holds_about_two_parts_in_memory(tmp_path: Path) -> None:
+    """Issue 15 item 11: minio's default (3 parts of 16 MiB uploading in parallel, one more being read)
+    held ~4 parts at once; the store uploads one part at a time."""
+    path, h = tmp_path / "big.part", hashlib.md5(usedforsecurity=False)
+    with open(path, "wb") as f:
+        for _ in range(48):
+            block = os.urandom(MiB)
+            h.update(block)
+            f.write(block)
+    del block
+    with moto_s3_process() as endpoint:
+        s3 = S3Store(endpoint, "memory-check", access_key="testing", secret_key=SecretStr("testing"),
+                     region="us-east-1", staging=tmp_path)  # the default part size
+        s3.stat("products/none.jpg")  # connected and the bucket made before measuring
+        tracemalloc.start()
+        try:
+            s3.put_file("products/big/p.jpg", path, md5=h.hexdigest(), content_type="image/jpeg")
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert s3.hash("products/big/p.jpg") == h.hexdigest()
+        s3.close()
+    assert peak < 24 * MiB, f"{peak / MiB:.1f} MiB traced during the put"

@@ -8,7 +8,8 @@ Layout (each a use case or one layer)::
     client/          the HO JSON API over httpx: V1Source (seed 001), LegacySource (seed 000), AuthHeaders
     transfer/        the byte path: staged downloads (streamed MD5 + size, Range/If-Range resume),
                      engines: curl (pycurl CurlMulti, extra "photos-fast") and urllib3 (pure Python)
-    stores/          PhotoStore and its three implementations: FileStore, S3Store (minio), DatabaseStore
+    stores/          PhotoStore and its implementations: FileStore, S3Store (minio), DatabaseStore (posync's
+                     chunked tables), HostColumnStore (the host's own image column, seed 000)
     decide.py        pure decisions: listed photo -> row, work grouping (dedupe), shifted pass, delete cap,
                      reconciliation
     repository.py    the SQL, named by intent
@@ -39,12 +40,13 @@ from posync.photos.errors import (
 from posync.photos.report import Progress, SyncReport
 from posync.photos.service import PhotoSync
 from posync.photos.settings import PhotoSettings
-from posync.photos.stores import DatabaseStore, FileStore, PhotoStore, S3Store, open_store
+from posync.photos.stores import DatabaseStore, FileStore, HostColumnStore, PhotoStore, S3Store, open_store
 
 __all__ = [
     "DatabaseStore",
     "DeleteCapExceeded",
     "FileStore",
+    "HostColumnStore",
     "PhotoConfigError",
     "PhotoError",
     "PhotoNotFoundError",

@@ -30,7 +30,7 @@ class PhotoSettings(StrictSettings):
     request_timeout: float = Field(30.0, gt=0)
 
     photo_api: Literal["v1", "legacy"] = "v1"
-    photo_store: str = "fs:./photos"  # fs:PATH | s3://BUCKET | db
+    photo_store: str = "fs:./photos"  # fs:PATH | s3://BUCKET | db | db:table=T,key=K,column=C[,max_mb=N]
     photo_s3_endpoint: str | None = None  # host:port
     photo_s3_access_key: str | None = None
     photo_s3_secret_key: SecretStr | None = None
