@@ -186,7 +186,7 @@ class _row_fails:
         return kind is not None and issubclass(kind, posync.PosyncError)
 
 
-def test_delete_goes_row_first_and_restores_the_row_when_bytes_cannot_go(engine: Any, tmp_path: Path) -> None:
+def test_a_delete_keeps_the_row_when_the_bytes_cannot_go(engine: Any, tmp_path: Path) -> None:
     failing = FailingRows(tmp_path / "s")
     data = b"y" * 4000
     write(engine, failing, tmp_path, remote("ph1", "p1", "products/p1/a.jpg", data), data)

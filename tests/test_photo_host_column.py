@@ -85,6 +85,25 @@ def test_a_pass_writes_each_photo_into_the_hosts_own_column(engine: Engine, tmp_
             assert check.plan.counts() == {"orphaned": 0, "missing": 0, "corrupt": 0, "synced": 5, "actions": 0}
 
 
+def test_a_photo_ho_deleted_leaves_the_hosts_column_empty(engine: Engine, tmp_path: Path) -> None:
+    """HO's delete reaches the host's column: the image goes, the host's row stays."""
+    ho = PhotoHO()
+    with serve_in_thread(ho.app) as server:
+        ho.base_url = server.url
+        kept, gone = ho.put_photo("prod-1", os.urandom(3000)), ho.put_photo("prod-2", os.urandom(4000))
+        host_table(engine)
+        pos_rows(engine, [kept, gone])
+        settings = PhotoSettings(ho_url=server.url, username="posync", password="posync-password",
+                                 photo_store=SPEC, photo_staging_dir=str(tmp_path / "staging"))
+        with build_photo_sync(settings, engine=engine) as sync:
+            assert sync.sync().synced == 2
+            ho.delete_photo(gone)
+            report = sync.sync(full=True)
+            assert report.ok and report.deleted == 1, report.as_dict()
+        assert host_row(engine, gone).image_binary is None
+        assert bytes(host_row(engine, kept).image_binary) == ho.photos[kept].data
+
+
 def test_a_photo_without_its_host_row_waits_and_is_not_fetched_again(engine: Engine, tmp_path: Path) -> None:
     """The POS's catalogue makes the host's row; until then the photo fails with no_host_row and its verified
     bytes wait in staging, so the retry once the row exists needs no download."""

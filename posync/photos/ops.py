@@ -57,22 +57,20 @@ def write_photo(engine: Engine, store: PhotoStore, photo: RemotePhoto, path: Pat
 
 
 def delete_photo(engine: Engine, store: PhotoStore, photo_id: str) -> bool:
-    """Row first, then bytes; if the bytes cannot go, the row comes back and the error is raised."""
-    with translating("delete photo row"), write_transaction(engine) as conn:
-        row = conn.execute(sa.select(PHOTOS).where(PHOTOS.c.id == photo_id)).mappings().first()
+    """Bytes first (those no other photo uses), then the row; if the bytes cannot go, the row stays and
+    the error is raised. Bytes first because a store may find what to delete through the row (the host's
+    own column: ``posync_photo`` maps the key to the host's photo row)."""
+    with translating("read photo row"), engine.connect() as conn:
+        row = conn.execute(sa.select(PHOTOS.c.stored_key, PHOTOS.c.object_key)
+                           .where(PHOTOS.c.id == photo_id)).first()
         if row is None:
             return False
-        saved = dict(row)
+        keys = {k for k in (row.stored_key, row.object_key) if k}
+        unused = [k for k in keys if not key_users(conn, k) - {photo_id}]
+    for key in unused:
+        store.delete(key)
+    with translating("delete photo row"), write_transaction(engine) as conn:
         conn.execute(PHOTOS.delete().where(PHOTOS.c.id == photo_id))
-        keys = {k for k in (saved["stored_key"], saved["object_key"]) if k}
-        unused = [k for k in keys if not key_users(conn, k)]
-    try:
-        for key in unused:
-            store.delete(key)
-    except Exception:
-        with translating("restore photo row"), write_transaction(engine) as conn:
-            conn.execute(PHOTOS.insert().values(saved))
-        raise
     return True
 
 
