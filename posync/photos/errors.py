@@ -45,11 +45,14 @@ class PhotoStoreError(StorageError):
 
 
 class PhotoTransferError(TransportError):
-    """``reason`` is one of: http_<status>, timeout, stalled, connection, short, long, checksum, deadline."""
+    """``reason`` is one of: http_<status>, timeout, stalled, connection, short (cut before the end),
+    size_mismatch (the object is not the manifest's size), checksum, deadline, unsafe_url (not http or https),
+    no_space (a full disk), staging (another refused write); ``detail`` says more ("No space left on device")."""
 
     def __init__(self, photo_id: str, reason: str, detail: str = "", *, retryable: bool = True) -> None:
         self.photo_id = photo_id
         self.reason = reason
+        self.detail = detail
         self.retryable = retryable
         super().__init__(f"photo {photo_id}: {reason}" + (f" ({detail})" if detail else ""))
 

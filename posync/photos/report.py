@@ -47,7 +47,7 @@ class SyncReport:
     byte_requests: int = 0
     error: str | None = None  # the listing failed (HO unreachable, say): checkpoint not advanced
     busy: bool = False  # another pass was running: this one did nothing
-    failures: list[dict[str, str]] = field(default_factory=list)  # the first 50: photo_id, reason
+    failures: list[dict[str, str]] = field(default_factory=list)  # the first 50: photo_id, reason, detail
     seconds: float = 0.0
 
     @property

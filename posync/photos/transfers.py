@@ -7,6 +7,9 @@ engine, into a staged file that the store takes atomically. A row says ``synced`
 results are recorded in batches by :class:`~posync.photos.committer.Committer`, after the store has made
 the batch's puts durable.
 
+A failure is recorded with its reason and the system's words (``no_space: No space left on device``); a
+photo that failed for a full disk is due again at the next pass, any other failure after a backoff.
+
 Jobs are made as the engine has room for them (a generator), so the first downloads start while the
 rest are still being checked against the store.
 """
@@ -28,12 +31,12 @@ from posync.photos.client.http import AuthHeaders
 from posync.photos.client.sources import PhotoReport, PhotoSource
 from posync.photos.committer import Committer
 from posync.photos.decide import WAITING, WorkGroup, WorkItem, group_work
-from posync.photos.errors import PhotoStoreError
+from posync.photos.errors import PhotoStoreError, PhotoTransferError
 from posync.photos.listing import Lister
 from posync.photos.report import SyncReport, Tally
 from posync.photos.stores.base import PhotoStore, StoredObject
 from posync.photos.transfer.engine import ByteEngine, FetchJob, FetchOutcome
-from posync.photos.transfer.staged import Staged
+from posync.photos.transfer.staged import NO_SPACE, Staged
 
 __all__ = ["Transfers", "retry_after"]
 
@@ -112,7 +115,11 @@ class Transfers:
             if not items:
                 continue
             first = items[0]
-            request = self.source.byte_request(first.id, first.image_url)
+            try:
+                request = self.source.byte_request(first.id, first.image_url)
+            except PhotoTransferError as exc:  # a URL posync will not fetch (file://...): no request at all
+                self._fail(items, exc.reason, committer, report, tally, exc.detail)
+                continue
             if request is None:
                 self._fail(items, "no_url", committer, report, tally)
                 continue
@@ -159,7 +166,7 @@ class Transfers:
               tally: Tally) -> None:
         job = outcome.job
         if outcome.error is not None:
-            self._fail(items, outcome.error.reason, committer, report, tally)
+            self._fail(items, outcome.error.reason, committer, report, tally, outcome.error.detail)
             return
         committed: list[WorkItem] = []
         last = len(items) - 1
@@ -172,7 +179,8 @@ class Transfers:
                 committed.append(item)
         except PhotoStoreError as exc:
             job.staged.keep()  # verified bytes: the next pass commits them without a download
-            self._fail(items[len(committed):], "store", committer, report, tally, str(exc))
+            reason = "no_space" if _no_space(exc) else "store"
+            self._fail(items[len(committed):], reason, committer, report, tally, str(exc))
         else:
             job.staged.committed()
         with self._lock:
@@ -194,8 +202,14 @@ class Transfers:
         with self._lock:
             for item in items:
                 if len(report.failures) < 50:
-                    report.failures.append({"photo_id": item.id, "reason": reason})
+                    report.failures.append({"photo_id": item.id, "reason": reason, "detail": detail})
             report.failed += len(items)
         tally.finished(len(items))
         for item in items:
-            committer.failed(item.id, reason, detail, now + retry_after(item.attempts))
+            # a full disk: due again at the next pass (room may be back by then), not after a backoff
+            committer.failed(item.id, reason, detail, now if reason == "no_space" else now + retry_after(item.attempts))
+
+
+def _no_space(exc: BaseException) -> bool:
+    cause = exc.__cause__
+    return isinstance(cause, OSError) and cause.errno in NO_SPACE

@@ -1,9 +1,10 @@
 """HO's photo APIs as sources of manifest pages and byte requests: v1 (seed 001) and the older one (seed 000).
 
 Both page with ``limit``/``offset``; :mod:`posync.photos.service` checkpoints on HO's clock and detects a
-shifted pass. v1's bytes come straight from ``image_url`` (HO MinIO): credentials go only to HO's own
-origin, never to another host. The older API's bytes come from ``/api/sync/product-photos/<id>/download/``
-with the Bearer token, and per-photo results go back to ``/api/sync/product-photos/status/``.
+shifted pass. v1's bytes come straight from ``image_url`` (HO MinIO): only an http or https URL, and
+credentials go only to HO's own origin, never to another host. The older API's bytes come from
+``/api/sync/product-photos/<id>/download/`` with the Bearer token, and per-photo results go back to
+``/api/sync/product-photos/status/``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from urllib.parse import quote, urljoin, urlsplit
 import httpx
 
 from posync.photos.client.http import AuthHeaders, date_header, request_json
+from posync.photos.errors import PhotoTransferError
 from posync.photos.wire import ManifestPage, parse_legacy_page, parse_v1_page
 
 __all__ = ["ByteRequest", "LegacySource", "PhotoReport", "PhotoSource", "V1Source"]
@@ -41,7 +43,10 @@ class PhotoSource(Protocol):
 
     def pages(self, since: datetime | None, page_size: int, offset: int = 0) -> Iterator[ManifestPage]: ...
 
-    def byte_request(self, photo_id: str, image_url: str | None) -> ByteRequest | None: ...
+    def byte_request(self, photo_id: str, image_url: str | None) -> ByteRequest | None:
+        """Where the photo's bytes are; None when the manifest names none. Raises PhotoTransferError
+        (``unsafe_url``) for a URL that is not http or https."""
+        ...
 
     def report(self, results: Sequence[PhotoReport]) -> int:
         """Tell HO how each photo went; answers how many requests it took (0 when the API has no such call)."""
@@ -92,7 +97,12 @@ class V1Source(_Base):
     def byte_request(self, photo_id: str, image_url: str | None) -> ByteRequest | None:
         if not image_url:
             return None
-        url = image_url if image_url.startswith(("http://", "https://")) else urljoin(self.base_url, image_url)
+        url = image_url
+        if not url.startswith(("http://", "https://")):
+            url = urljoin(self.base_url, image_url)  # relative to HO; an absolute URL keeps its own scheme
+            if (scheme := urlsplit(url).scheme) not in ("http", "https"):  # file://... reads the edge's own files
+                raise PhotoTransferError(photo_id, "unsafe_url", f"scheme {scheme or 'none'!r} is not http or https",
+                                         retryable=False)
         origin = url.split("/", 3)[:3]
         if self._origin is None:
             self._origin = self.base_url.rstrip("/").split("/", 3)[:3]

@@ -8,6 +8,9 @@ Python runs as little as possible per photo: the options that never change are s
 photo below :data:`~posync.photos.transfer.staged.RESUME_MIN` gets no header callback (its status is read
 once the transfer is done, and a body that came with an error status is thrown away with its staged file);
 progress is counted once per turn of the loop, not per chunk.
+
+Every handle may speak only http and https, on the first request and on any redirect (libcurl's protocol
+allow-lists, set once per handle): a ``file://`` URL fails with ``unsafe_url`` before a byte is read.
 """
 
 from __future__ import annotations
@@ -29,14 +32,19 @@ from posync.photos.transfer.engine import (
     TransferPolicy,
     after_failure,
     classify_status,
+    staging_error,
+    too_long,
+    unsafe_url,
+    verdict_error,
 )
-from posync.photos.transfer.staged import Staged, TooLong
+from posync.photos.transfer.staged import Staged, StagingFailed, TooLong
 
 __all__ = ["CurlEngine"]
 
 _CONNECTION = {pycurl.E_COULDNT_CONNECT, pycurl.E_COULDNT_RESOLVE_HOST, pycurl.E_GOT_NOTHING,
                pycurl.E_RECV_ERROR, pycurl.E_SEND_ERROR}
 _OK = (200, 206)
+_WEB = pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS
 
 
 class _Transfer:
@@ -77,20 +85,21 @@ class _Transfer:
             self.wanted = 1
             try:
                 self.staged.begin(self.status, self.headers)
-            except OSError as exc:
-                return self._staging_failed(exc)
+            except StagingFailed as exc:
+                self.error = staging_error(self.job, exc)
+                return 0
         try:
             self.staged.write(chunk)
         except TooLong:
-            self.error = PhotoTransferError(self.job.photo_id, "long", f"more than {self.job.size} bytes")
+            self.error = _TOO_LONG  # judged once the transfer is done: the answer's length is known then
             return 0  # abort the transfer
-        except OSError as exc:
-            return self._staging_failed(exc)
+        except StagingFailed as exc:
+            self.error = staging_error(self.job, exc)
+            return 0
         return None
 
-    def _staging_failed(self, exc: OSError) -> int:
-        self.error = PhotoTransferError(self.job.photo_id, "staging", exc.strerror or "", retryable=False)
-        return 0
+
+_TOO_LONG = PhotoTransferError("", "size_mismatch")  # a marker: _settle makes the photo's own error
 
 
 class CurlEngine:
@@ -107,6 +116,8 @@ class CurlEngine:
         handle.setopt(pycurl.NOSIGNAL, 1)
         handle.setopt(pycurl.BUFFERSIZE, 128 * 1024)  # fewer write callbacks per photo
         handle.setopt(pycurl.FOLLOWLOCATION, 0)
+        handle.setopt(pycurl.PROTOCOLS, _WEB)  # never file://, whatever a manifest says
+        handle.setopt(pycurl.REDIR_PROTOCOLS, _WEB)
         handle.setopt(pycurl.CONNECTTIMEOUT_MS, int(p.connect_timeout * 1000))
         handle.setopt(pycurl.LOW_SPEED_LIMIT, 1)
         handle.setopt(pycurl.LOW_SPEED_TIME, max(1, int(p.stall_timeout)))
@@ -178,7 +189,10 @@ class CurlEngine:
         with_headers = bool(headers) or job.staged.resumable  # status before the body; validators for resumes
         transfer = _Transfer(job, with_headers)
         handle.setopt(pycurl.URL, job.url)
-        handle.setopt(pycurl.HTTPHEADER, [f"{k}: {v}" for k, v in headers.items()])
+        if headers:
+            handle.setopt(pycurl.HTTPHEADER, [f"{k}: {v}" for k, v in headers.items()])
+        else:  # an empty list keeps the handle's last headers: another photo's Range, or HO's credentials
+            handle.unsetopt(pycurl.HTTPHEADER)
         handle.setopt(pycurl.WRITEFUNCTION, transfer.write)
         if with_headers:
             handle.setopt(pycurl.HEADERFUNCTION, transfer.header)
@@ -211,30 +225,26 @@ class CurlEngine:
         job = transfer.job
         status = int(handle.getinfo(pycurl.RESPONSE_CODE))
         error = transfer.error
-        if status and status not in _OK and (error is None or error.reason == "long"):
-            error = classify_status(job, status)  # an error answer, whatever its body did
+        if status and status not in _OK and (error is None or error is _TOO_LONG):
+            error = classify_status(job, status, transfer.headers.get("content-range"))  # whatever its body did
             if transfer.wanted == 1:  # staged before the status was known (no header callback): not the photo
                 job.staged.discard()
+        elif error is _TOO_LONG:
+            error = too_long(job, int(handle.getinfo(pycurl.CONTENT_LENGTH_DOWNLOAD_T)))
         if error is None and curl_error is not None:
-            errno, msg = curl_error
-            if errno == pycurl.E_OPERATION_TIMEDOUT:
-                reason = "stalled" if "than" in msg else "timeout"  # "Operation too slow. Less than 1 bytes/sec"
-            elif errno == pycurl.E_PARTIAL_FILE:
-                reason = "short"
-            elif errno in _CONNECTION:
-                reason = "connection"
-            else:
-                reason = f"curl_{errno}"
-            error = PhotoTransferError(job.photo_id, reason, msg[:120])
+            error = _curl_failure(job, *curl_error)
         if error is None:
             if status not in _OK:
                 error = classify_status(job, status)
             else:
-                if transfer.wanted == 0:  # an empty body
-                    job.staged.begin(status, transfer.headers)
-                verdict = job.staged.verdict()
-                if verdict is not None:
-                    error = PhotoTransferError(job.photo_id, verdict, f"{job.staged.offset} of {job.size} bytes")
+                try:
+                    if transfer.wanted == 0:  # an empty body
+                        job.staged.begin(status, transfer.headers)
+                    verdict = job.staged.verdict()
+                except StagingFailed as exc:
+                    error = staging_error(job, exc)
+                else:
+                    error = None if verdict is None else verdict_error(job, verdict)
         if error is None:
             on_done(FetchOutcome(job, None))
             return
@@ -249,6 +259,20 @@ class CurlEngine:
             handle.close()
         self._multi.close()
         self._handles = []
+
+
+def _curl_failure(job: FetchJob, errno: int, msg: str) -> PhotoTransferError:
+    if errno == pycurl.E_UNSUPPORTED_PROTOCOL:  # the allow-list refused it (a URL, or a redirect's)
+        return unsafe_url(job) or PhotoTransferError(job.photo_id, "unsafe_url", msg[:120], retryable=False)
+    if errno == pycurl.E_OPERATION_TIMEDOUT:
+        reason = "stalled" if "than" in msg else "timeout"  # "Operation too slow. Less than 1 bytes/sec"
+    elif errno == pycurl.E_PARTIAL_FILE:
+        reason = "short"
+    elif errno in _CONNECTION:
+        reason = "connection"
+    else:
+        reason = f"curl_{errno}"
+    return PhotoTransferError(job.photo_id, reason, msg[:120])
 
 
 def _progress(transfers: Iterable[_Transfer], on_bytes: BytesFn) -> None:

@@ -7,19 +7,31 @@ Two engines move the bytes, both with a bounded set of kept-alive connections:
 
 For 50 KB objects the client's per-request cost dominates: httpx (right for the JSON API) was about 2.5x
 slower than urllib3 here, which is about 2.4x slower than libcurl (issue 12; bench/bench_photo_transfer.py).
+
+Both fetch only http and https (``unsafe_url`` otherwise, before a byte is read) and follow no redirect. An
+object whose size is not the manifest's is a ``size_mismatch``, however it showed (too many bytes, a clean
+end too soon, a 416 to a resume); a staging folder that refuses a write is ``no_space`` (a full disk) or
+``staging``. Bytes of a failure are thrown away but for a cut or a stall, which a later attempt resumes.
 """
 
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from posync.photos.errors import PhotoConfigError, PhotoTransferError
-from posync.photos.transfer.staged import Staged
+from posync.photos.transfer.staged import Staged, StagingFailed
 
 __all__ = ["ByteEngine", "FetchJob", "FetchOutcome", "TransferPolicy", "make_engine"]
+
+SAFE_SCHEMES = ("http://", "https://")
+_UNSATISFIED = re.compile(r"bytes\s+\*/(\d+)")  # a 416's Content-Range: the object's length
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]{0,15}):")
+# what a later attempt must not resume from: wrong bytes, or a partial file taking room on a full disk
+_DISCARD = frozenset({"checksum", "size_mismatch", "http_416", "no_space", "staging"})
 
 AuthFn = Callable[[bool], dict[str, str]]  # refresh -> headers
 DoneFn = Callable[["FetchOutcome"], None]
@@ -74,17 +86,59 @@ class ByteEngine(Protocol):
     def close(self) -> None: ...
 
 
-def classify_status(job: FetchJob, status: int) -> PhotoTransferError:
+def classify_status(job: FetchJob, status: int, content_range: str | None = None) -> PhotoTransferError:
+    """An answer that is not 200/206. A 416 to a resume means the object is no longer than the bytes already
+    here, so shorter than the manifest says (HO ignores Range for a changed object: If-Range)."""
+    if status == 416 and job.staged.offset:
+        m = _UNSATISFIED.match(content_range or "")
+        total = int(m.group(1)) if m else None
+        return size_mismatch(job, total, f"at most {job.staged.offset} bytes")
     retryable = status >= 500 or status in (401, 404, 408, 409, 416, 429)
     return PhotoTransferError(job.photo_id, f"http_{status}", retryable=retryable)
+
+
+def unsafe_url(job: FetchJob) -> PhotoTransferError | None:
+    """Only http and https are fetched: a ``file://`` URL in a manifest must not read the edge's own files."""
+    url = job.url
+    if url.startswith(SAFE_SCHEMES) or url[:8].lower().startswith(SAFE_SCHEMES):
+        return None
+    m = _SCHEME.match(url)  # named in the reason; the rest of the URL may carry a signature
+    scheme = m.group(1).lower() if m else "none"
+    return PhotoTransferError(job.photo_id, "unsafe_url", f"scheme {scheme!r} is not http or https", retryable=False)
+
+
+def size_mismatch(job: FetchJob, total: int | None, seen: str) -> PhotoTransferError:
+    """The object is not the manifest's size. ``total``: its length when the answer said it; else ``seen``
+    says what the bytes showed ("more than 1000 bytes")."""
+    has = f"{total} bytes" if total is not None else seen
+    return PhotoTransferError(job.photo_id, "size_mismatch", f"the object has {has}, the manifest says {job.size}")
+
+
+def too_long(job: FetchJob, length: int | None) -> PhotoTransferError:
+    """More bytes came than the manifest's size; ``length``: the answer's Content-Length, when it had one."""
+    total = job.staged.resumed_from + length if length is not None and length >= 0 else None
+    return size_mismatch(job, total, f"more than {job.size} bytes")
+
+
+def verdict_error(job: FetchJob, verdict: str) -> PhotoTransferError:
+    """What :meth:`Staged.verdict` found wrong with an answer that ended cleanly."""
+    staged = job.staged
+    if verdict == "size_mismatch":
+        return size_mismatch(job, staged.offset, "")
+    return PhotoTransferError(job.photo_id, verdict, f"{staged.offset} of {job.size} bytes")
+
+
+def staging_error(job: FetchJob, exc: StagingFailed) -> PhotoTransferError:
+    """Another attempt in this pass would meet the same full disk; the next pass tries again."""
+    return PhotoTransferError(job.photo_id, exc.reason, exc.detail, retryable=False)
 
 
 def after_failure(job: FetchJob, error: PhotoTransferError, policy: TransferPolicy, now: float,
                   deadline: float) -> bool:
     """Record a failed attempt; True when the job should be tried again (and when: ``job.not_before``)."""
     job.last_error = error
-    if error.reason in ("checksum", "long", "http_416", "http_200_after_range"):
-        job.staged.discard()  # wrong bytes are never resumed from
+    if error.reason in _DISCARD:
+        job.staged.discard()
     else:
         job.staged.keep()
     if error.reason == "http_401" and job.authenticated and not job.refreshed_auth:

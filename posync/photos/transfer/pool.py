@@ -1,4 +1,7 @@
-"""The pure-Python byte engine: N threads over one urllib3 pool (kept-alive connections)."""
+"""The pure-Python byte engine: N threads over one urllib3 pool (kept-alive connections).
+
+urllib3 speaks only http and https, but a URL of another scheme is refused here by name (``unsafe_url``),
+before any request, rather than left to surface as a connection error that is retried."""
 
 from __future__ import annotations
 
@@ -21,8 +24,12 @@ from posync.photos.transfer.engine import (
     TransferPolicy,
     after_failure,
     classify_status,
+    staging_error,
+    too_long,
+    unsafe_url,
+    verdict_error,
 )
-from posync.photos.transfer.staged import TooLong
+from posync.photos.transfer.staged import StagingFailed, TooLong
 
 __all__ = ["Urllib3Engine"]
 
@@ -55,6 +62,8 @@ class Urllib3Engine:
                 f.result()
 
     def _fetch(self, job: FetchJob, deadline: float, auth: AuthFn, on_bytes: BytesFn | None) -> FetchOutcome:
+        if (refused := unsafe_url(job)) is not None:
+            return FetchOutcome(job, refused)
         if job.staged.complete_on_disk():
             return FetchOutcome(job, None)
         while True:
@@ -89,7 +98,7 @@ class Urllib3Engine:
         clean = False
         try:
             if response.status not in (200, 206):
-                return classify_status(job, response.status)
+                return classify_status(job, response.status, response.headers.get("content-range"))
             staged.begin(response.status, {k.lower(): v for k, v in response.headers.items()})
             for chunk in response.stream(CHUNK):
                 staged.write(chunk)
@@ -99,7 +108,10 @@ class Urllib3Engine:
                     return PhotoTransferError(job.photo_id, "timeout", "transfer took too long")
             clean = True
         except TooLong:
-            return PhotoTransferError(job.photo_id, "long", f"more than {job.size} bytes")
+            length = response.headers.get("content-length")
+            return too_long(job, int(length) if length and length.isdigit() else None)
+        except StagingFailed as exc:
+            return staging_error(job, exc)
         except (ReadTimeoutError, TimeoutError):
             return PhotoTransferError(job.photo_id, "stalled", f"no byte for {self.policy.stall_timeout:g}s")
         except ProtocolError as exc:  # closed early (urllib3 enforces Content-Length)
@@ -110,10 +122,11 @@ class Urllib3Engine:
             if not clean:  # never reuse a half-read connection: close it, then give the slot back
                 response.close()
             response.release_conn()
-        verdict = staged.verdict()
-        if verdict is not None:
-            return PhotoTransferError(job.photo_id, verdict, f"{staged.offset} of {job.size} bytes")
-        return None
+        try:
+            verdict = staged.verdict()
+        except StagingFailed as exc:
+            return staging_error(job, exc)
+        return None if verdict is None else verdict_error(job, verdict)
 
     def close(self) -> None:
         self._pool.clear()

@@ -3,12 +3,15 @@
 The MD5 and the size are checked while the bytes stream in (never a whole photo in memory). A resume sends
 ``Range: bytes=<have>-`` with ``If-Range: <validator>`` (the strong ETag, else Last-Modified, of the first
 answer): a 206 appends, a 200 means the object changed and starts over. Bytes that fail verification are
-discarded, never resumed from.
+discarded, never resumed from. Staged files are their owner's alone (0600): they hold bytes nobody has
+verified yet. A write the staging folder refuses (a full disk) raises :class:`StagingFailed`, never a bare
+``OSError``, so an engine cannot take it for a network error.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -19,17 +22,28 @@ from typing import Any
 
 from posync.photos.stores.base import CHUNK, StrPath
 
-__all__ = ["RESUME_MIN", "Staged", "TooLong"]
+__all__ = ["NO_SPACE", "RESUME_MIN", "Staged", "StagingFailed", "TooLong"]
 
 # below this a download is cheaper to redo than to resume: no sidecar file, no Range (the per-photo file
 # operations were a visible share of a 50 KB photo's cost; bench/bench_photo_transfer.py)
 RESUME_MIN = 512 * 1024
 
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})  # a full disk, or the owner's quota: room may come back
 
 
 class TooLong(Exception):
     """More bytes arrived than the manifest's size."""
+
+
+class StagingFailed(Exception):
+    """The staging folder refused a write: ``reason`` is ``no_space`` (a full disk or quota) or ``staging``;
+    ``detail`` the system's words ("No space left on device")."""
+
+    def __init__(self, exc: OSError) -> None:
+        self.reason = "no_space" if exc.errno in NO_SPACE else "staging"
+        self.detail = exc.strerror or type(exc).__name__
+        super().__init__(f"{self.reason}: {self.detail}")
 
 
 class _NoHash:
@@ -128,43 +142,52 @@ class Staged:
             self._hasher = hashlib.md5(usedforsecurity=False)
         else:
             self.resumed_from = self.offset
-        if self.resumable:
-            validator = _strong_etag(headers.get("etag")) or headers.get("last-modified")
-            if validator:  # written before any byte, so a kill after the first can resume
-                with open(self._meta, "w") as f:
-                    f.write(json.dumps({"validator": validator}))
-            else:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self._meta)
         self._on_disk = True
-        # a bare descriptor: a BufferedWriter's open and flush were a visible share of a small photo's cost
-        self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC), 0o666)
+        try:
+            if self.resumable:
+                validator = _strong_etag(headers.get("etag")) or headers.get("last-modified")
+                if validator:  # written before any byte, so a kill after the first can resume
+                    _write_private(self._meta, json.dumps({"validator": validator}).encode())
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self._meta)
+            # a bare descriptor: a BufferedWriter's open and flush were a visible share of a small photo's cost
+            self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC),
+                               0o600)
+        except OSError as exc:
+            raise StagingFailed(exc) from exc
         self._update = self._hasher.update
 
     def write(self, chunk: bytes) -> None:
         n = len(chunk)
         if self.offset + n > self.size:
             raise TooLong()
-        written = os.write(self._fd, chunk)
-        while written < n:  # a regular file takes it all but for a full disk (which raises): be safe anyway
-            written += os.write(self._fd, memoryview(chunk)[written:])
+        try:
+            written = os.write(self._fd, chunk)
+            while written < n:  # a disk filling up takes part of a chunk, then raises
+                written += os.write(self._fd, memoryview(chunk)[written:])
+        except OSError as exc:
+            raise StagingFailed(exc) from exc
         self._update(chunk)
         self.offset += n
         self.received += n
 
     def verdict(self) -> str | None:
-        """None when the bytes are complete and right; else "short", "checksum". Closes the file (synced to
-        disk first when complete, so the store's rename needs no second open)."""
+        """Once an answer ended cleanly: None when the bytes are complete and right; else "size_mismatch"
+        (the whole object came and it is smaller than the manifest says), "checksum". Closes the file (synced
+        to disk first when complete, so the store's rename needs no second open)."""
         fd, self._fd = self._fd, -1
         if fd >= 0:
             try:
                 if self.offset == self.size:
                     os.fsync(fd)
+            except OSError as exc:  # a filesystem that allocates late may only now say it is full
+                raise StagingFailed(exc) from exc
             finally:
                 with contextlib.suppress(OSError):
                     os.close(fd)
         if self.offset < self.size:
-            return "short"
+            return "size_mismatch"
         if self._hasher.hexdigest() != self.md5:
             return "checksum"
         return None
@@ -176,12 +199,12 @@ class Staged:
         self._close()
 
     def discard(self) -> None:
+        """Forget the bytes and the validator (a sidecar too: an earlier manifest may have had this checksum
+        at a resumable size). Only after a failure: a success costs no extra unlink."""
         self._close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._path)
-        if self.resumable:
+        for name in (self._path, self._meta):
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._meta)
+                os.unlink(name)
 
     def committed(self) -> None:
         """The store took the file (``put_file(consume=True)`` leaves none behind): forget the partial."""
@@ -216,6 +239,14 @@ class Staged:
         if fd >= 0:
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+def _write_private(path: str, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
 
 
 def _strong_etag(value: str | None) -> str | None:
