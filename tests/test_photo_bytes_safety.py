@@ -201,6 +201,24 @@ def test_staged_files_are_readable_by_their_owner_only(engine_name: str, ho: Twe
         engine.dispose()
 
 
+@pytest.mark.parametrize("engine_name", ENGINES)
+def test_published_photos_are_readable_by_a_web_server_as_another_user(engine_name: str, ho: TweakedHO,
+                                                                       sqlite_url: str, tmp_path: Path) -> None:
+    """Staged bytes are the owner's alone; once verified and in place they get the store's mode (0644), the
+    same for a fetched photo and for one copied from identical bytes."""
+    data = os.urandom(5_000)
+    ho.put_photo("p1", data)
+    ho.put_photo("p2", data, object_key="products/p2/copy.jpg")
+    sync, engine = edge(ho, sqlite_url, tmp_path / "s", engine_name)
+    try:
+        assert sync.sync().synced == 2
+        published = [p for p in (tmp_path / "s").rglob("*") if p.is_file() and ".posync" not in str(p)]
+        assert len(published) == 2 and {oct(p.stat().st_mode & 0o777) for p in published} == {oct(0o644)}
+    finally:
+        sync.close()
+        engine.dispose()
+
+
 # -- item 5: a full disk ---------------------------------------------------------------------------------
 
 

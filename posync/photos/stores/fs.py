@@ -36,10 +36,13 @@ def _fsync_dir(path: StrPath) -> None:
 class FileStore:
     kind = "fs"
 
-    def __init__(self, root: str | Path, *, fsync: bool = True) -> None:
+    def __init__(self, root: str | Path, *, fsync: bool = True, file_mode: int = 0o644) -> None:
+        """``file_mode``: what published photos get (staged files are the owner's alone until then; a web
+        server running as another user reads the store)."""
         self.root = Path(root).resolve()
         self._root = str(self.root)
         self._fsync = fsync
+        self._mode = file_mode
         self._dirs: set[str] = set()  # folders known to exist (a put's mkdir is skipped)
         self._dirty: set[str] = set()  # folders with a rename not yet fsynced (durable=False)
         self._lock = threading.Lock()
@@ -69,6 +72,7 @@ class FileStore:
             if consume:
                 if not synced:
                     self._sync_file(path)
+                os.chmod(path, self._mode)
                 try:
                     self._rename(path, final, parent)
                 except OSError as exc:
@@ -134,6 +138,7 @@ class FileStore:
             with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
                 shutil.copyfileobj(inp, out, CHUNK)
                 out.flush()
+                os.fchmod(out.fileno(), self._mode)
                 if self._fsync:
                     os.fsync(out.fileno())
             os.replace(tmp, final)
