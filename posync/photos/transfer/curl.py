@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import threading
 import time
 from collections.abc import Iterable, Iterator
 
@@ -102,13 +103,83 @@ class _Transfer:
 _TOO_LONG = PhotoTransferError("", "size_mismatch")  # a marker: _settle makes the photo's own error
 
 
+class _Jobs:
+    """The job source the lanes share: ``next`` under a lock (the source is a generator)."""
+
+    def __init__(self, jobs: Iterable[FetchJob]) -> None:
+        self._source: Iterator[FetchJob] | None = iter(jobs)
+        self._lock = threading.Lock()
+
+    def next(self) -> FetchJob | None:
+        with self._lock:
+            if self._source is None:
+                return None
+            job = next(self._source, None)
+            if job is None:
+                self._source = None
+            return job
+
+    @property
+    def exhausted(self) -> bool:
+        return self._source is None
+
+    def stop(self) -> None:
+        """No more jobs (a lane failed): the others finish what they hold and return."""
+        with self._lock:
+            self._source = None
+
+
 class CurlEngine:
+    """``policy.workers`` handles in up to :data:`LANES` lanes, each a thread driving a multi handle of its
+    own. A second lane puts the second core to work: MD5, file writes and libcurl run without the GIL, so
+    one lane's callbacks run while the other hashes or waits (bench/README.md, photos)."""
+
     name = "curl"
+    LANES = 2
 
     def __init__(self, policy: TransferPolicy) -> None:
         self.policy = policy
+        lanes = max(1, min(self.LANES, policy.workers // 2))
+        self._lanes = [_Lane(policy, policy.workers // lanes + (1 if n < policy.workers % lanes else 0))
+                       for n in range(lanes)]
+
+    def run(self, jobs: Iterable[FetchJob], on_done: DoneFn, *, deadline: float, auth: AuthFn,
+            on_bytes: BytesFn | None = None) -> None:
+        source = _Jobs(jobs)
+        errors: list[BaseException] = []
+
+        def lane(n: int) -> None:
+            try:
+                self._lanes[n].run(source, on_done, deadline, auth, on_bytes)
+            except BaseException as exc:  # raised again in the caller's thread
+                source.stop()
+                errors.append(exc)
+
+        others = [threading.Thread(target=lane, args=(n,), name=f"posync-photos-curl-{n}", daemon=True)
+                  for n in range(1, len(self._lanes))]
+        for thread in others:
+            thread.start()
+        try:
+            lane(0)
+        finally:
+            for thread in others:  # a lane ends by the deadline: its transfers' timeouts are capped by it
+                thread.join(max(0.0, deadline - time.monotonic()) + self.policy.connect_timeout)
+        if errors:
+            raise errors[0]
+
+    def close(self) -> None:
+        for lane in self._lanes:
+            lane.close()
+        self._lanes = []
+
+
+class _Lane:
+    """One thread's multi handle and its share of the handles."""
+
+    def __init__(self, policy: TransferPolicy, handles: int) -> None:
+        self.policy = policy
         self._multi = pycurl.CurlMulti()
-        self._handles = [self._new_handle() for _ in range(policy.workers)]
+        self._handles = [self._new_handle() for _ in range(handles)]
 
     def _new_handle(self) -> pycurl.Curl:
         p = self.policy
@@ -123,9 +194,8 @@ class CurlEngine:
         handle.setopt(pycurl.LOW_SPEED_TIME, max(1, int(p.stall_timeout)))
         return handle
 
-    def run(self, jobs: Iterable[FetchJob], on_done: DoneFn, *, deadline: float, auth: AuthFn,
-            on_bytes: BytesFn | None = None) -> None:
-        source: Iterator[FetchJob] | None = iter(jobs)
+    def run(self, source: _Jobs, on_done: DoneFn, deadline: float, auth: AuthFn,
+            on_bytes: BytesFn | None) -> None:
         free = list(self._handles)
         active: dict[pycurl.Curl, _Transfer] = {}
         retries: list[tuple[float, int, FetchJob]] = []
@@ -137,11 +207,9 @@ class CurlEngine:
                     job: FetchJob | None = None
                     if retries and retries[0][0] <= now:
                         job = heapq.heappop(retries)[2]
-                    elif source is not None:
-                        job = next(source, None)
-                        if job is None:
-                            source = None
-                        elif job.staged.complete_on_disk():
+                    else:
+                        job = source.next()
+                        if job is not None and job.staged.complete_on_disk():
                             on_done(FetchOutcome(job, None))
                             continue
                     if job is None:
@@ -152,9 +220,9 @@ class CurlEngine:
                         continue
                     self._start(free.pop(), job, auth, deadline, active)
                 if not active:
-                    if source is None and not retries:
+                    if source.exhausted and not retries:
                         return
-                    if retries and source is None:
+                    if retries and source.exhausted:
                         time.sleep(max(0.0, min(retries[0][0], deadline) - time.monotonic()))
                     continue
                 self._pump()

@@ -63,8 +63,8 @@ class Staged:
     """One checksum's partial download. File names are kept as strings: a 50 KB photo's whole life here is a
     handful of system calls, and Path objects were a visible share of it (bench/bench_photo_transfer.py)."""
 
-    __slots__ = ("_fd", "_hasher", "_meta", "_on_disk", "_path", "_update", "md5", "offset", "received",
-                 "resumed_from", "size")
+    __slots__ = ("_buffer", "_fd", "_hasher", "_meta", "_on_disk", "_path", "_update", "md5", "offset",
+                 "received", "resumed_from", "size")
 
     def __init__(self, staging: StrPath, md5: str, size: int, *, on_disk: bool = True) -> None:
         """``on_disk=False``: the caller knows there is no ``<md5>.part`` yet (it read the staging folder),
@@ -79,6 +79,7 @@ class Staged:
         self.resumed_from = 0
         self._hasher: Any = _NO_HASH
         self._fd = -1
+        self._buffer: list[bytes] | None = None  # a small photo's bytes, until verdict()
 
     @property
     def path(self) -> Path:
@@ -142,6 +143,12 @@ class Staged:
             self._hasher = hashlib.md5(usedforsecurity=False)
         else:
             self.resumed_from = self.offset
+        if not self.resumable:
+            # below RESUME_MIN the bytes wait in memory (workers x RESUME_MIN at most), then are hashed and
+            # written in one go by verdict(): one write instead of one per chunk, and wrong bytes never
+            # reach the disk (bench/README.md, photos)
+            self._buffer = []
+            return
         self._on_disk = True
         try:
             if self.resumable:
@@ -162,6 +169,11 @@ class Staged:
         n = len(chunk)
         if self.offset + n > self.size:
             raise TooLong()
+        if self._buffer is not None:
+            self._buffer.append(chunk)
+            self.offset += n
+            self.received += n
+            return
         try:
             written = os.write(self._fd, chunk)
             while written < n:  # a disk filling up takes part of a chunk, then raises
@@ -176,6 +188,8 @@ class Staged:
         """Once an answer ended cleanly: None when the bytes are complete and right; else "size_mismatch"
         (the whole object came and it is smaller than the manifest says), "checksum". Closes the file (synced
         to disk first when complete, so the store's rename needs no second open)."""
+        if self._buffer is not None:
+            return self._verdict_in_memory()
         fd, self._fd = self._fd, -1
         if fd >= 0:
             try:
@@ -190,6 +204,29 @@ class Staged:
             return "size_mismatch"
         if self._hasher.hexdigest() != self.md5:
             return "checksum"
+        return None
+
+    def _verdict_in_memory(self) -> str | None:
+        chunks, self._buffer = self._buffer, None
+        assert chunks is not None
+        if self.offset < self.size:
+            return "size_mismatch"
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self._hasher = hashlib.md5(data, usedforsecurity=False)  # one call, without the GIL
+        if self._hasher.hexdigest() != self.md5:
+            return "checksum"
+        self._on_disk = True
+        try:
+            fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                written = os.write(fd, data)
+                while written < len(data):  # a disk filling up takes part, then raises
+                    written += os.write(fd, memoryview(data)[written:])
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise StagingFailed(exc) from exc
         return None
 
     # -- after -----------------------------------------------------------------------------------------
@@ -235,6 +272,7 @@ class Staged:
         return True
 
     def _close(self) -> None:
+        self._buffer = None
         fd, self._fd = self._fd, -1
         if fd >= 0:
             with contextlib.suppress(OSError):
