@@ -235,16 +235,19 @@ def test_reconcile_dry_run_then_fix_and_missing_bytes_come_again_from_ho(db_url:
             (root / keys[ids[1]]).write_bytes(b"bit rot")  # corrupt
             (root / "products" / "p9").mkdir(parents=True)
             (root / "products" / "p9" / "orphan.jpg").write_bytes(b"orphan")  # orphaned
+            clean = {"orphaned": 0, "unjudged": 0, "adopt": 0, "fetch": 0, "missing": 0, "corrupt": 0, "synced": 4,
+                     "actions": 0}
             check = sync.reconcile()
-            assert check.plan.counts() == {"orphaned": 1, "missing": 1, "corrupt": 1, "synced": 2, "actions": 0}
+            assert check.plan.counts() == {**clean, "orphaned": 1, "missing": 1, "corrupt": 1, "synced": 2}
             assert (root / "products/p9/orphan.jpg").exists()  # a dry run changes nothing
             one = sync.reconcile(product_id="p9")
             assert one.plan.orphaned == ["products/p9/orphan.jpg"] and one.plan.synced == []
             fixed = sync.reconcile(fix=True)
             assert fixed.removed == 1 and fixed.requeued == 2
-            assert sync.sync().synced == 2  # fetched again from HO
+            assert fixed.pass_report is not None and fixed.pass_report.synced == 2  # fetched again from HO
+            assert fixed.ok and sync.sync().synced == 0
             after = sync.reconcile()
-            assert after.plan.counts() == {"orphaned": 0, "missing": 0, "corrupt": 0, "synced": 4, "actions": 0}
+            assert after.plan.counts() == clean
         e.dispose()
 
 

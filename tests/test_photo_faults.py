@@ -108,7 +108,7 @@ md5s = st.sampled_from(["a" * 32, "b" * 32, "c" * 32])
        st.booleans())
 def test_reconcile_decisions_partition_every_key_and_only_act_when_asked(
         expected: dict[str, str], actual: dict[str, str | None], remove: bool, recreate: bool) -> None:
-    plan = decide_reconcile(expected, actual, remove_orphaned=remove, recreate_missing=recreate)
+    plan = decide_reconcile(expected, actual, listed={}, remove_orphaned=remove, recreate_missing=recreate)
     buckets = [set(plan.orphaned), set(plan.missing), set(plan.corrupt), set(plan.synced)]
     assert sum(len(b) for b in buckets) == len(set(expected) | set(actual))
     assert set().union(*buckets) == set(expected) | set(actual)

@@ -16,7 +16,8 @@ Layout (each a use case or one layer)::
     listing.py       the manifest pass and checkpoint     transfers.py   the byte pass
     service.py       PhotoSync: a pass (list, transfer, delete, report), status()
     ops.py           store + database as one (seed 002): write/delete with compensation, cascades, prefix move
-    reconcile.py     check/fix: orphaned, missing, corrupt (decide in decide.py, act here)
+    reconcile.py     check/fix against HO's listing: orphaned, adopt/fetch, missing, corrupt (decide in
+                     decide.py, act here; the fix ends with a full pass)
     serve.py         PhotoURLs (local URL with ?v=, HO fallback, placeholder), ASGI and WSGI endpoints
     cli.py           photos_app (typer): ``photos sync``, ``photos reconcile``, ``photos status``
     jobs.py          photo_jobs(scheduler, sync): hourly incremental, nightly full (APScheduler 3.x)

@@ -89,4 +89,5 @@ def build_photo_sync(settings: PhotoSettings, *, engine: Engine, store: PhotoSto
     key = f"{settings.photo_api}:{settings.company_id}:{store_id}"
     return PhotoSync(engine, source, edge, byte_engine, auth_headers, checkpoint_key=key[:200],
                      page_size=settings.photo_page_size, max_deletes=settings.photo_max_deletes,
-                     deadline_seconds=settings.photo_deadline_seconds, products=products, closers=[http])
+                     deadline_seconds=settings.photo_deadline_seconds, products=products, closers=[http],
+                     incremental_minute=settings.photo_incremental_minute, full_hour=settings.photo_full_hour)

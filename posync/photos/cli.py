@@ -7,8 +7,8 @@
     posync photos status
 
 ``photos_app`` is a typer app for the core CLI to mount (``app.add_typer(photos_app, name="photos")``);
-``python -m posync.photos.cli`` runs it alone. ``sync`` exits 1 when any photo failed (or deletes were held
-back by the cap), 2 on bad settings; output ends with a JSON summary.
+``python -m posync.photos.cli`` runs it alone. Output ends with a JSON summary; exit codes are
+:data:`EXIT_CODES`.
 """
 
 from __future__ import annotations
@@ -20,12 +20,22 @@ from typing import Any
 import typer
 
 from posync.errors import PosyncError
-from posync.photos.report import Progress
+from posync.photos.report import Progress, SyncReport
 
-__all__ = ["main", "photos_app"]
+__all__ = ["EXIT_CODES", "main", "photos_app"]
+
+EXIT_CODES = (
+    "Exit codes: 0 every photo HO lists is synced (photos waiting for a product this outlet lacks do not count: "
+    "they are not this run's failure and are fetched once the product arrives); 1 photos not synced, failed "
+    "ones waiting for their retry included (the counts by state are printed), deletes held back by the cap, "
+    "HO's listing failed or kept shifting, another pass was running, or the store or database failed; "
+    "2 bad settings.")
+LEGACY_DELETES = (
+    "The legacy API (--api legacy, seed 000) reports no deletes: only a full check (sync --full, or the "
+    "nightly job) removes photos HO deleted; status shows when it last ran (last_full_at).")
 
 photos_app = typer.Typer(help="Product photos from head office to this outlet (issue 12).", no_args_is_help=True,
-                         pretty_exceptions_enable=False)
+                         pretty_exceptions_enable=False, epilog=f"{EXIT_CODES}\n\n{LEGACY_DELETES}")
 
 _FLAGS: dict[str, Any] = {}
 
@@ -87,15 +97,18 @@ def _echo(value: Any) -> None:
     typer.echo(json.dumps(value, indent=2, default=str))
 
 
-@photos_app.command()
-def sync(full: bool = typer.Option(False, "--full", help="list everything (the nightly check)"),
+@photos_app.command(epilog=LEGACY_DELETES)
+def sync(full: bool = typer.Option(False, "--full", help="list everything (the nightly full check)"),
          max_deletes: int = typer.Option(None, "--max-deletes", help="allow this many deletes this run"),
          progress: bool = typer.Option(True, "--progress/--no-progress")) -> None:
-    """One pass: list HO's photos, fetch what changed, verify, commit; HO's deletes after a clean pass."""
+    """One pass: list HO's photos, fetch what changed, verify, commit; HO's deletes after a clean pass.
+    Exits 0 when every photo HO lists is synced, 1 when any is not (failed ones waiting for their retry
+    too; the counts by state are printed), deletes were held back or the listing failed, 2 on bad settings."""
     db, photo_sync = _open()
     try:
         with _bar(progress) as on_progress:
             report = photo_sync.sync(full=full, progress=on_progress, max_deletes=max_deletes)
+        last_full = photo_sync.status()["last_full_at"] if photo_sync.source.name == "legacy" else None
     except PosyncError as exc:
         typer.echo(f"photo sync failed: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -103,22 +116,49 @@ def sync(full: bool = typer.Option(False, "--full", help="list everything (the n
         photo_sync.close()
         db.dispose()
     _echo(report.as_dict())
-    if not report.ok:
+    if photo_sync.source.name == "legacy" and not full:
+        typer.echo(f"legacy API: HO's deletes are seen only by a full check (sync --full, or the nightly job); "
+                   f"last full check: {last_full or 'never'}", err=True)
+    if report.busy or not report.ok:
+        for line in _why_not_ok(report):
+            typer.echo(line, err=True)
         raise typer.Exit(1)
+
+
+def _why_not_ok(report: SyncReport) -> list[str]:
+    if report.busy:
+        return ["another photo pass is running: this one did nothing"]
+    lines = []
+    if report.error:
+        lines.append(f"HO's listing failed: {report.error}")
+    if report.shifted:
+        lines.append("HO's listing kept shifting under its offsets: the next pass lists again")
+    if report.deletes_held:
+        lines.append(f"{report.deletes_held} deletes held back: {report.delete_note}")
+    if report.unsynced or report.failed:
+        s = report.states
+        parts = [f"{s.get('failed', 0)} failed (waiting for their retry)", f"{s.get('pending', 0)} pending",
+                 f"{s.get('syncing', 0)} syncing"]
+        lines.append(f"photos not synced: {', '.join(parts)}; {s.get('synced', 0)} synced, "
+                     f"{s.get('waiting_product', 0)} waiting for a product")
+    return lines
 
 
 @photos_app.command()
 def reconcile(product: str = typer.Option(None, "--product", help="one product; default: all"),
-              fix: bool = typer.Option(False, "--fix", help="remove orphaned bytes, re-queue missing ones"),
+              fix: bool = typer.Option(False, "--fix", help="remove orphans, rebuild and fetch what HO lists"),
               remove_orphaned: bool = typer.Option(True, "--remove-orphaned/--keep-orphaned"),
               recreate_missing: bool = typer.Option(True, "--recreate-missing/--no-recreate-missing")) -> None:
-    """Check store against metadata (a dry run unless --fix); with --fix, missing bytes come again from HO."""
+    """Check store against metadata and HO's listing (a dry run unless --fix: it says what a fix would
+    adopt, fetch and remove). Only files whose key HO does not list are orphans; a file HO lists whose row
+    is gone is adopted (row rebuilt, bytes kept if size and MD5 match) or fetched again. --fix then runs a
+    full pass. With HO out of reach nothing is removed. Exits 0 when the check ran (whatever a dry run
+    found) and a fix left the store equal to HO, 1 when HO's listing could not be read, a fix left photos
+    not synced, or it could not run, 2 on bad settings."""
     db, photo_sync = _open()
     try:
         report = photo_sync.reconcile(product_id=product, fix=fix, remove_orphaned=remove_orphaned,
                                       recreate_missing=recreate_missing)
-        if fix and report.requeued:
-            photo_sync.sync()
     except PosyncError as exc:
         typer.echo(f"photo reconcile failed: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -126,11 +166,21 @@ def reconcile(product: str = typer.Option(None, "--product", help="one product; 
         photo_sync.close()
         db.dispose()
     _echo(report.as_dict())
+    if not report.ok:
+        if report.busy:
+            typer.echo("a photo pass is running: nothing was checked; try again when it is done", err=True)
+        if report.listing_error:
+            typer.echo(f"{report.listing_error}: files no row holds were kept, not judged", err=True)
+        if report.pass_report is not None:
+            for line in _why_not_ok(report.pass_report):
+                typer.echo(line, err=True)
+        raise typer.Exit(1)
 
 
 @photos_app.command()
 def status() -> None:
-    """Photo counts by state and the last passes."""
+    """Photo counts by state, the last passes (last_full_at: the last full check), which passes see HO's
+    deletes (deletes_seen_by) and the schedule."""
     db, photo_sync = _open()
     try:
         _echo(photo_sync.status())

@@ -4,7 +4,8 @@
 * :func:`group_work` - photos that need bytes, grouped so identical bytes are fetched (or copied) once;
 * :func:`pass_shifted` - whether an offset-paged listing may have skipped rows;
 * :func:`plan_deletes` - whether HO's deletes may be applied now (error-free pass, under the cap);
-* :func:`decide_reconcile` - orphaned / missing / corrupt / synced, and what a fix would do.
+* :func:`decide_reconcile` - orphaned / unjudged / adopt / fetch / missing / corrupt / synced, and what a fix
+  would do (only a key HO does not list is an orphan).
 """
 
 from __future__ import annotations
@@ -154,32 +155,59 @@ def plan_deletes(wanted: int, cap: int, *, clean_pass: bool) -> DeleteDecision:
 
 
 class ReconcileAction(StrEnum):
-    REMOVE_ORPHANED = "remove_orphaned"
-    RECREATE_MISSING = "recreate_missing"
+    REMOVE_ORPHANED = "remove_orphaned"  # delete the bytes: no row holds them and HO does not list the key
+    RECREATE_MISSING = "recreate_missing"  # re-queue the row: its bytes are missing or corrupt
+    ADOPT = "adopt"  # HO lists the key: its row is rebuilt from the listing, the bytes kept if size and MD5 match
+    FETCH = "fetch"  # HO lists the key and the store lacks its bytes (or holds others): fetched again
 
 
 @dataclass(frozen=True, slots=True)
 class ReconcilePlan:
-    orphaned: list[str] = field(default_factory=list)  # in the store, no row holds it
+    orphaned: list[str] = field(default_factory=list)  # in the store, no row holds it, HO does not list it
+    unjudged: list[str] = field(default_factory=list)  # in the store, no row holds it, HO's listing unknown: kept
+    adopt: list[str] = field(default_factory=list)  # no row holds it, HO lists it, nothing says its bytes differ
+    fetch: list[str] = field(default_factory=list)  # HO lists it, no row holds it, the store lacks its bytes
     missing: list[str] = field(default_factory=list)  # a row holds it, the store has nothing
     corrupt: list[str] = field(default_factory=list)  # the store's bytes do not have the row's MD5
     synced: list[str] = field(default_factory=list)
     actions: list[tuple[ReconcileAction, str]] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
-        return {"orphaned": len(self.orphaned), "missing": len(self.missing), "corrupt": len(self.corrupt),
+        return {"orphaned": len(self.orphaned), "unjudged": len(self.unjudged), "adopt": len(self.adopt),
+                "fetch": len(self.fetch), "missing": len(self.missing), "corrupt": len(self.corrupt),
                 "synced": len(self.synced), "actions": len(self.actions)}
 
 
-def decide_reconcile(expected: Mapping[str, str], actual: Mapping[str, str | None], *, remove_orphaned: bool,
-                     recreate_missing: bool) -> ReconcilePlan:
-    """``expected``: key -> MD5 the metadata says is stored there; ``actual``: key -> MD5 of the bytes the
-    store holds (None: present, MD5 unknown - counted as corrupt only when it was asked for and differs)."""
+def decide_reconcile(expected: Mapping[str, str], actual: Mapping[str, str | None], *,
+                     listed: Mapping[str, str] | None, remove_orphaned: bool, recreate_missing: bool) -> ReconcilePlan:
+    """``expected``: key -> MD5 a row says is stored there; ``actual``: key -> MD5 of the bytes the store
+    holds (None: present, MD5 unknown - counted as corrupt only when it was asked for and differs);
+    ``listed``: key -> MD5 HO lists there, or None when HO's listing could not be read.
+
+    Only a key HO does not list is an orphan: bytes no row holds under a key HO lists are the photo's
+    (its row was lost), adopted or fetched again by the fix's full pass. Without HO's listing no key is
+    judged, so nothing is removed. Every key of the three lands in exactly one bucket."""
     plan = ReconcilePlan()
     for key in sorted(set(actual) - set(expected)):
-        plan.orphaned.append(key)
-        if remove_orphaned:
-            plan.actions.append((ReconcileAction.REMOVE_ORPHANED, key))
+        if listed is None:
+            plan.unjudged.append(key)
+        elif key not in listed:
+            plan.orphaned.append(key)
+            if remove_orphaned:
+                plan.actions.append((ReconcileAction.REMOVE_ORPHANED, key))
+        elif actual[key] in (None, listed[key]):
+            plan.adopt.append(key)
+            if recreate_missing:
+                plan.actions.append((ReconcileAction.ADOPT, key))
+        else:
+            plan.fetch.append(key)
+            if recreate_missing:
+                plan.actions.append((ReconcileAction.FETCH, key))
+    for key in sorted(set(listed or ()) - set(actual) - set(expected)):
+        plan.fetch.append(key)
+        if recreate_missing:
+            plan.actions.append((ReconcileAction.FETCH, key))
+    plan.fetch.sort()
     for key in sorted(expected):
         if key not in actual:
             bucket = plan.missing

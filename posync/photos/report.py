@@ -49,11 +49,17 @@ class SyncReport:
     busy: bool = False  # another pass was running: this one did nothing
     failures: list[dict[str, str]] = field(default_factory=list)  # the first 50: photo_id, reason, detail
     seconds: float = 0.0
+    # after the pass, the rows HO lists by state (waiting_product apart from pending), and how many of
+    # them are not synced: failed ones waiting for their retry count too; waiting products do not
+    states: dict[str, int] = field(default_factory=dict)
+    unsynced: int = 0
 
     @property
     def ok(self) -> bool:
-        """Nothing failed and nothing waits for a person (a delete cap); waiting products are fine."""
-        return self.error is None and self.failed == 0 and self.deletes_held == 0 and not self.shifted
+        """Every photo HO lists is synced, nothing failed and nothing waits for a person (a delete cap);
+        photos waiting for a product the outlet lacks are fine."""
+        return (self.error is None and self.failed == 0 and self.deletes_held == 0 and not self.shifted
+                and self.unsynced == 0)
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "ok": self.ok}

@@ -10,6 +10,7 @@ deadline over all of them.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -23,13 +24,15 @@ from sqlalchemy.engine import Engine
 
 from posync.db import write_transaction
 from posync.errors import HOErrorResponse, TransportError
+from posync.models.photo import PhotoSyncStatus
 from posync.photos import ops
 from posync.photos import repository as repo
 from posync.photos.client.http import AuthHeaders
 from posync.photos.client.sources import PhotoSource
-from posync.photos.decide import plan_deletes
+from posync.photos.decide import ReconcilePlan, plan_deletes
 from posync.photos.errors import DeleteCapExceeded, PhotoStoreError
 from posync.photos.listing import Lister, ProductLookup
+from posync.photos.reconcile import ReconcileReport, read_listing, reconcile
 from posync.photos.report import ProgressFn, SyncReport, Tally
 from posync.photos.stores.base import PhotoStore
 from posync.photos.transfer.engine import ByteEngine
@@ -39,12 +42,16 @@ __all__ = ["PhotoSync"]
 
 log = logging.getLogger("posync.photos")
 
+# which passes learn of HO's deletes, per photo API (seed 000's listing has no deleted_ids)
+DELETES_SEEN_BY = {"v1": "every pass (HO's deleted_ids) and the full check",
+                   "legacy": "full check only (the legacy API reports no deletes): see last_full_at"}
+
 
 class PhotoSync:
     def __init__(self, engine: Engine, source: PhotoSource, store: PhotoStore, byte_engine: ByteEngine,
                  auth: AuthHeaders, *, checkpoint_key: str, page_size: int = 100, max_deletes: int = 100,
                  deadline_seconds: float = 3600.0, products: ProductLookup | None = None,
-                 closers: list[Any] | None = None) -> None:
+                 closers: list[Any] | None = None, incremental_minute: int = 0, full_hour: int = 2) -> None:
         self.engine = engine
         self.source = source
         self.store = store
@@ -55,7 +62,12 @@ class PhotoSync:
         self.deadline_seconds = deadline_seconds
         self.lister = Lister(engine, source, checkpoint_key, page_size=page_size, products=products)
         self._closers = closers or []
-        self._lock = threading.Lock()
+        # when photo_jobs runs the hourly incremental pass and the nightly full check (PhotoSettings'
+        # photo_incremental_minute / photo_full_hour)
+        self.incremental_minute = incremental_minute
+        self.full_hour = full_hour
+        self._lock = threading.RLock()  # re-entered only by reconcile (see _exclusive)
+        self._depth = 0
 
     def __repr__(self) -> str:
         return f"PhotoSync(source={self.source.name!r}, store={self.store!r})"
@@ -82,14 +94,15 @@ class PhotoSync:
             tally.emit(force=True)
             self._deletes(report, self.max_deletes if max_deletes is None else max_deletes)
             self._report_to_ho(transfers, report)
+            self._count_states(report)
             report.api_requests = self.source_requests() - requests_before
             report.seconds = time.monotonic() - started
             tally.phase = "done"
             tally.emit(force=True)
             self._save_summary(report)
-        log.info("photo pass (%s): %d listed, %d synced, %d failed, %d deleted, %.1f MB in %.2fs",
+        log.info("photo pass (%s): %d listed, %d synced, %d failed, %d deleted, %d not synced, %.1f MB in %.2fs",
                  "full" if full else "incremental", report.listed, report.synced, report.failed, report.deleted,
-                 report.bytes / 1e6, report.seconds)
+                 report.unsynced, report.bytes / 1e6, report.seconds)
         return report
 
     def source_requests(self) -> int:
@@ -114,6 +127,12 @@ class PhotoSync:
                 report.failed += 1
                 report.failures.append({"photo_id": photo_id, "reason": f"delete: {exc.operation}"})
 
+    def _count_states(self, report: SyncReport) -> None:
+        with repo.translating("count photo states"), self.engine.connect() as conn:
+            report.states = repo.listed_states(conn)
+        report.unsynced = sum(n for state, n in report.states.items()
+                              if state not in (PhotoSyncStatus.SYNCED.value, "waiting_product"))
+
     def _report_to_ho(self, transfers: Transfers, report: SyncReport) -> None:
         if not transfers.reports:
             return
@@ -133,11 +152,21 @@ class PhotoSync:
         if not self._lock.acquire(blocking=False):
             yield False
             return
+        if self._depth:  # the holding thread again: reconcile's fix runs its full pass inside its own hold
+            self._depth += 1
+            try:
+                yield True
+            finally:
+                self._depth -= 1
+                self._lock.release()
+            return
         lock_file: IO[bytes] | None = None
+        self._depth = 1
         try:
             lock_file = _lock_file(self.store)
             yield lock_file is not None
         finally:
+            self._depth = 0
             if lock_file is not None:
                 lock_file.close()  # closing releases the flock
             self._lock.release()
@@ -145,7 +174,8 @@ class PhotoSync:
     # -- state -------------------------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        """Counts per sync status (plus waiting for a product, deleted at HO) and the last passes."""
+        """Counts per sync status (plus waiting for a product, deleted at HO), the last passes (``last_full_at``:
+        the last full check), which passes see HO's deletes, and when the scheduled passes run."""
         with repo.translating("read photo status"), self.engine.connect() as conn:
             counts = repo.counts(conn)
             cp = repo.load_checkpoint(conn, self.checkpoint_key)
@@ -153,16 +183,26 @@ class PhotoSync:
         return {"source": self.source.name, "store": self.store.kind, "photos": counts,
                 "updated_since": _iso(cp.updated_since if cp is not None else None),
                 "last_incremental_at": _iso(cp.last_incremental_at if cp is not None else None),
-                "last_full_at": _iso(cp.last_full_at if cp is not None else None), "last_pass": last}
+                "last_full_at": _iso(cp.last_full_at if cp is not None else None), "last_pass": last,
+                "deletes_seen_by": DELETES_SEEN_BY.get(self.source.name, DELETES_SEEN_BY["v1"]),
+                "schedule": {"incremental_minute": self.incremental_minute, "full_hour": self.full_hour}}
 
     def reconcile(self, *, product_id: str | None = None, fix: bool = False, remove_orphaned: bool = True,
-                  recreate_missing: bool = True) -> Any:
-        """Check (and with ``fix``, repair) store against metadata; missing bytes come again from HO on the
-        next pass (:mod:`posync.photos.reconcile`). Returns a ReconcileReport."""
-        from posync.photos.reconcile import reconcile
-
-        return reconcile(self.engine, self.store, product_id=product_id, fix=fix, remove_orphaned=remove_orphaned,
-                         recreate_missing=recreate_missing)
+                  recreate_missing: bool = True) -> ReconcileReport:
+        """Check store against metadata and HO's listing (:mod:`posync.photos.reconcile`); returns a
+        ReconcileReport. With ``fix``: orphans (keys HO does not list) removed, missing or corrupt bytes
+        re-queued, then a full pass, which rebuilds rows HO lists and adopts or fetches their bytes. With
+        HO out of reach nothing is removed. Holds the pass lock throughout: no pass writes meanwhile."""
+        with self._exclusive() as got:
+            if not got:
+                return ReconcileReport(product_id, fix, ReconcilePlan(), 0, 0, [], busy=True)
+            listing = read_listing(self.source, self.lister.page_size, product_id=product_id,
+                                   deadline_seconds=self.deadline_seconds)
+            report = reconcile(self.engine, self.store, listing, product_id=product_id, fix=fix,
+                               remove_orphaned=remove_orphaned, recreate_missing=recreate_missing)
+            if fix and recreate_missing:
+                report = dataclasses.replace(report, pass_report=self.sync(full=True))
+            return report
 
     def close(self) -> None:
         for closer in (self.byte_engine, self.store, *self._closers):

@@ -55,6 +55,8 @@ class EmbeddedScheduler:
         if self._photos is not None:
             from posync.photos.jobs import photo_jobs
 
+            # the hourly incremental pass and the nightly full check, at the minute and hour PhotoSettings
+            # gave the PhotoSync; always both: the legacy photo API's deletes are seen by the full check only
             photo_jobs(self._scheduler, self._photos)
         if self._owns_scheduler and not self._scheduler.running:
             self._scheduler.start()
