@@ -64,7 +64,8 @@ def ho_edits(ho: PhotoHO, rng: random.Random, ever: dict[str, set[str]], n: int)
         ho.delete_photo(rng.choice(live))
 
 
-@pytest.mark.parametrize(("db", "store_kind", "kills"), [("sqlite", "fs", 55), pytest.param("postgres", "db", 20, marks=pytest.mark.postgres)])
+@pytest.mark.parametrize(("db", "store_kind", "kills"), [
+    ("sqlite", "fs", 55), pytest.param("postgres", "db", 20, marks=pytest.mark.postgres)])
 def test_sigkill_during_photo_sync_resumes_and_ends_equal_to_ho(db: str, store_kind: str, kills: int,
                                                                 request: pytest.FixtureRequest, tmp_path: Path,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:

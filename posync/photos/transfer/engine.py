@@ -50,7 +50,7 @@ class TransferPolicy:
 
     def backoff(self, attempt: int) -> float:
         """Seconds before attempt ``attempt + 1`` (full jitter, capped)."""
-        return random.uniform(0.5, 1.0) * min(self.backoff_max, self.backoff_initial * 2 ** (attempt - 1))
+        return random.uniform(0.5, 1.0) * min(self.backoff_max, self.backoff_initial * 2.0 ** (attempt - 1))
 
 
 @dataclass(slots=True)
