@@ -82,7 +82,8 @@ def test_a_pass_writes_each_photo_into_the_hosts_own_column(engine: Engine, tmp_
             again = sync.sync()
             assert again.ok and again.synced == 0 and again.byte_requests == 0
             check = sync.reconcile()
-            assert check.plan.counts() == {"orphaned": 0, "missing": 0, "corrupt": 0, "synced": 5, "actions": 0}
+            assert check.plan.counts() == {"orphaned": 0, "missing": 0, "corrupt": 0, "synced": 5, "actions": 0,
+                                           "adopt": 0, "fetch": 0, "unjudged": 0}
 
 
 def test_a_photo_ho_deleted_leaves_the_hosts_column_empty(engine: Engine, tmp_path: Path) -> None:
