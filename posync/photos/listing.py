@@ -214,6 +214,7 @@ class Lister:
         log.warning("photos: %d listed photos refused, each fails alone until HO fixes it: %s%s", len(entries),
                     shown, "; ..." if len(entries) > 10 else "")
 
+
 def _earlier(mark: datetime, by: timedelta) -> datetime:
     """``mark - by``, or the earliest time there is (a refused photo may say it was updated in year 1)."""
     try:

@@ -107,7 +107,7 @@ class RejectedPhoto:
     position: int  # its index on the page
     photo_id: str | None
     reason: str  # UNSAFE_KEY | "invalid: <fields>"
-    detail: str  # what was wrong, never the value itself
+    detail: str  # what was wrong (an unsafe key is named; no other value is)
     updated_at: datetime | None
 
 
@@ -127,6 +127,7 @@ class ManifestPage:
         return len(self.photos) + len(self.rejected)
 
 
+_PAGE: TypeAdapter[list[_Photo]] = TypeAdapter(list[_Photo])
 _ID: TypeAdapter[str] = TypeAdapter(Annotated[str, Field(min_length=1, max_length=64)])
 _WHEN: TypeAdapter[datetime] = TypeAdapter(datetime)
 
@@ -143,15 +144,20 @@ def key_refusal(key: str) -> str | None:
 def _photos(elements: list[Any]) -> tuple[list[RemotePhoto], list[RejectedPhoto]]:
     photos: list[RemotePhoto] = []
     rejected: list[RejectedPhoto] = []
-    for n, element in enumerate(elements):
-        if not isinstance(element, dict):
-            rejected.append(RejectedPhoto(n, None, f"{INVALID}: photo", "not a JSON object", None))
-            continue
-        try:
-            p = _Photo.model_validate(element)
-        except ValidationError as exc:
-            rejected.append(_invalid(n, element, exc))
-            continue
+    try:  # the common case, a page without a bad photo, in one validator call (one a photo was measurably slower)
+        valid: list[_Photo | None] = list(_PAGE.validate_python(elements))
+    except ValidationError:
+        valid = [None] * len(elements)
+    for n, (element, p) in enumerate(zip(elements, valid, strict=True)):
+        if p is None:
+            if not isinstance(element, dict):
+                rejected.append(RejectedPhoto(n, None, f"{INVALID}: photo", "not a JSON object", None))
+                continue
+            try:
+                p = _Photo.model_validate(element)
+            except ValidationError as exc:
+                rejected.append(_invalid(n, element, exc))
+                continue
         if (why := key_refusal(p.object_key)) is not None:
             rejected.append(RejectedPhoto(n, p.id, UNSAFE_KEY, why, p.updated_at))
             continue
