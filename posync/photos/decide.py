@@ -1,6 +1,7 @@
 """Pure decisions: states in, actions out. No I/O here; the service and reconcile act on what this says.
 
-* :func:`plan_listed` - what one listed photo does to its metadata row;
+* :func:`plan_listed` - what one listed photo does to its metadata row (:func:`is_refusal`: a row the
+  listing refused waits for HO, not for the byte pass);
 * :func:`group_work` - photos that need bytes, grouped so identical bytes are fetched (or copied) once;
 * :func:`pass_shifted` - whether an offset-paged listing may have skipped rows;
 * :func:`plan_deletes` - whether HO's deletes may be applied now (error-free pass, under the cap);
@@ -16,7 +17,7 @@ from enum import StrEnum
 from typing import NamedTuple
 
 from posync.models.photo import PhotoSyncStatus
-from posync.photos.wire import RemotePhoto
+from posync.photos.wire import INVALID, UNSAFE_KEY, RemotePhoto
 
 __all__ = [
     "DeleteDecision",
@@ -28,12 +29,20 @@ __all__ = [
     "WorkItem",
     "decide_reconcile",
     "group_work",
+    "is_refusal",
     "pass_shifted",
     "plan_deletes",
     "plan_listed",
 ]
 
 WAITING = "waiting for product"
+REFUSALS = (UNSAFE_KEY, f"{INVALID}:")  # sync_error prefixes of a photo the listing refused (issue 15)
+
+
+def is_refusal(error: str | None) -> bool:
+    """A failed row whose error is a listing refusal: HO's row was malformed or its key unsafe. No download
+    can fix that; the listing clears it once HO lists the photo right."""
+    return error is not None and error.startswith(REFUSALS)
 
 
 class LocalPhoto(NamedTuple):
@@ -62,7 +71,8 @@ class ListedPlan:
 
 def plan_listed(remote: RemotePhoto, local: LocalPhoto | None, product_present: bool) -> ListedPlan:
     """A listed photo: bytes already right under its key -> synced; else pending (or still failed, keeping
-    its backoff when nothing about the bytes changed). A photo of a product the outlet lacks waits."""
+    its backoff when nothing about the bytes changed). A photo of a product the outlet lacks waits. A row
+    the listing refused before is judged afresh: HO has fixed it."""
     meta = tuple(remote.meta().values())
     if local is None:
         if not product_present:
@@ -74,14 +84,15 @@ def plan_listed(remote: RemotePhoto, local: LocalPhoto | None, product_present: 
         write = meta != local.meta or local.sync_status != status or local.tombstoned
         return ListedPlan(write, status, write and local.sync_status != status, None, local.tombstoned)
     bytes_changed = remote.checksum != local.checksum or remote.object_key != local.object_key
-    if local.sync_status == PhotoSyncStatus.FAILED and not bytes_changed:
+    refused = local.sync_status == PhotoSyncStatus.FAILED and is_refusal(local.sync_error)
+    if local.sync_status == PhotoSyncStatus.FAILED and not bytes_changed and not refused:
         return ListedPlan(meta != local.meta or local.tombstoned, PhotoSyncStatus.FAILED, False,
                           local.sync_error, local.tombstoned)
     error = None if product_present else WAITING
     status = PhotoSyncStatus.PENDING
     write = (bytes_changed or meta != local.meta or local.tombstoned or local.sync_status != status
              or local.sync_error != error)
-    return ListedPlan(write, status, bytes_changed, error, local.tombstoned)
+    return ListedPlan(write, status, bytes_changed or refused, error, local.tombstoned)
 
 
 class WorkItem(NamedTuple):

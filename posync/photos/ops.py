@@ -27,7 +27,7 @@ from posync.models.photo import PhotoSyncStatus
 from posync.photos.errors import PhotoNotFoundError, PhotoStoreError
 from posync.photos.repository import PHOTOS, key_users, translating
 from posync.photos.stores.base import PhotoStore, check_key
-from posync.photos.wire import RemotePhoto
+from posync.photos.wire import RemotePhoto, key_refusal
 
 __all__ = ["MoveResult", "delete_photo", "delete_prefix", "delete_product", "move_prefix", "write_photo"]
 
@@ -65,7 +65,8 @@ def delete_photo(engine: Engine, store: PhotoStore, photo_id: str) -> bool:
                            .where(PHOTOS.c.id == photo_id)).first()
         if row is None:
             return False
-        keys = {k for k in (row.stored_key, row.object_key) if k}
+        # a key that could escape the store never held bytes there (an older posync listed such keys: issue 15)
+        keys = {k for k in (row.stored_key, row.object_key) if k and key_refusal(k) is None}
         unused = [k for k in keys if not key_users(conn, k) - {photo_id}]
     for key in unused:
         store.delete(key)

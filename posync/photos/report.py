@@ -36,6 +36,7 @@ class SyncReport:
     adopted: int = 0  # the store already held the right bytes
     synced: int = 0  # photos made synced this pass (fetched, copied or adopted, per photo)
     failed: int = 0
+    refused: int = 0  # of failed: listed photos refused (malformed, or a key that could escape the store)
     waiting_product: int = 0
     bytes: int = 0
     deleted: int = 0
@@ -47,7 +48,9 @@ class SyncReport:
     byte_requests: int = 0
     error: str | None = None  # the listing failed (HO unreachable, say): checkpoint not advanced
     busy: bool = False  # another pass was running: this one did nothing
-    failures: list[dict[str, str]] = field(default_factory=list)  # the first 50: photo_id, reason, detail
+    # the first 50: photo_id (None: a refused photo without a usable id; then its position in the pass), reason,
+    # detail
+    failures: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     # after the pass, the rows HO lists by state (waiting_product apart from pending), and how many of
     # them are not synced: failed ones waiting for their retry count too; waiting products do not

@@ -23,7 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from posync.errors import StorageError
 from posync.models.photo import PhotoCheckpoint, PhotoRecord, PhotoSyncStatus
-from posync.photos.decide import WAITING, LocalPhoto, WorkItem
+from posync.photos.decide import REFUSALS, WAITING, LocalPhoto, WorkItem
 from posync.photos.wire import RemotePhoto
 from posync.repositories import driver
 
@@ -140,6 +140,25 @@ def insert_listed(conn: Connection, new: Sequence[tuple[RemotePhoto, str, str | 
          p.image_url, None, None, None, status, error, 0, None, None) for p, status, error in new])
 
 
+def insert_refused(conn: Connection, refused: Sequence[tuple[str, str, datetime | None]]) -> None:
+    """Rows for photos the outlet never had that the listing refused: ``(id, sync_error, updated_at)``,
+    ``failed``. Nothing else of HO's element is kept: its fields did not fit or its key could escape the store
+    (an empty key and product: never served, never fetched, never deleted from the store)."""
+    insert_rows(conn, [{"id": i, "product_id": "", "object_key": "", "filename": "", "size": 0,
+                        "content_type": "application/octet-stream", "checksum": "", "version": 0,
+                        "is_primary": False, "sort_order": 0, "created_at": None, "updated_at": at, "image_url": None,
+                        "stored_key": None, "stored_checksum": None, "last_sync_at": None,
+                        "sync_status": PhotoSyncStatus.FAILED.value, "sync_error": error[:500], "attempts": 0,
+                        "next_attempt_at": None, "ho_deleted_at": None} for i, error, at in refused])
+
+
+def mark_refused(conn: Connection, refused: Sequence[tuple[str, str]]) -> None:
+    """Rows the outlet has whose new listing was refused: ``(id, sync_error)``. ``failed``; the metadata and
+    the stored bytes stay as they were (the last good version stays servable); listed, so not deleted at HO."""
+    update_rows(conn, [{"b_id": i, "sync_status": PhotoSyncStatus.FAILED.value, "sync_error": error[:500],
+                        "ho_deleted_at": None} for i, error in refused])
+
+
 def _bound(process: Any, value: Any) -> Any:
     return value if process is None or value is None else process(value)
 
@@ -170,14 +189,18 @@ def all_ids(conn: Connection) -> set[str]:
 # -- the transfers ----------------------------------------------------------------------------------------
 
 _WORK = (PhotoSyncStatus.PENDING.value, PhotoSyncStatus.SYNCING.value, PhotoSyncStatus.FAILED.value)
+_REFUSED = sa.and_(PHOTOS.c.sync_status == PhotoSyncStatus.FAILED.value,  # decide.is_refusal, in SQL
+                   sa.or_(*(sa.func.coalesce(PHOTOS.c.sync_error, "").startswith(p, autoescape=True)
+                            for p in REFUSALS)))
 
 
 def work(conn: Connection, now: datetime, *, include_backoff: bool = False) -> list[WorkItem]:
-    """Photos that need bytes: pending, left syncing by a crash, or failed and due again."""
+    """Photos that need bytes: pending, left syncing by a crash, or failed and due again (not one the
+    listing refused: no download fixes HO's row)."""
     query = sa.select(PHOTOS.c.id, PHOTOS.c.product_id, PHOTOS.c.object_key, PHOTOS.c.checksum, PHOTOS.c.size,
                       PHOTOS.c.content_type, PHOTOS.c.image_url, PHOTOS.c.stored_key, PHOTOS.c.stored_checksum,
                       PHOTOS.c.attempts, PHOTOS.c.sync_status).where(
-        PHOTOS.c.sync_status.in_(_WORK), PHOTOS.c.ho_deleted_at.is_(None))
+        PHOTOS.c.sync_status.in_(_WORK), PHOTOS.c.ho_deleted_at.is_(None), sa.not_(_REFUSED))
     if not include_backoff:
         query = query.where(sa.or_(PHOTOS.c.sync_status != PhotoSyncStatus.FAILED.value,
                                    PHOTOS.c.next_attempt_at.is_(None), PHOTOS.c.next_attempt_at <= now))
@@ -255,6 +278,13 @@ def load_checkpoint(conn: Connection, source: str) -> Any:
 def save_checkpoint(conn: Connection, source: str, **values: Any) -> None:
     if conn.execute(CHECKPOINTS.update().where(CHECKPOINTS.c.source == source).values(**values)).rowcount == 0:
         conn.execute(CHECKPOINTS.insert().values(source=source, **values))
+
+
+def failures(conn: Connection, limit: int = 50) -> list[dict[str, str]]:
+    """The first ``limit`` failed photos: ``photo_id`` and ``reason`` (the row's sync_error)."""
+    rows = conn.execute(sa.select(PHOTOS.c.id, PHOTOS.c.sync_error).where(
+        PHOTOS.c.sync_status == PhotoSyncStatus.FAILED.value).order_by(PHOTOS.c.id).limit(limit))
+    return [{"photo_id": i, "reason": error or ""} for i, error in rows]
 
 
 def counts(conn: Connection) -> dict[str, int]:

@@ -111,7 +111,8 @@ class PhotoSync:
     def _deletes(self, report: SyncReport, cap: int) -> None:
         with repo.translating("read HO deletes"), self.engine.connect() as conn:
             ids = repo.tombstoned(conn)
-        clean = report.error is None and report.failed == 0 and not report.shifted
+        # a refused photo failed alone and the listing was whole: it holds back no delete (issue 15)
+        clean = report.error is None and report.failed == report.refused and not report.shifted
         decision = plan_deletes(len(ids), cap, clean_pass=clean)
         if not decision.apply:
             if ids:
@@ -134,10 +135,11 @@ class PhotoSync:
                               if state not in (PhotoSyncStatus.SYNCED.value, "waiting_product"))
 
     def _report_to_ho(self, transfers: Transfers, report: SyncReport) -> None:
-        if not transfers.reports:
+        results = [*self.lister.reports, *transfers.reports]  # refused by the listing, then the byte pass
+        if not results:
             return
         try:
-            self.source.report(transfers.reports)
+            self.source.report(results)
         except (TransportError, HOErrorResponse) as exc:  # the photos are fine; HO learns next time
             log.warning("photos: status report to HO failed: %s", exc)
 
@@ -174,13 +176,15 @@ class PhotoSync:
     # -- state -------------------------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        """Counts per sync status (plus waiting for a product, deleted at HO), the last passes (``last_full_at``:
-        the last full check), which passes see HO's deletes, and when the scheduled passes run."""
+        """Counts per sync status (plus waiting for a product, deleted at HO), the first failed photos with
+        their reasons, the last passes (``last_full_at``: the last full check), which passes see HO's deletes,
+        and when the scheduled passes run."""
         with repo.translating("read photo status"), self.engine.connect() as conn:
             counts = repo.counts(conn)
+            failures = repo.failures(conn)
             cp = repo.load_checkpoint(conn, self.checkpoint_key)
         last = json.loads(cp.last_summary) if cp is not None and cp.last_summary else None
-        return {"source": self.source.name, "store": self.store.kind, "photos": counts,
+        return {"source": self.source.name, "store": self.store.kind, "photos": counts, "failures": failures,
                 "updated_since": _iso(cp.updated_since if cp is not None else None),
                 "last_incremental_at": _iso(cp.last_incremental_at if cp is not None else None),
                 "last_full_at": _iso(cp.last_full_at if cp is not None else None), "last_pass": last,

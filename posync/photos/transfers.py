@@ -37,6 +37,7 @@ from posync.photos.report import SyncReport, Tally
 from posync.photos.stores.base import PhotoStore, StoredObject
 from posync.photos.transfer.engine import ByteEngine, FetchJob, FetchOutcome
 from posync.photos.transfer.staged import NO_SPACE, Staged
+from posync.photos.wire import UNSAFE_KEY, key_refusal
 
 __all__ = ["Transfers", "retry_after"]
 
@@ -46,6 +47,16 @@ log = logging.getLogger("posync.photos")
 def retry_after(attempts: int) -> timedelta:
     """Backoff between passes for a photo that keeps failing: 30 s doubling, at most an hour."""
     return timedelta(seconds=min(3600.0, 30.0 * 2 ** max(0, attempts)))
+
+
+def _split_unsafe(items: list[WorkItem]) -> tuple[list[WorkItem], list[tuple[WorkItem, str]]]:
+    """Rows an older posync listed with a key that could escape the store (issue 15) fail alone, never
+    reaching the store (the listing refuses such keys now); the rest, and those with why."""
+    unsafe = [(i, why) for i in items if (why := key_refusal(i.object_key)) is not None]
+    if not unsafe:
+        return items, []
+    refused = {i.id for i, _ in unsafe}
+    return [i for i in items if i.id not in refused], unsafe
 
 
 class Transfers:
@@ -62,8 +73,8 @@ class Transfers:
 
     def run(self, report: SyncReport, tally: Tally, *, full: bool, deadline: float) -> None:
         with repo.translating("read photo work"), self.engine.connect() as conn:
-            items = repo.work(conn, datetime.now(UTC), include_backoff=full)
-            if not items:
+            items, unsafe = _split_unsafe(repo.work(conn, datetime.now(UTC), include_backoff=full))
+            if not items and not unsafe:
                 return
             present = self.lister.present(conn, {i.product_id for i in items})
             ready = [i for i in items if i.product_id in present]
@@ -73,6 +84,11 @@ class Transfers:
         with repo.translating("mark photos syncing"), write_transaction(self.engine) as conn:
             repo.set_status(conn, waiting, PhotoSyncStatus.PENDING.value, WAITING)
             repo.set_status(conn, [i.id for i in ready], PhotoSyncStatus.SYNCING.value)
+            repo.mark_failed(conn, [(i.id, f"{UNSAFE_KEY}: {why}", datetime.now(UTC)) for i, why in unsafe])
+        report.failed += len(unsafe)
+        report.refused += len(unsafe)
+        room = max(0, 50 - len(report.failures))
+        report.failures.extend({"photo_id": i.id, "reason": UNSAFE_KEY} for i, _ in unsafe[:room])
         groups = group_work(ready, sources)
         tally.phase = "transferring"
         tally.total = len(ready)

@@ -7,6 +7,7 @@
         pid = ho.put_photo("prod-1", b"...jpeg...")  # HO-side edits: put_photo / update_photo / delete_photo
         ho.byte_faults.update(corrupt_rate=0.2)      # wrong bytes, short bodies, cuts, stalls, 5xx, drip
         ho.faults.error_rate = 0.1                   # the API (posync.testing.faults)
+        ho.tamper(pid, size=-1)                      # list a photo malformed or hostile (issue 15); untamper()
 
 Routes: ``POST /api/v1/token/`` (JWT, as the core HO), v1 ``POST /api/v1/sync/product-photos/`` (seed
 001), older ``GET /api/sync/product-photos/``, ``GET /api/sync/product-photos/<id>/download/`` (``X-Checksum``,
@@ -24,6 +25,7 @@ import random
 import threading
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -38,9 +40,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from posync.testing.auth import Authenticator, AuthFailure
 from posync.testing.faults import FaultMiddleware, Faults
 
-__all__ = ["ByteFaults", "HOPhoto", "PhotoHO", "S3Target"]
+__all__ = ["ABSENT", "ByteFaults", "HOPhoto", "PhotoHO", "S3Target"]
 
 BUCKET = "product-images"
+ABSENT: Any = object()  # PhotoHO.tamper(id, field=ABSENT): the listed photo lacks that field
 
 
 @dataclass
@@ -133,6 +136,7 @@ class PhotoHO:
         self.ranges: list[str] = []  # Range headers of byte requests, as received
         self.authorized_object_gets = 0  # object GETs that carried credentials (they should not)
         self.on_list: Any = None  # fn(offset) after each listing page: lets a test edit HO mid-pass
+        self.tampered: dict[str, Callable[[dict[str, Any]], Any]] = {}  # photo id -> how it is listed instead
         self._lock = threading.RLock()
         self._last = datetime.now(UTC)
         self._minio: Any = None
@@ -181,6 +185,19 @@ class PhotoHO:
             self.deleted[photo_id] = self.now()
             if not self._key_used(photo.object_key, photo_id):
                 self._remove_object(photo.object_key)
+
+    def tamper(self, photo_id: str, **fields: Any) -> None:
+        """List this photo with ``fields`` over its JSON (``ABSENT`` drops one): a malformed or hostile row
+        as a broken HO would send it. Its stored bytes, ``updated_at`` and place in the order stay as they are."""
+        self.tampered[photo_id] = lambda row: {k: v for k, v in {**row, **fields}.items() if v is not ABSENT}
+
+    def tamper_raw(self, photo_id: str, element: Any) -> None:
+        """List ``element`` (any JSON value) in this photo's place."""
+        self.tampered[photo_id] = lambda row: element
+
+    def untamper(self, photo_id: str) -> None:
+        """HO fixes the row in place (its ``updated_at`` does not move): it is listed as it is again."""
+        self.tampered.pop(photo_id, None)
 
     def expected(self) -> dict[str, tuple[str, bytes]]:
         """object_key -> (checksum, bytes) of every live photo: what a replica must equal."""
@@ -243,13 +260,15 @@ class PhotoHO:
                                 headers={"WWW-Authenticate": "Bearer"})
         return None
 
-    def photo_json(self, p: HOPhoto) -> dict[str, Any]:
-        return {"id": p.id, "product_id": p.product_id, "product_sku": p.product_id[:8],
+    def photo_json(self, p: HOPhoto) -> Any:
+        row = {"id": p.id, "product_id": p.product_id, "product_sku": p.product_id[:8],
                 "product_name": f"product {p.product_id[:8]}", "object_key": p.object_key, "filename": p.filename,
                 "size": len(p.data), "content_type": p.content_type, "checksum": p.checksum,
                 "version": p.version, "is_primary": p.is_primary, "sort_order": p.sort_order,
                 "created_at": p.created_at.isoformat(), "updated_at": p.updated_at.isoformat(),
                 "image_url": self.image_url(p)}
+        tampered = self.tampered.get(p.id)
+        return row if tampered is None else tampered(row)
 
     def listing(self, since: datetime | None, limit: int, offset: int) -> tuple[list[HOPhoto], int, list[str]]:
         """Seed 000's query: ``updated_at >= since``, ordered by it, sliced by offset/limit."""
