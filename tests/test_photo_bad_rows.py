@@ -134,7 +134,8 @@ def test_rows_an_older_posync_left_with_an_unsafe_key_fail_alone(db: str, store_
             rows = edge.rows()
             assert rows[new].sync_status == "synced"
             assert all(rows[i].sync_status == "failed" and rows[i].sync_error.startswith("unsafe_key") for i in left)
-            assert edge.sync.sync().ok  # refused once; not handed to the byte pass again
+            again = edge.sync.sync()  # refused once; not handed to the byte pass again, still not synced
+            assert (again.failed, again.byte_requests, again.unsynced) == (0, 0, 3), again.as_dict()
             assert edge.sync.reconcile().errors == []  # the reconciliation reads past them
             cleared = edge.sync.sync(full=True)  # HO no longer lists them: deleted after this clean pass
             assert cleared.ok and cleared.deleted == 3, cleared.as_dict()

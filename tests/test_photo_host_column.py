@@ -119,7 +119,8 @@ def test_a_photo_without_its_host_row_waits_and_is_not_fetched_again(engine: Eng
         with build_photo_sync(settings, engine=engine) as sync:
             first = sync.sync()
             assert (first.synced, first.failed) == (1, 1)
-            assert first.failures == [{"photo_id": later, "reason": "store"}]
+            assert [(f["photo_id"], f["reason"]) for f in first.failures] == [(later, "store")]
+            assert "no_host_row" in first.failures[0]["detail"]
             with engine.connect() as conn:
                 row = conn.execute(sa.select(PHOTOS.c.sync_status, PHOTOS.c.sync_error)
                                    .where(PHOTOS.c.id == later)).one()

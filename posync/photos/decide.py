@@ -132,7 +132,7 @@ def group_work(items: Iterable[WorkItem], local_sources: Mapping[str, str]) -> l
 
 class PageMark(NamedTuple):
     offset: int
-    count: int
+    rows: int  # how many elements the page had
     total: int | None
 
 
@@ -145,7 +145,7 @@ def pass_shifted(marks: Sequence[PageMark], duplicates: int, complete: bool) -> 
     if len(totals) > 1:
         return True
     if complete and totals:
-        return sum(m.count for m in marks) != next(iter(totals))
+        return sum(m.rows for m in marks) != next(iter(totals))
     return False
 
 
