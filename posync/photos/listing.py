@@ -206,9 +206,7 @@ class Lister:
                     for at, r in state.anonymous]
         if not entries:
             return
-        report.failed += len(entries)
-        report.refused += len(entries)
-        report.failures.extend(entries[:max(0, 50 - len(report.failures))])
+        report.add_failures(entries, refused=True)
         shown = "; ".join(f"{e['photo_id'] or '#' + str(e['position'])}: {e['reason']} ({e['detail']})"
                           for e in entries[:10])
         log.warning("photos: %d listed photos refused, each fails alone until HO fixes it: %s%s", len(entries),

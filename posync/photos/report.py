@@ -57,6 +57,17 @@ class SyncReport:
     states: dict[str, int] = field(default_factory=dict)
     unsynced: int = 0
 
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()  # not a field: engine threads and the listing add failures
+
+    def add_failures(self, entries: list[dict[str, Any]], *, refused: bool = False) -> None:
+        """Count failed photos and keep the first 50 (from any thread)."""
+        with self._lock:
+            self.failed += len(entries)
+            if refused:
+                self.refused += len(entries)
+            self.failures.extend(entries[:max(0, 50 - len(self.failures))])
+
     @property
     def ok(self) -> bool:
         """Every photo HO lists is synced, nothing failed and nothing waits for a person (a delete cap);

@@ -85,10 +85,7 @@ class Transfers:
             repo.set_status(conn, waiting, PhotoSyncStatus.PENDING.value, WAITING)
             repo.set_status(conn, [i.id for i in ready], PhotoSyncStatus.SYNCING.value)
             repo.mark_failed(conn, [(i.id, f"{UNSAFE_KEY}: {why}", datetime.now(UTC)) for i, why in unsafe])
-        report.failed += len(unsafe)
-        report.refused += len(unsafe)
-        room = max(0, 50 - len(report.failures))
-        report.failures.extend({"photo_id": i.id, "reason": UNSAFE_KEY} for i, _ in unsafe[:room])
+        report.add_failures([{"photo_id": i.id, "reason": UNSAFE_KEY} for i, _ in unsafe], refused=True)
         groups = group_work(ready, sources)
         tally.phase = "transferring"
         tally.total = len(ready)
@@ -215,11 +212,7 @@ class Transfers:
     def _fail(self, items: tuple[WorkItem, ...], reason: str, committer: Committer, report: SyncReport,
               tally: Tally, detail: str = "") -> None:
         now = datetime.now(UTC)
-        with self._lock:
-            for item in items:
-                if len(report.failures) < 50:
-                    report.failures.append({"photo_id": item.id, "reason": reason, "detail": detail})
-            report.failed += len(items)
+        report.add_failures([{"photo_id": item.id, "reason": reason, "detail": detail} for item in items])
         tally.finished(len(items))
         for item in items:
             # a full disk: due again at the next pass (room may be back by then), not after a backoff
