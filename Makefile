@@ -29,8 +29,11 @@ soak: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
 
+# ruff, mypy --strict and the layer contracts (.importlinter); CI runs it before the tests
 lint: $(STAMP)
 	$(BIN)/ruff check posync tests bench
+	$(BIN)/mypy posync
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis demo-data

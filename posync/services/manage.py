@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
@@ -26,9 +26,21 @@ from posync.repositories import (
 )
 from posync.services.conflicts import ConflictHandler
 from posync.services.pull import PullService
-from posync.workers.sync_worker import SyncWorker
 
-__all__ = ["StatusReport", "SyncManager"]
+__all__ = ["CycleState", "StatusReport", "SyncManager"]
+
+
+class CycleState(Protocol):
+    """What status needs of the sync cycle (``posync.workers.SyncWorker``): services never import workers."""
+
+    @property
+    def online(self) -> bool: ...
+
+    @property
+    def auth_error(self) -> str | None: ...
+
+    @property
+    def last_error(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -84,7 +96,7 @@ class SyncManager:
     def __init__(self, engine: Engine, registry: Registry, outbox: OutboxRepository, entities: EntityRepository,
                  conflicts: ConflictRepository, logs: LogRepository, checkpoints: CheckpointRepository,
                  handler: ConflictHandler, clock: Callable[[], float] = time.time, *, gate: WriteGate | None = None,
-                 worker: SyncWorker | None = None, pull: PullService | None = None) -> None:
+                 worker: CycleState | None = None, pull: PullService | None = None) -> None:
         self._gate = gate or WriteGate()
         self._worker = worker
         self._pull = pull
