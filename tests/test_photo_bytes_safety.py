@@ -117,6 +117,30 @@ def test_a_file_url_in_the_manifest_fails_that_photo_without_a_request(engine_na
         engine.dispose()
 
 
+@pytest.mark.parametrize("engine_name", ENGINES)
+@pytest.mark.parametrize("bad_first", [True, False])
+def test_a_refused_url_fails_only_its_own_photo_never_a_twin_with_the_same_bytes(
+        engine_name: str, bad_first: bool, ho: TweakedHO, sqlite_url: str, tmp_path: Path) -> None:
+    """Photos with identical bytes are fetched once; a refused URL among them fails that photo alone,
+    whichever comes first (found by a new user: the good twin failed with unsafe_url, pass after pass)."""
+    data = os.urandom(8_000)
+    ids = [ho.put_photo(f"p{n}", data, photo_id=f"{'ab'[n] if bad_first else 'ba'[n]}-photo") for n in range(2)]
+    bad, good = sorted(ids)  # the group's first photo is the lower id
+    if not bad_first:
+        bad, good = good, bad
+    ho.urls[bad] = "file:///etc/hostname"
+    sync, engine = edge(ho, sqlite_url, tmp_path / "s", engine_name)
+    try:
+        report = sync.sync()
+        assert [(f["photo_id"], f["reason"]) for f in report.failures] == [(bad, "unsafe_url")], report.as_dict()
+        states = {pid: row.sync_status for pid, row in rows(engine).items()}
+        assert states == {good: "synced", bad: "failed"}
+        assert [o.key for o in sync.store.list()] == [ho.photos[good].object_key]
+    finally:
+        sync.close()
+        engine.dispose()
+
+
 def _run_one(engine_name: str, url: str, data: bytes, staging: Path) -> tuple[FetchOutcome, FetchJob]:
     byte_engine = make_engine(engine_name, TransferPolicy(workers=1, attempts=3, backoff_initial=0.01))
     staging.mkdir(exist_ok=True)

@@ -110,3 +110,53 @@ def test_help_names_the_exit_codes_and_the_legacy_apis_deletes(tmp_path: Path) -
         assert done.returncode == 0, done.stderr
         assert "legacy" in text and "full check" in text and "last_full_at" in text, text
     assert "Exit codes: 0" in " ".join(group.stdout.split())
+
+
+# -- what a new user found (each failed before its fix) -----------------------------------------------------
+
+
+def test_stdout_is_the_json_report_even_with_the_progress_bar_on(photo_ho: PhotoHO, tmp_path: Path) -> None:
+    """Piped, the bar stays off stdout (it draws on a terminal's stderr only): ``| jq`` reads the report."""
+    for n in range(3):
+        photo_ho.put_photo(f"p{n}", os.urandom(3000))
+    done = runner(photo_ho, tmp_path)("sync")
+    assert done.returncode == 0 and json.loads(done.stdout)["synced"] == 3, done.stdout
+
+
+def test_a_full_check_fetches_bytes_gone_from_the_store(photo_ho: PhotoHO, tmp_path: Path) -> None:
+    """A folder wiped by hand: the incremental pass trusts the rows; the full check looks and fetches again."""
+    ids = [photo_ho.put_photo(f"p{n}", os.urandom(3000)) for n in range(3)]
+    run = runner(photo_ho, tmp_path)
+    assert run("sync", "--no-progress").returncode == 0
+    for key in [photo_ho.photos[i].object_key for i in ids[:2]]:
+        (tmp_path / "s" / key).unlink()
+    full = run("sync", "--full", "--no-progress")
+    assert full.returncode == 0 and summary(full)["requeued"] == 2 and summary(full)["fetched"] == 2, full.stdout
+    for i in ids:
+        assert (tmp_path / "s" / photo_ho.photos[i].object_key).read_bytes() == photo_ho.photos[i].data
+
+
+def test_status_counts_a_photo_waiting_for_its_product_once(photo_ho: PhotoHO, tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / "o.db") as db:
+        db.execute("CREATE TABLE product (id TEXT PRIMARY KEY)")
+        db.execute("INSERT INTO product VALUES ('p0')")
+    photo_ho.put_photo("p0", os.urandom(3000))
+    photo_ho.put_photo("p1", os.urandom(3000))  # no such product here yet
+    run = runner(photo_ho, tmp_path, POSYNC_PHOTO_PRODUCT_TABLE="product")
+    assert run("sync", "--no-progress").returncode == 0
+    photos = json.loads(run("status").stdout)["photos"]
+    assert (photos["synced"], photos["pending"], photos["waiting_product"]) == (1, 0, 1), photos
+
+
+def test_a_host_table_the_store_cannot_find_is_bad_settings(photo_ho: PhotoHO, tmp_path: Path) -> None:
+    photo_ho.put_photo("p0", os.urandom(3000))
+    run = runner(photo_ho, tmp_path, POSYNC_PHOTO_STORE="db:table=nope,key=id,column=image_binary")
+    done = run("sync", "--no-progress")
+    assert done.returncode == 2 and "the host table 'nope' does not exist" in done.stderr, done.stderr
+
+
+def test_a_pass_that_found_another_running_is_not_ok() -> None:
+    from posync.photos.report import SyncReport
+
+    report = SyncReport(full=False, busy=True)
+    assert not report.ok and report.as_dict()["ok"] is False

@@ -19,7 +19,7 @@ from typing import Any
 
 import typer
 
-from posync.errors import PosyncError
+from posync.errors import ConfigurationError, PosyncError
 from posync.photos.report import Progress, SyncReport
 
 __all__ = ["EXIT_CODES", "main", "photos_app"]
@@ -111,7 +111,7 @@ def sync(full: bool = typer.Option(False, "--full", help="list everything (the n
         last_full = photo_sync.status()["last_full_at"] if photo_sync.source.name == "legacy" else None
     except PosyncError as exc:
         typer.echo(f"photo sync failed: {exc}", err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(_failure_code(exc)) from None
     finally:
         photo_sync.close()
         db.dispose()
@@ -161,7 +161,7 @@ def reconcile(product: str = typer.Option(None, "--product", help="one product; 
                                       recreate_missing=recreate_missing)
     except PosyncError as exc:
         typer.echo(f"photo reconcile failed: {exc}", err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(_failure_code(exc)) from None
     finally:
         photo_sync.close()
         db.dispose()
@@ -189,8 +189,15 @@ def status() -> None:
         db.dispose()
 
 
+def _failure_code(exc: PosyncError) -> int:
+    """2 for settings that cannot work (a host table the db:table=... store does not find, met on first
+    use), 1 for the rest."""
+    return 2 if isinstance(exc, ConfigurationError) else 1
+
+
 class _bar:
-    """rich's progress bar (typer brings rich): photos done/total, bytes/s and ETA; silent off a terminal."""
+    """rich's progress bar: photos done/total, bytes/s and ETA, on stderr and only on a terminal (stdout is
+    the JSON report, for a pipe)."""
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
@@ -200,11 +207,15 @@ class _bar:
     def __enter__(self) -> Any:
         if not self.enabled:
             return None
+        from rich.console import Console
         from rich.progress import BarColumn, DownloadColumn, TextColumn, TimeRemainingColumn, TransferSpeedColumn
         from rich.progress import Progress as Bar
 
+        console = Console(stderr=True)
+        if not console.is_terminal:
+            return None
         self._progress = Bar(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                             TimeRemainingColumn(), transient=False)
+                             TimeRemainingColumn(), transient=False, console=console)
         self._progress.start()
         self._task = self._progress.add_task("listing", total=None)
         return self.update

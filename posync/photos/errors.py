@@ -38,9 +38,14 @@ class PhotoConfigError(ConfigurationError):
 
 
 class PhotoStoreError(StorageError):
-    def __init__(self, store: str, operation: str, key: str | None = None, detail: str = "") -> None:
+    """``reason``: what a failed photo's row says (``store``, or the store's own word: ``no_host_row``,
+    ``too_large``, ...)."""
+
+    def __init__(self, store: str, operation: str, key: str | None = None, detail: str = "", *,
+                 reason: str = "store") -> None:
         self.store = store
         self.key = key
+        self.reason = reason
         super().__init__(f"{store} store {operation}" + (f" {key!r}" if key else ""), detail)
 
 

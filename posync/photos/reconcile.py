@@ -28,7 +28,7 @@ from sqlalchemy.engine import Engine
 
 from posync.db import write_transaction
 from posync.errors import HOErrorResponse, TransportError
-from posync.models.photo import PhotoSyncStatus
+from posync.photos import repository as repo
 from posync.photos.client.sources import PhotoSource
 from posync.photos.decide import PageMark, ReconcileAction, ReconcilePlan, decide_reconcile, pass_shifted
 from posync.photos.errors import PhotoStoreError
@@ -151,10 +151,7 @@ def reconcile(engine: Engine, store: PhotoStore, listing: HOListing, *, product_
             requeue.extend(owners[key])
     if requeue:
         with translating("requeue photos"), write_transaction(engine) as conn:
-            for start in range(0, len(requeue), 500):
-                requeued += conn.execute(PHOTOS.update().where(PHOTOS.c.id.in_(requeue[start:start + 500])).values(
-                    sync_status=PhotoSyncStatus.PENDING.value, sync_error="reconcile: bytes missing or corrupt",
-                    stored_key=None, stored_checksum=None, attempts=0, next_attempt_at=None)).rowcount
+            requeued = repo.requeue(conn, requeue, "reconcile: bytes missing or corrupt")
     would = {"adopt": len(plan.adopt) if recreate_missing else 0,
              "fetch": len(plan.fetch) + len(plan.missing) + len(plan.corrupt) if recreate_missing else 0,
              "remove": len(plan.orphaned) if remove_orphaned else 0}

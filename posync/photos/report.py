@@ -39,6 +39,7 @@ class SyncReport:
     refused: int = 0  # of failed: listed photos refused (malformed, or a key that could escape the store)
     waiting_product: int = 0
     bytes: int = 0
+    requeued: int = 0  # a full check found these photos' bytes gone from the store: fetched again
     deleted: int = 0
     deletes_held: int = 0
     delete_note: str | None = None
@@ -73,7 +74,7 @@ class SyncReport:
         """Every photo HO lists is synced, nothing failed and nothing waits for a person (a delete cap);
         photos waiting for a product the outlet lacks are fine."""
         return (self.error is None and self.failed == 0 and self.deletes_held == 0 and not self.shifted
-                and self.unsynced == 0)
+                and self.unsynced == 0 and not self.busy)
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "ok": self.ok}

@@ -245,6 +245,25 @@ def mark_failed(conn: Connection, failed: Sequence[tuple[str, str, datetime]]) -
                  [{"b_id": i, "b_err": e[:500], "b_next": n} for i, e, n in failed])
 
 
+def stored_owners(conn: Connection) -> dict[str, list[str]]:
+    """key -> the photos whose bytes the store holds there (per the metadata)."""
+    owners: dict[str, list[str]] = {}
+    for photo_id, key in conn.execute(sa.select(PHOTOS.c.id, PHOTOS.c.stored_key)
+                                      .where(PHOTOS.c.stored_key.is_not(None))):
+        owners.setdefault(key, []).append(photo_id)
+    return owners
+
+
+def requeue(conn: Connection, ids: Sequence[str], why: str) -> int:
+    """These photos' bytes are gone or wrong: pending again, due at once, nothing stored."""
+    done = 0
+    for chunk in _chunks(list(ids)):
+        done += conn.execute(PHOTOS.update().where(PHOTOS.c.id.in_(chunk)).values(
+            sync_status=PhotoSyncStatus.PENDING.value, sync_error=why, stored_key=None, stored_checksum=None,
+            attempts=0, next_attempt_at=None)).rowcount
+    return done
+
+
 def sources_by_checksum(conn: Connection, checksums: Sequence[str]) -> dict[str, str]:
     """checksum -> a key where the store already holds those bytes (per the metadata)."""
     out: dict[str, str] = {}
@@ -288,12 +307,14 @@ def failures(conn: Connection, limit: int = 50) -> list[dict[str, str]]:
 
 
 def counts(conn: Connection) -> dict[str, int]:
+    """Photos by sync status, pending rows waiting for a product apart (as a pass's ``states``), and how
+    many HO deleted."""
     out = {s.value: 0 for s in PhotoSyncStatus}
     for status, n in conn.execute(sa.select(PHOTOS.c.sync_status, sa.func.count()).group_by(PHOTOS.c.sync_status)):
         out[status] = int(n)
     out["waiting_product"] = int(conn.execute(sa.select(sa.func.count()).where(
-        PHOTOS.c.sync_status == PhotoSyncStatus.PENDING.value, PHOTOS.c.sync_error == "waiting for product"))
-        .scalar_one())
+        PHOTOS.c.sync_status == PhotoSyncStatus.PENDING.value, PHOTOS.c.sync_error == WAITING)).scalar_one())
+    out[PhotoSyncStatus.PENDING.value] -= out["waiting_product"]
     out["deleted_at_ho"] = int(conn.execute(sa.select(sa.func.count()).where(PHOTOS.c.ho_deleted_at.is_not(None)))
                                .scalar_one())
     return out

@@ -87,6 +87,8 @@ class PhotoSync:
             deadline = started + self.deadline_seconds
             tally = Tally(report, progress)
             requests_before = self.source_requests()
+            if full:
+                self._requeue_missing(report)
             self.lister.run(report, tally, full=full, deadline=deadline)
             transfers = Transfers(self.engine, self.store, self.source, self.byte_engine, self.auth, self.lister)
             transfers.run(report, tally, full=full, deadline=deadline)
@@ -104,6 +106,24 @@ class PhotoSync:
                  "full" if full else "incremental", report.listed, report.synced, report.failed, report.deleted,
                  report.unsynced, report.bytes / 1e6, report.seconds)
         return report
+
+    def _requeue_missing(self, report: SyncReport) -> None:
+        """The full check also finds bytes gone from the store (a folder wiped by hand, another store on the
+        same database): those photos are fetched again in this pass. One listing of the store."""
+        with repo.translating("read stored keys"), self.engine.connect() as conn:
+            owners = repo.stored_owners(conn)
+        if not owners:
+            return
+        try:
+            present = {obj.key for obj in self.store.list()}
+        except PhotoStoreError as exc:
+            log.warning("photos: the full check could not list the store: %s", exc)
+            return
+        missing = [photo_id for key, ids in owners.items() if key not in present for photo_id in ids]
+        if missing:
+            with repo.translating("requeue photos"), write_transaction(self.engine) as conn:
+                report.requeued = repo.requeue(conn, missing, "full check: bytes missing from the store")
+            log.warning("photos: %d photos' bytes were missing from the store; fetching them again", len(missing))
 
     def source_requests(self) -> int:
         return int(getattr(self.source, "requests", 0))

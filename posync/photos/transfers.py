@@ -28,7 +28,7 @@ from posync.db import write_transaction
 from posync.models.photo import PhotoSyncStatus
 from posync.photos import repository as repo
 from posync.photos.client.http import AuthHeaders
-from posync.photos.client.sources import PhotoReport, PhotoSource
+from posync.photos.client.sources import ByteRequest, PhotoReport, PhotoSource
 from posync.photos.committer import Committer
 from posync.photos.decide import WAITING, WorkGroup, WorkItem, group_work
 from posync.photos.errors import PhotoStoreError, PhotoTransferError
@@ -127,20 +127,35 @@ class Transfers:
                 i.object_key in there and self._adopt(i, there[i.object_key], committer, report, tally)))
             if not items:
                 continue
-            first = items[0]
-            try:
-                request = self.source.byte_request(first.id, first.image_url)
-            except PhotoTransferError as exc:  # a URL posync will not fetch (file://...): no request at all
-                self._fail(items, exc.reason, committer, report, tally, exc.detail)
-                continue
-            if request is None:
-                self._fail(items, "no_url", committer, report, tally)
+            request, first, items = self._request(items, committer, report, tally)
+            if request is None or first is None:
                 continue
             targets[group.checksum] = items
             job = FetchJob(group.checksum, first.id, request.url, request.authenticated, group.size,
                            Staged(staging, group.checksum, group.size, on_disk=f"{group.checksum}.part" in parts))
             jobs.append(job)
             yield job
+
+    def _request(self, items: tuple[WorkItem, ...], committer: Committer, report: SyncReport,
+                 tally: Tally) -> tuple[ByteRequest | None, WorkItem | None, tuple[WorkItem, ...]]:
+        """The request for a group's bytes, from the first photo whose URL posync fetches; a photo whose own
+        URL is refused (file://...) or missing fails alone, never taking its twins with it."""
+        request: ByteRequest | None = None
+        first: WorkItem | None = None
+        fetchable: list[WorkItem] = []
+        for item in items:
+            try:
+                own = self.source.byte_request(item.id, item.image_url)
+            except PhotoTransferError as exc:  # no request at all for it
+                self._fail((item,), exc.reason, committer, report, tally, exc.detail)
+                continue
+            if own is None:
+                self._fail((item,), "no_url", committer, report, tally)
+                continue
+            if request is None:
+                request, first = own, item
+            fetchable.append(item)
+        return request, first, tuple(fetchable)
 
     def _holds(self, key: str, group: WorkGroup) -> bool:
         try:
@@ -192,7 +207,7 @@ class Transfers:
                 committed.append(item)
         except PhotoStoreError as exc:
             job.staged.keep()  # verified bytes: the next pass commits them without a download
-            reason = "no_space" if _no_space(exc) else "store"
+            reason = "no_space" if _no_space(exc) else exc.reason
             self._fail(items[len(committed):], reason, committer, report, tally, str(exc))
         else:
             job.staged.committed()

@@ -150,7 +150,7 @@ class HostColumnStore:
         columns = {c["name"]: c["type"] for c in inspector.get_columns(t.table)}
         for what, name in (("key", t.key), ("column", t.column)):
             if name not in columns:
-                raise PhotoConfigError(f"db store: {t.table!r} has no {what} column {name!r}")
+                raise PhotoConfigError(f"db store: {t.table!r} has no column {name!r} (its {what}=)")
         sqlite = conn.dialect.name == "sqlite"  # SQLite keeps a BLOB whatever the column's declared type
         if not sqlite and not isinstance(columns[t.column], sa.LargeBinary):
             raise PhotoConfigError(f"db store: {t.table}.{t.column} is {columns[t.column]}, not a binary column")
@@ -218,14 +218,15 @@ class HostColumnStore:
         layout = self.layout()
         photo_ids = self._writers(conn, key)
         if not photo_ids:
-            raise PhotoStoreError(self.kind, "write", key, "no_photo_row: no listed photo has this key")
+            raise PhotoStoreError(self.kind, "write", key, "no_photo_row: no listed photo has this key",
+                                  reason="no_photo_row")
         values = {photo_id: layout.to_key(photo_id) for photo_id in photo_ids}
         present = set(conn.execute(sa.select(layout.key).where(
             layout.key.in_([v for vs in values.values() for v in vs])).with_for_update()).scalars())
         missing = [photo_id for photo_id, vs in values.items() if not present.intersection(vs)]
         if missing:
             raise PhotoStoreError(self.kind, "write", key, f"no_host_row: {self.target.table} has no row "
-                                  f"{self.target.key}={', '.join(missing[:3])} yet")
+                                  f"{self.target.key}={', '.join(missing[:3])} yet", reason="no_host_row")
         meta = {"checksum": md5, "file_size": len(data), "sync_status": PhotoSyncStatus.SYNCED.value,
                 "last_sync_at": datetime.now(UTC), "sync_error": None}
         with suppressed(conn):
@@ -235,7 +236,8 @@ class HostColumnStore:
     def _refuse_large(self, op: str, key: str, size: int) -> None:
         if size > self.target.max_bytes:
             raise PhotoStoreError(self.kind, op, key, f"too_large: {size} bytes, above this store's "
-                                  f"{self.target.max_bytes // (1024 * 1024)} MiB (large photos: the chunked db store)")
+                                  f"{self.target.max_bytes // (1024 * 1024)} MiB (large photos: the chunked db store)",
+                                  reason="too_large")
 
     # -- the interface ----------------------------------------------------------------------------------------
 
@@ -322,7 +324,8 @@ class HostColumnStore:
             raise self._fail("copy", f"{src} -> {dst}", exc) from exc
 
     def delete(self, key: str) -> bool:
-        """The column goes NULL (``sync_status`` pending); the host's row stays."""
+        """The column goes NULL, and with it the image's ``checksum`` and ``file_size`` (``sync_status``
+        pending); the host's row stays."""
         check_key(key)
         layout = self.layout()
         try:
@@ -332,6 +335,9 @@ class HostColumnStore:
                 if not holding:
                     return False
                 values: dict[Any, Any] = {layout.image: None}
+                for name in ("checksum", "file_size"):  # they described the bytes that are gone
+                    if name in layout.meta:
+                        values[layout.table.c[name]] = None
                 if "sync_status" in layout.meta:
                     values[layout.table.c.sync_status] = PhotoSyncStatus.PENDING.value
                 with suppressed(conn):
