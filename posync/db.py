@@ -16,6 +16,7 @@ handler; posync keeps each of its write transactions short for them (bench/READM
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -36,9 +37,9 @@ def is_sqlite(bind: Engine | Connection) -> bool:
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=30000")
+    _switch_to_wal(cur)
+    cur.execute("PRAGMA synchronous=NORMAL")
     # A WAL checkpoint runs inside whichever commit crosses the threshold. At SQLite's default (1,000
     # pages, ~4 MB) that is every other push batch, and it made claim + settle ~25% slower than
     # checkpointing every 10,000 pages (~40 MB; bench/README.md). The size limit truncates the WAL
@@ -46,6 +47,21 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA wal_autocheckpoint=10000")
     cur.execute("PRAGMA journal_size_limit=67108864")
     cur.close()
+
+
+def _switch_to_wal(cur: Any, patience: float = 30.0) -> None:
+    """Switching a new database to WAL needs it to itself and fails at once, busy timeout or not, while
+    another process writes (another worker's migration at start-up: tests/test_startup_race.py); once
+    switched, every later connection finds it so. Retried for ``patience`` seconds."""
+    give_up = time.monotonic() + patience
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > give_up:
+                raise
+            time.sleep(0.02)
 
 
 def create_engine(url: str, **kwargs: Any) -> Engine:

@@ -105,3 +105,28 @@ def test_workers_started_together_on_a_fresh_sqlite_database(tmp_path: Path, mod
 @pytest.mark.parametrize("mode", MODES)
 def test_workers_started_together_on_a_fresh_postgresql_database(pg_url: str, tmp_path: Path, mode: str) -> None:
     _check(pg_url, tmp_path, mode)
+
+
+def test_a_worker_that_connects_while_another_migrates_waits_for_it(tmp_path: Path) -> None:
+    """A fresh database is switched to WAL by each process's first connection; the switch fails at once,
+    busy timeout or not, while another process writes (another worker's migration): it failed with
+    'database is locked' (found by CI, one run in two of the six-process test); now it waits."""
+    import sqlite3
+    import threading
+
+    import posync
+
+    path = tmp_path / "pos.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")  # another worker, mid-migration
+    holder.execute("CREATE TABLE migrating (x INTEGER)")
+    release = threading.Timer(6.0, lambda: holder.execute("COMMIT"))
+    release.start()
+    engine = posync.create_engine(f"sqlite:///{path}")
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    finally:
+        release.join()
+        holder.close()
+        engine.dispose()
