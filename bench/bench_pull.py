@@ -30,10 +30,10 @@ from sqlalchemy.orm import sessionmaker
 
 from posync.db import write_transaction
 from posync.demo.models import Product
+from posync.ho import PullPage
 from posync.repositories import CheckpointRepository
 from posync.testing import ReferenceHO
 from posync.testing.store import records as ho_records
-from posync.transport import PullPage
 
 RESOURCE = "products"
 

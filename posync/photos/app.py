@@ -14,6 +14,7 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from posync.ho import ApiKeyAuth, JwtAuth
 from posync.photos.client.http import AuthHeaders
 from posync.photos.client.sources import LegacySource, PhotoSource, V1Source
 from posync.photos.errors import PhotoConfigError
@@ -22,7 +23,6 @@ from posync.photos.service import PhotoSync
 from posync.photos.settings import PhotoSettings
 from posync.photos.stores import PhotoStore, open_store
 from posync.photos.transfer.engine import TransferPolicy, make_engine
-from posync.transport import ApiKeyAuth, JwtAuth
 
 __all__ = ["build_photo_sync", "build_store", "table_products"]
 

@@ -3,7 +3,7 @@
     connection/timeout/5xx/429 -> HOUnavailableError   401/403 -> AuthenticationError
     other 4xx -> HOErrorResponse(code)                  unreadable JSON -> ProtocolError
 
-:class:`AuthHeaders` turns an ``httpx.Auth`` (``posync.transport.JwtAuth`` or ``ApiKeyAuth``) into headers
+:class:`AuthHeaders` turns an ``httpx.Auth`` (``posync.ho.JwtAuth`` or ``ApiKeyAuth``) into headers
 by driving its public ``sync_auth_flow`` (token requests included), so the JSON calls and the byte engine
 share one token and one renewal path.
 """
