@@ -85,3 +85,15 @@ def server(ho: Any) -> Iterator[Any]:
 
     with serve_in_thread(ho.app) as handle:
         yield handle
+
+
+@pytest.fixture
+def photo_ho() -> Iterator[Any]:
+    """The shipped photo HO, served on loopback; ``image_url`` points at it."""
+    from posync.testing import serve_in_thread
+    from posync.testing.photos import PhotoHO
+
+    ho = PhotoHO()
+    with serve_in_thread(ho.app) as server:
+        ho.base_url = server.url
+        yield ho

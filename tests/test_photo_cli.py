@@ -8,25 +8,14 @@ import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from posync.testing import serve_in_thread
 from posync.testing.photos import PhotoHO
 
 ROOT = Path(__file__).resolve().parent.parent
 Run = Callable[..., subprocess.CompletedProcess[str]]
-
-
-@pytest.fixture
-def photo_ho() -> Iterator[PhotoHO]:
-    ho = PhotoHO()
-    with serve_in_thread(ho.app) as server:
-        ho.base_url = server.url
-        yield ho
 
 
 def runner(ho: PhotoHO, tmp_path: Path, **extra: str) -> Run:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,6 @@ from posync.models.photo import PhotoRecord
 from posync.photos import PhotoSettings, PhotoSync, build_photo_sync
 from posync.photos.decide import ReconcileAction, decide_reconcile
 from posync.photos.stores import DatabaseStore, FileStore, PhotoStore
-from posync.testing import serve_in_thread
 from posync.testing.photos import PhotoHO
 
 PHOTOS = PhotoRecord.__table__  # type: ignore[attr-defined]
@@ -64,14 +62,6 @@ class Outlet:
     def close(self) -> None:
         self.sync.close()
         self.engine.dispose()
-
-
-@pytest.fixture
-def photo_ho() -> Iterator[PhotoHO]:
-    ho = PhotoHO()
-    with serve_in_thread(ho.app) as server:
-        ho.base_url = server.url
-        yield ho
 
 
 def backdate(ho: PhotoHO, photo_id: str) -> None:

@@ -275,13 +275,16 @@ class HostColumnStore:
         data = conn.execute(sa.select(layout.image).where(layout.key.in_(layout.to_key(found[0])))).scalar()
         return None if data is None else bytes(data)
 
-    def read(self, key: str) -> Iterator[bytes]:
+    def _load(self, op: str, key: str) -> bytes | None:
         check_key(key)
         try:
             with self.engine.connect() as conn:
-                data = self._image(conn, key)
+                return self._image(conn, key)
         except SQLAlchemyError as exc:
-            raise self._fail("read", key, exc) from exc
+            raise self._fail(op, key, exc) from exc
+
+    def read(self, key: str) -> Iterator[bytes]:
+        data = self._load("read", key)
         if data is None:
             raise PhotoStoreError(self.kind, "read", key, "no such object")
         return (data[start:start + READ_CHUNK] for start in range(0, len(data), READ_CHUNK))
@@ -302,12 +305,7 @@ class HostColumnStore:
         return {key: StoredObject(key, size, None) for key, (_, size) in found.items()}
 
     def hash(self, key: str) -> str | None:
-        check_key(key)
-        try:
-            with self.engine.connect() as conn:
-                data = self._image(conn, key)
-        except SQLAlchemyError as exc:
-            raise self._fail("hash", key, exc) from exc
+        data = self._load("hash", key)
         return None if data is None else hashlib.md5(data, usedforsecurity=False).hexdigest()
 
     def copy(self, src: str, dst: str) -> None:

@@ -134,6 +134,13 @@ class Staged:
     def begin(self, status: int, headers: Mapping[str, str]) -> None:
         """Called once the status and headers are in, before the first body byte. Below :data:`RESUME_MIN`
         (and when nothing was resumed) the headers are not read: callers may pass an empty mapping."""
+        if not self.resumable:
+            # below RESUME_MIN (never resumed) the bytes wait in memory (workers x RESUME_MIN at most), then
+            # are hashed and written in one go by verdict(): one write instead of one per chunk, and wrong
+            # bytes never reach the disk (bench/README.md, photos)
+            self.offset = 0
+            self._buffer = []
+            return
         append = False
         if status == 206 and self.offset:
             m = _CONTENT_RANGE.match(headers.get("content-range", ""))
@@ -143,21 +150,14 @@ class Staged:
             self._hasher = hashlib.md5(usedforsecurity=False)
         else:
             self.resumed_from = self.offset
-        if not self.resumable:
-            # below RESUME_MIN the bytes wait in memory (workers x RESUME_MIN at most), then are hashed and
-            # written in one go by verdict(): one write instead of one per chunk, and wrong bytes never
-            # reach the disk (bench/README.md, photos)
-            self._buffer = []
-            return
         self._on_disk = True
         try:
-            if self.resumable:
-                validator = _strong_etag(headers.get("etag")) or headers.get("last-modified")
-                if validator:  # written before any byte, so a kill after the first can resume
-                    _write_private(self._meta, json.dumps({"validator": validator}).encode())
-                else:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(self._meta)
+            validator = _strong_etag(headers.get("etag")) or headers.get("last-modified")
+            if validator:  # written before any byte, so a kill after the first can resume
+                _write_private(self._meta, json.dumps({"validator": validator}).encode())
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self._meta)
             # a bare descriptor: a BufferedWriter's open and flush were a visible share of a small photo's cost
             self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC),
                                0o600)
