@@ -147,7 +147,7 @@ def bench_noop(n: int, rounds: int) -> None:
 def bench_stores(n: int, rounds: int) -> None:
     from pydantic import SecretStr
 
-    from posync.photos.stores import DatabaseStore, FileStore, PhotoStore, S3Store
+    from posync.stores import DatabaseStore, FileStore, PhotoStore, S3Store
     from posync.testing.photos.s3 import moto_s3
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server logs every request otherwise

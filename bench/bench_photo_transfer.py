@@ -6,7 +6,7 @@ filesystem store on tmpfs, MD5 and size verified, temp file + rename; beside the
 * seed 001's client: sequential, one new connection per photo (``http.client``), verified, written.
 
 posync's pass (v1 manifest from the reference HO in its own process, bytes from nginx) is timed in-process,
-with both byte engines; ``--cli`` also times ``python -m posync.photos.cli sync`` as a whole process, the
+with both byte engines; ``--cli`` also times ``python -m posync.cli.photos sync`` as a whole process, the
 way rclone's figure is, beside ``python -c "import posync"`` (what any posync process pays before its first
 line of photo code). Rounds are interleaved; the ratios are printed per round and for the medians.
 Needs ``apt-get install -y nginx rclone``.
@@ -138,7 +138,7 @@ def posync_cli(ho_url: str, dest: Path, workers: int) -> float:
            "POSYNC_DB_URL": f"sqlite:///{dest / 'outlet.db'}", "POSYNC_PHOTO_STORE": f"fs:{dest / 'photos'}",
            "POSYNC_PHOTO_PAGE_SIZE": "1000", "POSYNC_PHOTO_WORKERS": str(workers)}
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "posync.photos.cli", "sync", "--no-progress"], check=True, env=env,
+    subprocess.run([sys.executable, "-m", "posync.cli.photos", "sync", "--no-progress"], check=True, env=env,
                    stdout=subprocess.DEVNULL)
     return time.perf_counter() - started
 

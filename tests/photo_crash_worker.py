@@ -17,7 +17,7 @@ import traceback
 
 import posync
 from posync.photos import PhotoSettings, build_photo_sync
-from posync.photos.stores import DatabaseStore, FileStore
+from posync.stores import DatabaseStore, FileStore
 
 
 def work(args: argparse.Namespace) -> None:

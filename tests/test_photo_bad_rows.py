@@ -23,10 +23,11 @@ import pytest
 from hypothesis import given, settings
 
 from posync.errors import ProtocolError
-from posync.photos.decide import LocalPhoto, is_refusal, plan_listed
-from posync.photos.serve import PhotoURLs
-from posync.photos.stores import FileStore
-from posync.photos.wire import RemotePhoto, parse_legacy_page, parse_v1_page
+from posync.ho.photos.wire import parse_legacy_page, parse_v1_page
+from posync.http.photos import PhotoURLs
+from posync.models.photo import LocalPhoto, RemotePhoto, is_refusal
+from posync.services.photos.decide import plan_listed
+from posync.stores import FileStore
 from posync.testing import serve_in_thread
 from posync.testing.photos import ABSENT, PhotoHO
 from tests.test_photo_sync import PHOTOS, Edge, assert_equal_to_ho, make_store, s3_endpoint  # noqa: F401
@@ -379,7 +380,7 @@ def test_cli_sync_prints_its_report_with_the_refused_photos(tmp_path: Path) -> N
                "PYTHONPATH": str(ROOT)}
 
         def run(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run([sys.executable, "-m", "posync.photos.cli", *args], capture_output=True, text=True,
+            return subprocess.run([sys.executable, "-m", "posync.cli.photos", *args], capture_output=True, text=True,
                                   timeout=120, env=env, cwd=ROOT)
 
         for api in ("v1", "legacy"):

@@ -30,17 +30,17 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 import posync
+from posync.errors import PhotoTransferError
 from posync.migrations import upgrade
 from posync.models.photo import PhotoRecord
 from posync.photos import PhotoSettings, PhotoSync, build_photo_sync
-from posync.photos.errors import PhotoTransferError
-from posync.photos.stores import FileStore
-from posync.photos.transfer import staged as staged_module
-from posync.photos.transfer.engine import FetchJob, FetchOutcome, TransferPolicy, make_engine
-from posync.photos.transfer.staged import RESUME_MIN, Staged
+from posync.stores import FileStore
 from posync.testing import serve_in_thread
 from posync.testing.photos import PhotoHO
 from posync.testing.photos.ho import HOPhoto
+from posync.transfer import staged as staged_module
+from posync.transfer.engine import FetchJob, FetchOutcome, TransferPolicy, make_engine
+from posync.transfer.staged import RESUME_MIN, Staged
 
 PHOTOS = PhotoRecord.__table__  # type: ignore[attr-defined]
 ENGINES = ["curl", "urllib3"]

@@ -24,7 +24,7 @@ def runner(ho: PhotoHO, tmp_path: Path, **extra: str) -> Run:
            "POSYNC_DB_URL": f"sqlite:///{tmp_path / 'o.db'}", "POSYNC_PHOTO_STORE": f"fs:{tmp_path / 's'}", **extra}
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "posync.photos.cli", *args], capture_output=True, text=True,
+        return subprocess.run([sys.executable, "-m", "posync.cli.photos", *args], capture_output=True, text=True,
                               timeout=120, env=env, cwd=ROOT)
 
     return run
@@ -92,7 +92,7 @@ def test_help_names_the_exit_codes_and_the_legacy_apis_deletes(tmp_path: Path) -
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "COLUMNS": "200"}
     group = subprocess.run([sys.executable, "-m", "posync.cli", "photos", "--help"], capture_output=True,
                            text=True, timeout=60, env=env, cwd=ROOT)
-    sync = subprocess.run([sys.executable, "-m", "posync.photos.cli", "sync", "--help"], capture_output=True,
+    sync = subprocess.run([sys.executable, "-m", "posync.cli.photos", "sync", "--help"], capture_output=True,
                           text=True, timeout=60, env=env, cwd=ROOT)
     for done in (group, sync):
         text = " ".join(done.stdout.split())
@@ -145,7 +145,7 @@ def test_a_host_table_the_store_cannot_find_is_bad_settings(photo_ho: PhotoHO, t
 
 
 def test_a_pass_that_found_another_running_is_not_ok() -> None:
-    from posync.photos.report import SyncReport
+    from posync.services.photos.report import SyncReport
 
     report = SyncReport(full=False, busy=True)
     assert not report.ok and report.as_dict()["ok"] is False

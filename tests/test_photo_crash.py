@@ -28,7 +28,7 @@ import posync
 from posync.migrations import upgrade
 from posync.models.photo import PhotoRecord
 from posync.photos import PhotoSettings, build_photo_sync
-from posync.photos.stores import DatabaseStore, FileStore, PhotoStore
+from posync.stores import DatabaseStore, FileStore, PhotoStore
 from posync.testing import serve_in_thread
 from posync.testing.photos import PhotoHO
 from tests.test_crash import Lines, stop

@@ -21,14 +21,13 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 import posync
+from posync.http.photos import PhotoURLs, asgi_app, wsgi_app
 from posync.migrations import downgrade, upgrade
 from posync.models import posync_tables
-from posync.models.photo import PhotoRecord
+from posync.models.photo import PhotoRecord, RemotePhoto
 from posync.photos import PhotoSettings, PhotoStoreError, build_photo_sync
-from posync.photos.ops import delete_photo, delete_prefix, delete_product, move_prefix, write_photo
-from posync.photos.serve import PhotoURLs, asgi_app, wsgi_app
-from posync.photos.stores import DatabaseStore, FileStore, PhotoStore
-from posync.photos.wire import RemotePhoto
+from posync.services.photos.ops import delete_photo, delete_prefix, delete_product, move_prefix, write_photo
+from posync.stores import DatabaseStore, FileStore, PhotoStore
 from posync.testing import serve_in_thread
 from posync.testing.photos import PhotoHO
 
@@ -265,7 +264,7 @@ def test_cli_sync_reconcile_status_and_the_exit_code(tmp_path: Path) -> None:
                "POSYNC_DB_URL": f"sqlite:///{tmp_path / 'o.db'}", "POSYNC_PHOTO_STORE": f"fs:{tmp_path / 's'}"}
 
         def run(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run([sys.executable, "-m", "posync.photos.cli", *args], capture_output=True, text=True,
+            return subprocess.run([sys.executable, "-m", "posync.cli.photos", *args], capture_output=True, text=True,
                                   timeout=120, env=env, cwd=ROOT)
 
         done = run("--api", "legacy", "sync", "--no-progress")
@@ -288,7 +287,7 @@ def test_cli_sync_reconcile_status_and_the_exit_code(tmp_path: Path) -> None:
 def test_scheduler_jobs_hourly_incremental_and_nightly_full(engine: Any, tmp_path: Path) -> None:
     from apscheduler.schedulers.background import BackgroundScheduler
 
-    from posync.photos.jobs import FULL_JOB_ID, INCREMENTAL_JOB_ID, photo_jobs, remove_photo_jobs, run_pass
+    from posync.workers.photo_jobs import FULL_JOB_ID, INCREMENTAL_JOB_ID, photo_jobs, remove_photo_jobs, run_pass
 
     photo_ho = PhotoHO()
     with serve_in_thread(photo_ho.app) as server:

@@ -21,8 +21,8 @@ import posync
 from posync.migrations import upgrade
 from posync.models.photo import PhotoRecord
 from posync.photos import PhotoSettings, build_photo_sync
-from posync.photos.decide import PageMark, ReconcileAction, decide_reconcile, pass_shifted, plan_deletes
-from posync.photos.stores import FileStore
+from posync.services.photos.decide import PageMark, ReconcileAction, decide_reconcile, pass_shifted, plan_deletes
+from posync.stores import FileStore
 from posync.testing import serve_in_thread
 from posync.testing.photos import PhotoHO
 

@@ -22,12 +22,12 @@ from sqlmodel import Field
 import posync
 from posync import ConflictStrategy, Direction, Registry, Tracked, TrackedEntity
 from posync.capture import install, suppressed
+from posync.errors import PhotoConfigError, PhotoStoreError
 from posync.migrations import upgrade
 from posync.models.photo import PhotoBlob, PhotoChunk, PhotoRecord
 from posync.photos import PhotoSettings, build_photo_sync
-from posync.photos.errors import PhotoConfigError, PhotoStoreError
-from posync.photos.stores import HostColumn, HostColumnStore, PhotoStore, open_store
-from posync.photos.stores.host import parse_host_column
+from posync.stores import HostColumn, HostColumnStore, PhotoStore, open_store
+from posync.stores.host import parse_host_column
 from posync.testing import serve_in_thread
 from posync.testing.photos import PhotoHO
 from tests.test_photo_stores import SPEC, host_row, host_store_for, host_table, listed, pos_rows

@@ -13,9 +13,9 @@ import posync
 from posync import Registry
 from posync.migrations import upgrade
 from posync.photos import PhotoSettings, build_photo_sync
-from posync.photos.jobs import FULL_JOB_ID, INCREMENTAL_JOB_ID
 from posync.testing import serve_in_thread
 from posync.testing.photos import PhotoHO
+from posync.workers.photo_jobs import FULL_JOB_ID, INCREMENTAL_JOB_ID
 
 
 def test_legacy_api_gets_the_configured_nightly_full_check_which_alone_sees_hos_deletes(

@@ -21,8 +21,8 @@ import posync
 from posync.migrations import upgrade
 from posync.models.photo import PhotoRecord
 from posync.photos import PhotoSettings, PhotoSync, build_photo_sync
-from posync.photos.decide import ReconcileAction, decide_reconcile
-from posync.photos.stores import DatabaseStore, FileStore, PhotoStore
+from posync.services.photos.decide import ReconcileAction, decide_reconcile
+from posync.stores import DatabaseStore, FileStore, PhotoStore
 from posync.testing.photos import PhotoHO
 
 PHOTOS = PhotoRecord.__table__  # type: ignore[attr-defined]

@@ -23,10 +23,10 @@ from pydantic import SecretStr
 from sqlalchemy.engine import Engine
 
 import posync
+from posync.errors import PhotoConfigError, PhotoStoreError
 from posync.migrations import upgrade
 from posync.models.photo import PhotoRecord
-from posync.photos.errors import PhotoConfigError, PhotoStoreError
-from posync.photos.stores import (
+from posync.stores import (
     DatabaseStore,
     FileStore,
     HostColumnStore,

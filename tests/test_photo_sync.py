@@ -20,7 +20,7 @@ import posync
 from posync.migrations import upgrade
 from posync.models.photo import PhotoRecord
 from posync.photos import PhotoSettings, PhotoSync, build_photo_sync
-from posync.photos.stores import DatabaseStore, FileStore, PhotoStore, S3Store
+from posync.stores import DatabaseStore, FileStore, PhotoStore, S3Store
 from posync.testing import serve_in_thread
 from posync.testing.photos import PhotoHO, S3Target
 from posync.testing.photos.s3 import moto_s3

@@ -89,7 +89,7 @@ def run_demo(data_dir: Path | None = None, say: Callable[[str], None] = print,
             f"outlet and HO agree: {agree} (last cycle error: {final.error})")
         server.stop()
         say("-- 5. Product photos: from HO's object storage to the edge store, MD5 verified")
-        from posync.photos.demo import run_photo_demo
+        from posync.demo.photos import run_photo_demo
 
         photos = run_photo_demo(workdir / "photos", say=lambda line: say(f"   {line}"), progress=progress)
         figures["photos"] = {"converged": photos.get("converged"), "noop_requests": photos.get("noop_requests"),

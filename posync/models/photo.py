@@ -1,4 +1,4 @@
-"""Photo replication's tables (posync.photos).
+"""Photo replication's tables and the values the layers pass about (a photo HO lists, a local row's state).
 
 ``posync_photo``            one row per HO product photo: seed 000/001's fields, plus where the bytes stand
                             on this edge (``stored_key``/``stored_checksum``: what the store holds now, which
@@ -11,13 +11,87 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-__all__ = ["PhotoBlob", "PhotoCheckpoint", "PhotoChunk", "PhotoRecord", "PhotoSyncStatus"]
+__all__ = ["INVALID", "REFUSALS", "UNSAFE_KEY", "WAITING", "LocalPhoto", "PhotoBlob", "PhotoCheckpoint", "PhotoChunk",
+           "PhotoRecord", "PhotoSyncStatus", "RemotePhoto", "WorkItem", "is_refusal"]
+
+
+UNSAFE_KEY = "unsafe_key"  # the reason a photo whose object_key could escape the store fails with
+INVALID = "invalid"  # "invalid: size", "invalid: checksum, size": the fields that do not fit
+
+
+WAITING = "waiting for product"
+REFUSALS = (UNSAFE_KEY, f"{INVALID}:")  # sync_error prefixes of a photo the listing refused (issue 15)
+
+
+def is_refusal(error: str | None) -> bool:
+    """A failed row whose error is a listing refusal: HO's row was malformed or its key unsafe. No download
+    can fix that; the listing clears it once HO lists the photo right."""
+    return error is not None and error.startswith(REFUSALS)
+
+
+class LocalPhoto(NamedTuple):
+    """What the outlet knows of a photo, as the listing needs it."""
+
+    id: str
+    product_id: str
+    object_key: str
+    checksum: str
+    meta: tuple[object, ...]  # the metadata columns, in RemotePhoto.meta() order
+    stored_key: str | None
+    stored_checksum: str | None
+    sync_status: str
+    sync_error: str | None
+    tombstoned: bool
+
+
+class WorkItem(NamedTuple):
+    """A photo that needs bytes under ``object_key``."""
+
+    id: str
+    product_id: str
+    object_key: str
+    checksum: str
+    size: int
+    content_type: str
+    image_url: str | None
+    stored_key: str | None
+    stored_checksum: str | None
+    attempts: int
+    sync_status: str
+
+
+@dataclass(frozen=True, slots=True)
+class RemotePhoto:
+    """One photo as HO describes it (either API). ``checksum`` is the MD5 of the bytes, lower-case."""
+
+    id: str
+    product_id: str
+    object_key: str
+    filename: str
+    size: int
+    content_type: str
+    checksum: str
+    version: int
+    is_primary: bool
+    sort_order: int
+    updated_at: datetime | None
+    image_url: str | None
+    created_at: datetime | None = None
+
+    def meta(self) -> dict[str, Any]:
+        """The metadata columns this photo sets on ``posync_photo``."""
+        return {"product_id": self.product_id, "object_key": self.object_key, "filename": self.filename,
+                "size": self.size, "content_type": self.content_type, "checksum": self.checksum,
+                "version": self.version, "is_primary": self.is_primary, "sort_order": self.sort_order,
+                "created_at": self.created_at, "updated_at": self.updated_at, "image_url": self.image_url}
 
 
 class PhotoSyncStatus(StrEnum):

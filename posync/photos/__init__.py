@@ -1,36 +1,23 @@
-"""Product photos from head office to the edge (issue 12; seeds 000, 001, 002).
+"""Product photos from head office to the edge (issue 12; seeds 000, 001, 002): the public names.
 
-Layout (each a use case or one layer)::
+Photo replication lives in posync's layers (docs/architecture.md), like the rest of posync:
 
-    settings.py      PhotoSettings (POSYNC_* / POSYNC_PHOTO_* variables; secrets as SecretStr)
-    app.py           build_photo_sync(settings, engine=...) -> PhotoSync   (the one wiring function)
-    wire.py          HO's two photo APIs as pydantic models -> RemotePhoto / ManifestPage
-    client/          the HO JSON API over httpx: V1Source (seed 001), LegacySource (seed 000), AuthHeaders
-    transfer/        the byte path: staged downloads (streamed MD5 + size, Range/If-Range resume),
-                     engines: curl (pycurl CurlMulti, extra "photos-fast") and urllib3 (pure Python)
-    stores/          PhotoStore and its implementations: FileStore, S3Store (minio), DatabaseStore (posync's
-                     chunked tables), HostColumnStore (the host's own image column, seed 000)
-    decide.py        pure decisions: listed photo -> row, work grouping (dedupe), shifted pass, delete cap,
-                     reconciliation
-    repository.py    the SQL, named by intent
-    listing.py       the manifest pass and checkpoint     transfers.py   the byte pass
-    service.py       PhotoSync: a pass (list, transfer, delete, report), status()
-    ops.py           store + database as one (seed 002): write/delete with compensation, cascades, prefix move
-    reconcile.py     check/fix against HO's listing: orphaned, adopt/fetch, missing, corrupt (decide in
-                     decide.py, act here; the fix ends with a full pass)
-    serve.py         PhotoURLs (local URL with ?v=, HO fallback, placeholder), ASGI and WSGI endpoints
-    cli.py           photos_app (typer): ``photos sync``, ``photos reconcile``, ``photos status``
-    jobs.py          photo_jobs(scheduler, sync): hourly incremental, nightly full (APScheduler 3.x)
-    demo.py          run_photo_demo(data_dir, say=..., progress=...)
+    posync.ho.photos             HO's two photo APIs (seed 001's v1, seed 000's legacy) and their wire models
+    posync.transfer              the byte path: staged downloads (streamed MD5 + size, Range/If-Range resume),
+                                 engines curl (pycurl) and urllib3
+    posync.stores                edge stores: FileStore, S3Store, DatabaseStore, HostColumnStore
+    posync.repositories.photos   the photo SQL, named by intent
+    posync.services.photos       the use cases: decide (pure), listing, transfers, ops, reconcile, PhotoSync
+    posync.workers.photo_jobs    the hourly incremental and nightly full passes on the scheduler
+    posync.app.photos            build_photo_sync(settings, engine=...): the wiring
+    posync.http.photos           PhotoURLs and the ASGI/WSGI endpoints that serve photos
+    posync.cli.photos            ``posync photos sync | reconcile | status``
 
-Entry points for integration: :data:`posync.photos.cli.photos_app`, :class:`PhotoSettings`,
-:func:`build_photo_sync`, :meth:`PhotoSync.sync` / :meth:`PhotoSync.status`, :func:`photo_jobs`,
-:func:`run_photo_demo`, :class:`PhotoURLs`, :func:`asgi_app`, :func:`wsgi_app`. Nothing here connects,
-starts a thread or reads the environment at import time.
+Nothing here connects, starts a thread or reads the environment at import time.
 """
 
-from posync.photos.app import build_photo_sync, build_store, table_products
-from posync.photos.errors import (
+from posync.app.photos import build_photo_sync, build_store, table_products
+from posync.errors import (
     DeleteCapExceeded,
     PhotoConfigError,
     PhotoError,
@@ -38,10 +25,10 @@ from posync.photos.errors import (
     PhotoStoreError,
     PhotoTransferError,
 )
-from posync.photos.report import Progress, SyncReport
-from posync.photos.service import PhotoSync
-from posync.photos.settings import PhotoSettings
-from posync.photos.stores import DatabaseStore, FileStore, HostColumnStore, PhotoStore, S3Store, open_store
+from posync.services.photos.report import Progress, SyncReport
+from posync.services.photos.service import PhotoSync
+from posync.settings import PhotoSettings
+from posync.stores import DatabaseStore, FileStore, HostColumnStore, PhotoStore, S3Store, open_store
 
 __all__ = [
     "DatabaseStore",

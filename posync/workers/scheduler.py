@@ -53,7 +53,7 @@ class EmbeddedScheduler:
             self._scheduler.add_job(self._run_housekeeping, "interval", seconds=self._housekeeping_seconds,
                                     id=HOUSEKEEPING_ID, replace_existing=True, max_instances=1, coalesce=True)
         if self._photos is not None:
-            from posync.photos.jobs import photo_jobs
+            from posync.workers.photo_jobs import photo_jobs
 
             # the hourly incremental pass and the nightly full check, at the minute and hour PhotoSettings
             # gave the PhotoSync; always both: the legacy photo API's deletes are seen by the full check only
@@ -72,7 +72,7 @@ class EmbeddedScheduler:
             if self._scheduler.get_job(job_id) is not None:
                 self._scheduler.remove_job(job_id)
         if self._photos is not None:
-            from posync.photos.jobs import remove_photo_jobs
+            from posync.workers.photo_jobs import remove_photo_jobs
 
             remove_photo_jobs(self._scheduler)
         if self._owns_scheduler and self._scheduler.running:

@@ -218,7 +218,7 @@ class PhotoHO:
             self._minio = Minio(self.s3.endpoint, access_key=self.s3.access_key, secret_key=self.s3.secret_key,
                                 secure=False, region="us-east-1")
             if not self._minio.bucket_exists(self.s3.bucket):
-                from posync.photos.stores.s3 import public_read_policy
+                from posync.stores.s3 import public_read_policy
 
                 self._minio.make_bucket(self.s3.bucket)
                 # seed 001: HO MinIO's product-images bucket is public-read; image_url needs no credentials

@@ -1,0 +1,62 @@
+"""Scheduler jobs for APScheduler 3.x (``BackgroundScheduler.add_job``, as posync/workers/scheduler.py):
+an hourly incremental pass and a nightly full check (seed 001's Celery beat: hourly, and 2 AM full), at
+the minute and hour PhotoSettings give (``photo_incremental_minute``, ``photo_full_hour``), which
+``build_photo_sync`` hands the PhotoSync. Both are always added: with the legacy API (seed 000), whose
+listing reports no deletes, the full check is the only pass that removes photos HO deleted.
+
+    photo_jobs(scheduler, photo_sync)            # add both; the host's scheduler, started by the host
+    remove_photo_jobs(scheduler)
+
+``max_instances=1`` and ``coalesce`` keep one run of each at a time; PhotoSync itself runs one pass at a time
+(a full check that finds an incremental running returns ``busy`` and runs again on its next tick).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from posync.services.photos.service import PhotoSync
+
+__all__ = ["FULL_JOB_ID", "INCREMENTAL_JOB_ID", "photo_jobs", "remove_photo_jobs", "run_pass"]
+
+log = logging.getLogger("posync.photos")
+INCREMENTAL_JOB_ID = "posync-photos-incremental"
+FULL_JOB_ID = "posync-photos-full"
+
+
+def run_pass(photo_sync: PhotoSync, full: bool) -> dict[str, Any] | None:
+    """What a job runs: one pass, errors logged (a failing pass must not kill the job)."""
+    try:
+        report = photo_sync.sync(full=full)
+    except Exception:
+        log.exception("photo %s pass failed", "full" if full else "incremental")
+        return None
+    if not report.ok and not report.busy:
+        log.warning("photo %s pass: %d failed, %d not synced %s, %d deletes held (%s), error: %s",
+                    "full" if full else "incremental", report.failed, report.unsynced, report.states,
+                    report.deletes_held, report.delete_note, report.error)
+    return report.as_dict()
+
+
+def photo_jobs(scheduler: Any, photo_sync: PhotoSync, *, incremental_minute: int | None = None,
+               full_hour: int | None = None, full_minute: int = 0, timezone: str | None = None) -> list[str]:
+    """Add the two jobs to ``scheduler``; returns their ids. The minute and hour default to the
+    PhotoSync's (from PhotoSettings). Times are in ``timezone`` (the scheduler's by default): the outlet's
+    night is what matters for the full check."""
+    if incremental_minute is None:
+        incremental_minute = photo_sync.incremental_minute
+    if full_hour is None:
+        full_hour = photo_sync.full_hour
+    tz = {"timezone": timezone} if timezone else {}
+    scheduler.add_job(run_pass, "cron", args=[photo_sync, False], minute=incremental_minute, id=INCREMENTAL_JOB_ID,
+                      replace_existing=True, max_instances=1, coalesce=True, misfire_grace_time=900, **tz)
+    scheduler.add_job(run_pass, "cron", args=[photo_sync, True], hour=full_hour, minute=full_minute, id=FULL_JOB_ID,
+                      replace_existing=True, max_instances=1, coalesce=True, misfire_grace_time=3600, **tz)
+    return [INCREMENTAL_JOB_ID, FULL_JOB_ID]
+
+
+def remove_photo_jobs(scheduler: Any) -> None:
+    for job_id in (INCREMENTAL_JOB_ID, FULL_JOB_ID):
+        if scheduler.get_job(job_id) is not None:
+            scheduler.remove_job(job_id)
