@@ -4,13 +4,18 @@
     POST /retry/{id}    POST /retry (all dead)    GET /conflicts    POST /resolve/{id}
     POST /checkpoints/reset[?resource=]    POST /reconcile[?resource=&force=1]
 
-Access control is the host's: pass ``authorize(request) -> bool`` (seed 003: admin only). Errors are
-JSON ``{"status": "error", "code", "message"}``: 400/404/409, never a 500 for a caller's mistake.
+Locked by default: without ``authorize(request) -> bool`` (plain or ``async``; seed 003: admin only) every
+route answers 401, unless the host opts out with ``allow_anonymous=True`` (a demo on loopback). A caller
+``authorize`` refuses, or one it fails on, gets 403. ``sync`` is the ``Posync`` or a function returning it,
+for hosts that build it later (a FastAPI lifespan) than they mount the router. Errors are JSON
+``{"status": "error", "code", "message"}``: 400/401/403/404/409, never a 500 for a caller's mistake.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -26,7 +31,10 @@ from posync.models.enums import ItemStatus
 
 __all__ = ["management_app"]
 
+log = logging.getLogger("posync.http")
+
 Handler = Callable[[Request], Awaitable[Response]]
+Authorize = Callable[[Request], bool | Awaitable[bool]]
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
@@ -42,10 +50,37 @@ def _int(request: Request, name: str, default: int, maximum: int = 1000) -> int:
     return int(raw)
 
 
-def management_app(sync: Posync, authorize: Callable[[Request], bool] | None = None) -> Starlette:
+async def _allowed(authorize: Authorize, request: Request) -> bool:
+    try:
+        verdict = authorize(request)
+        if inspect.isawaitable(verdict):
+            verdict = await verdict
+    except Exception:  # the host's check failed: refuse, and say so in the host's log
+        log.exception("management: authorize raised; the request is refused")
+        return False
+    return verdict is True
+
+
+def management_app(sync: Posync | Callable[[], Posync], authorize: Authorize | None = None, *,
+                   allow_anonymous: bool = False) -> Starlette:
+    if authorize is not None and allow_anonymous:
+        raise ConfigurationError("management_app: give authorize or allow_anonymous=True, not both")
+    resolved: list[Posync] = []
+
+    def outlet() -> Posync:
+        if not resolved:
+            built = sync if isinstance(sync, Posync) else sync()
+            if not isinstance(built, Posync):  # the host's lifespan has not built it yet
+                raise PosyncError("posync is not started yet")
+            resolved.append(built)
+        return resolved[0]
+
     def guarded(fn: Callable[[Request], Any]) -> Handler:
         async def endpoint(request: Request) -> Response:
-            if authorize is not None and not authorize(request):
+            if authorize is None and not allow_anonymous:
+                return _error(401, "UNAUTHORIZED", "management is locked: the host gives authorize= "
+                                                   "(or allow_anonymous=True for a demo)")
+            if authorize is not None and not await _allowed(authorize, request):
                 return _error(403, "FORBIDDEN", "management needs an administrator")
             try:
                 return JSONResponse(await fn(request))
@@ -65,14 +100,14 @@ def management_app(sync: Posync, authorize: Callable[[Request], bool] | None = N
         return endpoint
 
     async def status(request: Request) -> Any:
-        return (await run_in_threadpool(sync.manager.status)).as_dict()
+        return (await run_in_threadpool(outlet().manager.status)).as_dict()
 
     async def trigger(request: Request) -> Any:
-        report = await run_in_threadpool(sync.sync_now)
+        report = await run_in_threadpool(outlet().sync_now)
         return {"pushed": report.push.applied, "pulled": report.pull.applied.written, "error": report.error}
 
     async def logs(request: Request) -> Any:
-        return await run_in_threadpool(sync.manager.logs, _int(request, "limit", 100))
+        return await run_in_threadpool(outlet().manager.logs, _int(request, "limit", 100))
 
     async def queue(request: Request) -> Any:
         raw = request.query_params.get("status")
@@ -80,29 +115,29 @@ def management_app(sync: Posync, authorize: Callable[[Request], bool] | None = N
             status_ = ItemStatus(raw) if raw else None
         except ValueError:
             raise ValueError(f"status must be one of {[s.value for s in ItemStatus]}") from None
-        return await run_in_threadpool(sync.manager.queue, status_, _int(request, "limit", 100))
+        return await run_in_threadpool(outlet().manager.queue, status_, _int(request, "limit", 100))
 
     async def retry_one(request: Request) -> Any:
         item_id = request.path_params["item_id"]
-        await run_in_threadpool(sync.manager.retry, item_id)
+        await run_in_threadpool(outlet().manager.retry, item_id)
         return {"retried": 1}
 
     async def retry_all(request: Request) -> Any:
-        return {"retried": await run_in_threadpool(sync.manager.retry_all)}
+        return {"retried": await run_in_threadpool(outlet().manager.retry_all)}
 
     async def reset(request: Request) -> Any:
         resource = request.query_params.get("resource")
-        return {"reset": await run_in_threadpool(sync.reset_checkpoint, resource)}
+        return {"reset": await run_in_threadpool(outlet().reset_checkpoint, resource)}
 
     async def reconcile(request: Request) -> Any:
         resource = request.query_params.get("resource")
         force = request.query_params.get("force") in ("1", "true", "yes")
-        reports = await run_in_threadpool(lambda: sync.reconcile(resource, force=force))
+        reports = await run_in_threadpool(lambda: outlet().reconcile(resource, force=force))
         return [{"resource": r.resource, "skipped": r.skipped, "ho_ids": r.ho_ids, "removed": r.removed,
                  "error": r.error} for r in reports]
 
     async def conflicts(request: Request) -> Any:
-        return await run_in_threadpool(sync.manager.conflicts)
+        return await run_in_threadpool(outlet().manager.conflicts)
 
     async def resolve(request: Request) -> Any:
         try:
@@ -114,7 +149,7 @@ def management_app(sync: Posync, authorize: Callable[[Request], bool] | None = N
         choice = body.get("merged") if isinstance(body.get("merged"), dict) else body.get("choice")
         if not (isinstance(choice, dict) or choice in ("local", "remote")):
             raise ValueError("choice must be 'local' or 'remote', or give a 'merged' record")
-        await run_in_threadpool(sync.manager.resolve, request.path_params["conflict_id"], choice)
+        await run_in_threadpool(outlet().manager.resolve, request.path_params["conflict_id"], choice)
         return {"resolved": request.path_params["conflict_id"]}
 
     return Starlette(routes=[
