@@ -11,6 +11,11 @@ The scripts live in the repository's ``migrations/`` and ship as ``posync._migra
 imported only when there is something to do: a database already at :data:`HEAD` is recognised by one
 read of the version table, so ``import posync`` and every start-up skip Alembic's import and set-up.
 
+posync's tables are posync's: they live in their own ``MetaData`` (``posync.models.metadata``), so the
+host's ``create_all`` never makes them, and :func:`include_object` keeps them out of the host's Alembic
+autogenerate (``context.configure(..., include_object=posync.migrations.include_object)``). ``Posync(...)``
+refuses to start (:func:`require_current`) on a schema posync's migrations did not make.
+
 Several worker processes of one POS start together (``uvicorn --workers 4``): DDL runs one process at a
 time under :func:`locked`, a transaction that holds a lock across processes (PostgreSQL: an advisory
 transaction lock; SQLite: the database's write lock, ``BEGIN IMMEDIATE``). Whoever comes second finds the
@@ -30,12 +35,13 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from posync.errors import StorageError
+from posync.errors import ConfigurationError, StorageError
 
 if TYPE_CHECKING:
     from alembic.config import Config
 
-__all__ = ["HEAD", "VERSION_TABLE", "alembic_config", "current", "downgrade", "locked", "upgrade"]
+__all__ = ["HEAD", "VERSION_TABLE", "alembic_config", "current", "downgrade", "include_object", "locked",
+           "require_current", "upgrade"]
 
 HEAD = "0004"  # the newest script's revision (a test holds it equal to Alembic's own head)
 VERSION_TABLE = "posync_alembic_version"
@@ -142,3 +148,32 @@ def _has_version_table(conn: Connection) -> bool:
     from sqlalchemy import inspect
 
     return inspect(conn).has_table(VERSION_TABLE)
+
+
+def include_object(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
+    """For the host's Alembic ``env.py``: leave posync's tables (and their indexes, constraints and version
+    table) to posync's own migrations, so autogenerate neither drops nor recreates them."""
+    table = name if type_ == "table" else getattr(getattr(obj, "table", None), "name", None)
+    return not (isinstance(table, str) and table.startswith("posync_"))
+
+
+def require_current(engine: Engine) -> None:
+    """Refuse, with the fix in the message, a database whose posync tables posync's migrations did not
+    make or have not brought to :data:`HEAD`."""
+    stamped = _stamped(engine)
+    if stamped == HEAD:
+        return
+    from sqlalchemy import inspect
+
+    with engine.connect() as conn:
+        ours = sorted(n for n in inspect(conn).get_table_names() if n.startswith("posync_") and n != VERSION_TABLE)
+    if stamped is None and ours:
+        raise ConfigurationError(
+            f"posync's tables ({', '.join(ours[:3])}, ...) exist but posync's migrations did not make them (no "
+            f"{VERSION_TABLE}): a create_all of another metadata made them. Drop them and run "
+            "posync.migrations.upgrade(engine) (or `posync db upgrade`)")
+    if stamped is None:
+        raise ConfigurationError("posync's tables are missing: run posync.migrations.upgrade(engine) (or "
+                                 "`posync db upgrade`) before Posync(...)")
+    raise ConfigurationError(f"posync's tables are at revision {stamped}, this posync needs {HEAD}: run "
+                             "posync.migrations.upgrade(engine) (or `posync db upgrade`)")

@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from posync import capture
+from posync import capture, migrations
 from posync.capture import ChangeCapture
 from posync.db import WriteGate
 from posync.errors import ClosedError, ConfigurationError, NotFoundError, ProtocolError, StaleWriteError
@@ -78,6 +78,7 @@ class Posync:
         self.engine = engine
         self.registry = registry
         self.settings = settings
+        migrations.require_current(engine)
         capture.install(engine, registry)
         capture.translate_refusals(engine)
         self.capture = ChangeCapture(registry, clock)

@@ -1,5 +1,8 @@
 """posync's tables (all prefixed ``posync_``) and the ``Tracked`` mixin for the host's tables."""
 
+from sqlalchemy import Table
+
+from posync.models.base import PosyncModel, metadata
 from posync.models.capture import CaptureOff, CaptureReplaced
 from posync.models.checkpoint import Checkpoint
 from posync.models.conflict import ConflictRecord
@@ -20,17 +23,17 @@ __all__ = [
     "ItemStatus",
     "Op",
     "OutboxItem",
+    "PosyncModel",
     "SyncLogEntry",
     "SyncStatus",
     "Tracked",
     "WebhookReceipt",
+    "metadata",
     "posync_tables",
     "utcnow",
 ]
 
 
-def posync_tables() -> list:  # type: ignore[type-arg]
-    """posync's own tables (not the host's), e.g. for ``metadata.create_all(engine, tables=...)``."""
-    from sqlmodel import SQLModel
-
-    return [t for name, t in SQLModel.metadata.tables.items() if name.startswith("posync_")]
+def posync_tables() -> list[Table]:
+    """posync's own tables, in dependency order (they live in :data:`metadata`, never in the host's)."""
+    return list(metadata.sorted_tables)

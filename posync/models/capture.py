@@ -13,18 +13,20 @@ INSERT trigger and read (then removed) by the AFTER INSERT trigger of the same s
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field
+
+from posync.models.base import PosyncModel
 
 __all__ = ["CaptureOff", "CaptureReplaced"]
 
 
-class CaptureOff(SQLModel, table=True):
+class CaptureOff(PosyncModel, table=True):
     __tablename__ = "posync_capture_off"
 
     id: int = Field(primary_key=True)
 
 
-class CaptureReplaced(SQLModel, table=True):
+class CaptureReplaced(PosyncModel, table=True):
     __tablename__ = "posync_capture_replaced"
 
     resource: str = Field(primary_key=True, max_length=100)

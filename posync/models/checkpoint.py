@@ -5,12 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field
+
+from posync.models.base import PosyncModel
 
 __all__ = ["Checkpoint"]
 
 
-class Checkpoint(SQLModel, table=True):
+class Checkpoint(PosyncModel, table=True):
     __tablename__ = "posync_checkpoint"
 
     resource: str = Field(primary_key=True, max_length=100)

@@ -6,14 +6,15 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field
 
+from posync.models.base import PosyncModel
 from posync.models.tracked import utcnow
 
 __all__ = ["ConflictRecord"]
 
 
-class ConflictRecord(SQLModel, table=True):
+class ConflictRecord(PosyncModel, table=True):
     __tablename__ = "posync_conflict"
     __table_args__ = (sa.Index("ix_posync_conflict_open", "status", "resource", "entity_id"),)
 

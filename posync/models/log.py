@@ -5,14 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field
 
+from posync.models.base import PosyncModel
 from posync.models.tracked import utcnow
 
 __all__ = ["SyncLogEntry"]
 
 
-class SyncLogEntry(SQLModel, table=True):
+class SyncLogEntry(PosyncModel, table=True):
     __tablename__ = "posync_sync_log"
     __table_args__ = (sa.Index("ix_posync_sync_log_at", "at"),)
 

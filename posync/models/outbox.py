@@ -6,14 +6,15 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field
 
+from posync.models.base import PosyncModel
 from posync.models.tracked import utcnow
 
 __all__ = ["OutboxItem"]
 
 
-class OutboxItem(SQLModel, table=True):
+class OutboxItem(PosyncModel, table=True):
     __tablename__ = "posync_outbox"
     __table_args__ = (
         # claim: "pending items that are due", oldest first -> a range scan, O(batch) whatever the queue size

@@ -17,7 +17,9 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field
+
+from posync.models.base import PosyncModel
 
 __all__ = ["INVALID", "REFUSALS", "UNSAFE_KEY", "WAITING", "LocalPhoto", "PhotoBlob", "PhotoCheckpoint", "PhotoChunk",
            "PhotoRecord", "PhotoSyncStatus", "RemotePhoto", "WorkItem", "is_refusal"]
@@ -109,7 +111,7 @@ def _tz(nullable: bool = True) -> sa.Column:  # type: ignore[type-arg]
     return sa.Column(sa.DateTime(timezone=True), nullable=nullable)
 
 
-class PhotoRecord(SQLModel, table=True):
+class PhotoRecord(PosyncModel, table=True):
     __tablename__ = "posync_photo"
     __table_args__ = (
         sa.Index("ix_posync_photo_product", "product_id", "is_primary"),
@@ -142,7 +144,7 @@ class PhotoRecord(SQLModel, table=True):
     ho_deleted_at: datetime | None = Field(default=None, sa_column=_tz())
 
 
-class PhotoCheckpoint(SQLModel, table=True):
+class PhotoCheckpoint(PosyncModel, table=True):
     __tablename__ = "posync_photo_checkpoint"
 
     source: str = Field(primary_key=True, max_length=200)
@@ -152,7 +154,7 @@ class PhotoCheckpoint(SQLModel, table=True):
     last_summary: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
 
 
-class PhotoBlob(SQLModel, table=True):
+class PhotoBlob(PosyncModel, table=True):
     __tablename__ = "posync_photo_blob"
 
     object_key: str = Field(primary_key=True, max_length=500)
@@ -163,7 +165,7 @@ class PhotoBlob(SQLModel, table=True):
     stored_at: datetime | None = Field(default=None, sa_column=_tz())
 
 
-class PhotoChunk(SQLModel, table=True):
+class PhotoChunk(PosyncModel, table=True):
     __tablename__ = "posync_photo_chunk"
 
     object_key: str = Field(primary_key=True, max_length=500)

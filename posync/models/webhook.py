@@ -10,12 +10,14 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import Column, DateTime
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field
+
+from posync.models.base import PosyncModel
 
 __all__ = ["WebhookReceipt"]
 
 
-class WebhookReceipt(SQLModel, table=True):
+class WebhookReceipt(PosyncModel, table=True):
     __tablename__ = "posync_webhook_receipt"
 
     message_id: str = Field(primary_key=True, max_length=255)
