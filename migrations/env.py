@@ -10,9 +10,17 @@ from __future__ import annotations
 from typing import Any
 
 from alembic import context
+from sqlalchemy import MetaData
 
 from posync.migrations import VERSION_TABLE
-from posync.models import metadata
+from posync.models import posync_tables
+
+
+def _metadata() -> MetaData:
+    md = MetaData()
+    for table in posync_tables():
+        table.to_metadata(md)
+    return md
 
 
 def _include(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
@@ -36,7 +44,7 @@ def run() -> None:
 
 
 def _configure_and_run(connection: Any) -> None:
-    context.configure(connection=connection, target_metadata=metadata, version_table=VERSION_TABLE,
+    context.configure(connection=connection, target_metadata=_metadata(), version_table=VERSION_TABLE,
                       include_object=_include, render_as_batch=connection.dialect.name == "sqlite",
                       compare_type=True)
     with context.begin_transaction():
