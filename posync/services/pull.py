@@ -30,8 +30,8 @@ from posync.errors import AuthenticationError, HOErrorResponse, HOUnavailableErr
 from posync.ho import HOClient, VersionInfo
 from posync.registry import Registry, TrackedEntity
 from posync.repositories import CheckpointRepository, EntityRepository, LogRepository, OutboxRepository
+from posync.retry import OutagePolicy
 from posync.services.apply import ApplyStats, RemoteApplier
-from posync.services.retry import OutagePolicy
 
 __all__ = ["PullService", "PullStats", "ResourceHealth"]
 

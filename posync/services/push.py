@@ -40,9 +40,9 @@ from posync.ho import HOClient, PushResult, Upload
 from posync.models.enums import ItemStatus, Op, SyncStatus
 from posync.registry import Registry
 from posync.repositories import EntityRepository, LogRepository, OutboxRepository
+from posync.retry import RetryPolicy
 from posync.services.coalesce import coalesce
 from posync.services.conflicts import ConflictHandler, remote_current
-from posync.services.retry import RetryPolicy
 
 __all__ = ["Lease", "PushService", "PushStats"]
 
