@@ -1,4 +1,4 @@
-"""The HTTP core both dialects share: httpx underneath, posync's errors on top.
+"""The HTTP core both dialects and the photo sources share: httpx underneath, posync's errors on top.
 
 Every httpx error and every HTTP status is translated here, so nothing above this module sees httpx:
     connection refused/reset, timeout, 429, 5xx  -> HOUnavailableError (retry_after from the header:
