@@ -25,8 +25,8 @@ from posync.errors import (
 )
 from posync.models import ConflictStrategy, Direction, ItemStatus, Op, SyncStatus, Tracked, posync_tables
 from posync.registry import Registry, TrackedEntity
+from posync.retry import OutagePolicy, RetryDecision, RetryPolicy
 from posync.services.resolve import Decision, LocalSide, Merge, RemoteSide, Resolver
-from posync.services.retry import OutagePolicy, RetryDecision, RetryPolicy
 from posync.settings import PosyncSettings
 
 __version__ = "0.1.0"

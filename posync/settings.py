@@ -17,7 +17,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from posync.errors import ConfigurationError
-from posync.services.retry import OutagePolicy, RetryPolicy
+from posync.retry import OutagePolicy, RetryPolicy
 
 __all__ = ["PhotoSettings", "PosyncSettings", "StrictSettings"]
 

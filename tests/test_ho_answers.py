@@ -12,15 +12,21 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from email.utils import formatdate
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import SecretStr
 
 import posync
 from posync.demo.models import Order, Product
+from posync.errors import HOUnavailableError, ProtocolError
+from posync.ho import ApiKeyAuth, HttpCore
+from posync.ho.photos import V1Source
 from posync.models import OutboxItem
 from posync.testing import ServerHandle, serve_in_thread
 from tests.scripted_ho import ScriptedHO, drip
@@ -318,3 +324,45 @@ def test_a_huge_page_is_applied_in_short_transactions(db_url: str) -> None:
         assert len(commits) >= 10
     finally:
         s.close()
+
+
+@pytest.mark.parametrize("with_date", [False, True])
+def test_a_retry_after_http_date_is_honoured(with_date: bool) -> None:
+    """RFC 9110 lets Retry-After be an HTTP date; the core used to drop it and fall back to its own backoff.
+    Measured from HO's own ``Date`` when it sends one (HO's clock), else from the outlet's."""
+    now = time.time()
+    headers = {"Retry-After": formatdate(now + 30, usegmt=True)}
+    if with_date:  # HO's clock 100 s ahead of ours: the wait is still 30 s
+        headers = {"Retry-After": formatdate(now + 130, usegmt=True), "Date": formatdate(now + 100, usegmt=True)}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(503, headers=headers, json={"code": "UNAVAILABLE", "message": "busy"})
+
+    core = HttpCore("http://ho.test", None, transport=httpx.MockTransport(answer))
+    with pytest.raises(HOUnavailableError) as caught:
+        core.call("GET", "/api/v1/sync/version/")
+    core.close()
+    assert caught.value.status == 503
+    assert caught.value.retry_after is not None and 28.0 <= caught.value.retry_after <= 31.0
+
+
+def test_photo_manifest_calls_go_through_the_core() -> None:
+    """The photo sources call HO through HttpCore (issue 16): its Retry-After and its size limit apply."""
+    answers = iter([httpx.Response(429, headers={"Retry-After": "7"}),
+                    httpx.Response(200, content=b"[" + b"0," * 1000 + b"0]")])
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return next(answers)
+
+    core = HttpCore("http://ho.test", ApiKeyAuth(SecretStr("k"), "outlet-1"), transport=httpx.MockTransport(answer),
+                    max_response_bytes=1024)
+    source = V1Source(core, company_id="c", store_id="s")
+    with pytest.raises(HOUnavailableError) as caught:
+        next(source.pages(None, 10))
+    assert (caught.value.status, caught.value.retry_after) == (429, 7.0)
+    with pytest.raises(ProtocolError, match="limit"):
+        next(source.pages(None, 10))
+    core.close()
+    assert all(r.headers["X-API-Key"] == "k" and r.headers["X-Outlet-ID"] == "outlet-1" for r in seen)

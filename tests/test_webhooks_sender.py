@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from posync.errors import ConfigurationError
 from posync.models.webhook import WebhookReceipt
+from posync.retry import parse_retry_after
 from posync.webhooks import (
     DeliveryOutcome,
     DeliveryResult,
@@ -34,7 +35,6 @@ from posync.webhooks import (
     WebhookSender,
 )
 from posync.webhooks.asgi import create_asgi_app
-from posync.webhooks.sender import parse_retry_after
 from posync.webhooks.testing import serve_asgi
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

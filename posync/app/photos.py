@@ -15,8 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from posync.errors import PhotoConfigError
-from posync.ho import ApiKeyAuth, JwtAuth
-from posync.ho.photos.http import AuthHeaders
+from posync.ho import ApiKeyAuth, HttpCore, JwtAuth
 from posync.ho.photos.sources import LegacySource, PhotoSource, V1Source
 from posync.services.photos.listing import ProductLookup
 from posync.services.photos.service import PhotoSync
@@ -67,17 +66,16 @@ def build_photo_sync(settings: PhotoSettings, *, engine: Engine, store: PhotoSto
     ``products`` overrides ``photo_product_table``; ``transport`` is for tests (httpx's MockTransport)."""
     if products is None and settings.photo_product_table:
         products = table_products(settings.photo_product_table, settings.photo_product_id_column)
-    timeout = httpx.Timeout(settings.request_timeout, connect=min(10.0, settings.request_timeout))
-    # no auth on the client itself: AuthHeaders drives it, for the JSON calls and the byte engine alike
-    http = httpx.Client(base_url=settings.ho_url, timeout=timeout, transport=transport,
-                        headers={"User-Agent": "posync-photos/0.1"})
+    # one client and one auth for the JSON calls; the byte engine takes its headers from the same auth
+    core = HttpCore(settings.ho_url, _auth(settings), timeout=settings.request_timeout, transport=transport,
+                    connect_timeout=min(10.0, settings.request_timeout), headers={"User-Agent": "posync-photos/0.1"})
     store_id = settings.effective_store_id
-    auth_headers = AuthHeaders(http, _auth(settings), settings.ho_url.rstrip("/") + "/api/sync/product-photos/")
+    auth_headers = core.auth_headers("/api/sync/product-photos/")
     source: PhotoSource
     if settings.photo_api == "v1":
-        source = V1Source(http, auth_headers, company_id=settings.company_id, store_id=store_id)
+        source = V1Source(core, company_id=settings.company_id, store_id=store_id)
     elif settings.photo_api == "legacy":
-        source = LegacySource(http, auth_headers, company_id=settings.company_id, store_id=store_id)
+        source = LegacySource(core, company_id=settings.company_id, store_id=store_id)
     else:  # pragma: no cover - the Literal type refuses it first
         raise PhotoConfigError(f"unknown photo API {settings.photo_api!r}")
     policy = TransferPolicy(workers=settings.photo_workers, attempts=settings.photo_attempts,
@@ -89,5 +87,5 @@ def build_photo_sync(settings: PhotoSettings, *, engine: Engine, store: PhotoSto
     key = f"{settings.photo_api}:{settings.company_id}:{store_id}"
     return PhotoSync(engine, source, edge, byte_engine, auth_headers, checkpoint_key=key[:200],
                      page_size=settings.photo_page_size, max_deletes=settings.photo_max_deletes,
-                     deadline_seconds=settings.photo_deadline_seconds, products=products, closers=[http],
+                     deadline_seconds=settings.photo_deadline_seconds, products=products, closers=[core],
                      incremental_minute=settings.photo_incremental_minute, full_hour=settings.photo_full_hour)

@@ -5,6 +5,10 @@ renews: the refresh token first (``/token/refresh/``), a new login if that fails
 more. A token endpoint that refuses the credentials is an :class:`~posync.errors.AuthenticationError`
 (bad configuration, not an outage); one that is down is an :class:`~posync.errors.HOUnavailableError`.
 Every body the flow reads is read within the request's deadline and size limit.
+
+:class:`AuthHeaders` turns either flow into plain headers for requests httpx does not send (the photo byte
+engines, over curl or urllib3), by driving the flow's public ``sync_auth_flow``: the JSON calls and the
+bytes share one token and one renewal path. Made by ``HttpCore.auth_headers``.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Generator
+from typing import Any
 
 import httpx
 from pydantic import SecretStr
@@ -21,9 +26,10 @@ from posync.errors import AuthenticationError, HOUnavailableError, ProtocolError
 from posync.ho.bounded import DEADLINE, read_bounded
 from posync.ho.wire import Token, parse
 
-__all__ = ["ApiKeyAuth", "JwtAuth"]
+__all__ = ["ApiKeyAuth", "AuthHeaders", "JwtAuth"]
 
 _TOKEN_BYTES = 64 * 1024
+AUTH_HEADERS = ("authorization", "x-api-key", "x-outlet-id")
 
 
 class ApiKeyAuth(httpx.Auth):
@@ -126,3 +132,45 @@ class JwtAuth(httpx.Auth):
         except ValueError as exc:
             raise ProtocolError("token endpoint answered without an access token", method="POST",
                                 path=path) from exc
+
+
+class AuthHeaders:
+    """The headers an authenticated request carries (cached until a caller says they were refused)."""
+
+    def __init__(self, http: httpx.Client, auth: httpx.Auth, probe_url: str) -> None:
+        self._http = http  # sends the flow's own token requests
+        self._auth = auth
+        self._probe = probe_url
+        self._lock = threading.Lock()
+        self._headers: dict[str, str] | None = None
+
+    def get(self, *, refresh: bool = False) -> dict[str, str]:
+        with self._lock:
+            if self._headers is None or refresh:
+                self._headers = self._run_flow(refresh)
+            return dict(self._headers)
+
+    def _run_flow(self, refresh: bool) -> dict[str, str]:
+        request = httpx.Request("GET", self._probe)
+        flow = self._auth.sync_auth_flow(request)
+        try:
+            out = self._drive(flow, next(flow), request)
+            if refresh:  # tell the auth its credential was refused: a JwtAuth fetches a new token
+                out = self._drive(flow, flow.send(httpx.Response(401, request=out)), request)
+        except StopIteration:
+            out = request
+        finally:
+            flow.close()
+        return {k: v for k, v in out.headers.items() if k.lower() in AUTH_HEADERS}
+
+    def _drive(self, flow: Any, out: httpx.Request, request: httpx.Request) -> httpx.Request:
+        while out is not request:  # a token request of the auth's own
+            try:
+                response = self._http.send(out, auth=None)  # not through the client's auth: this is its flow
+                response.read()
+            except httpx.TimeoutException as exc:
+                raise HOUnavailableError("token request timed out") from exc
+            except httpx.TransportError as exc:
+                raise HOUnavailableError(f"token request: {type(exc).__name__}") from exc
+            out = flow.send(response)
+        return out

@@ -1,7 +1,8 @@
-"""The HTTP core both dialects share: httpx underneath, posync's errors on top.
+"""The HTTP core both dialects and the photo sources share: httpx underneath, posync's errors on top.
 
 Every httpx error and every HTTP status is translated here, so nothing above this module sees httpx:
-    connection refused/reset, timeout, 429, 5xx  -> HOUnavailableError (retry_after from the header)
+    connection refused/reset, timeout, 429, 5xx  -> HOUnavailableError (retry_after from the header:
+                                                    seconds or an HTTP date)
     401/403 (checked before the body is read)    -> AuthenticationError
     other 4xx                                    -> HOErrorResponse(code, message): posync's
                                                     ``{"code","message"}``, the seed's ``{"error","code"}``
@@ -19,6 +20,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from statistics import median
 from typing import Any
@@ -26,10 +28,18 @@ from typing import Any
 import httpx
 
 from posync import _json
-from posync.errors import AuthenticationError, HOErrorResponse, HOUnavailableError, ProtocolError
+from posync.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    HOErrorResponse,
+    HOUnavailableError,
+    ProtocolError,
+)
+from posync.ho.auth import AuthHeaders
 from posync.ho.bounded import DEADLINE, read_bounded
+from posync.retry import parse_retry_after
 
-__all__ = ["ClockOffset", "HttpCore"]
+__all__ = ["Answer", "ClockOffset", "HttpCore"]
 
 
 class ClockOffset:
@@ -61,14 +71,15 @@ class ClockOffset:
             return bool(self._samples or self._coarse)
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if value is None:
+def _date(response: httpx.Response) -> datetime | None:
+    value = response.headers.get("Date")
+    if not value:
         return None
     try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None  # an HTTP-date: fall back to our own backoff
+        ho_time = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return ho_time if ho_time.tzinfo is not None else ho_time.replace(tzinfo=UTC)
 
 
 def _message(body: Any) -> tuple[str, str]:
@@ -80,18 +91,32 @@ def _message(body: Any) -> tuple[str, str]:
     return str(code)[:100], str(message)[:300]
 
 
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A 2xx answer: its JSON body, and HO's ``Date`` header (whole seconds; None when absent)."""
+
+    body: Any
+    date: datetime | None
+
+
 class HttpCore:
     """One head office. Thread-safe (httpx.Client is)."""
 
     def __init__(self, base_url: str, auth: httpx.Auth | None, *, timeout: float = 30.0,
                  max_response_bytes: int = 64 * 1024 * 1024, transport: httpx.BaseTransport | None = None,
-                 headers: Mapping[str, str] | None = None) -> None:
+                 headers: Mapping[str, str] | None = None, connect_timeout: float | None = None) -> None:
         self.timeout = timeout
+        self.connect_timeout = connect_timeout  # None: the call's whole budget
         self.max_response_bytes = max_response_bytes
         self.clock = ClockOffset()
+        self._auth = auth
         self._http = httpx.Client(base_url=base_url, auth=auth, transport=transport, timeout=httpx.Timeout(timeout),
                                   headers={"User-Agent": "posync/0.1", **(headers or {})})
         self._closed = False
+
+    @property
+    def base_url(self) -> str:
+        return str(self._http.base_url)
 
     def close(self) -> None:
         self._closed = True
@@ -101,17 +126,32 @@ class HttpCore:
     def closed(self) -> bool:
         return self._closed
 
+    def auth_headers(self, probe_path: str) -> AuthHeaders:
+        """This client's credentials as headers, for requests httpx does not send (the photo byte engines):
+        the same auth, so one token and one renewal path. ``probe_path``: a path the headers are made for."""
+        if self._auth is None:
+            raise ConfigurationError("HttpCore.auth_headers: this client has no credentials")
+        return AuthHeaders(self._http, self._auth, self.base_url.rstrip("/") + probe_path)
+
     def call(self, method: str, path: str, *, params: Mapping[str, str] | None = None, json_body: Any = None,
              idempotent: bool = True, timeout: float | None = None) -> Any:
         """Send one request, answer its JSON body (a 2xx), or raise posync's error."""
+        return self.answer(method, path, params=params, json_body=json_body, idempotent=idempotent,
+                           timeout=timeout).body
+
+    def answer(self, method: str, path: str, *, params: Mapping[str, str] | None = None, json_body: Any = None,
+               idempotent: bool = True, timeout: float | None = None) -> Answer:
+        """:meth:`call`, with the answer's ``Date`` header beside the body."""
         budget = timeout or self.timeout
         deadline = time.monotonic() + budget
         content = None if json_body is None else _json.dumps(json_body)
         headers = {"Content-Type": "application/json"} if content is not None else None
         where: dict[str, Any] = {"method": method, "path": path}
         for attempt in (1, 2):
+            remaining = max(0.1, deadline - time.monotonic())
+            connect = remaining if self.connect_timeout is None else min(remaining, self.connect_timeout)
             request = self._http.build_request(method, path, content=content, params=params, headers=headers,
-                                               timeout=httpx.Timeout(max(0.1, deadline - time.monotonic())),
+                                               timeout=httpx.Timeout(remaining, connect=connect),
                                                extensions={DEADLINE: deadline})
             sent = time.time()
             try:
@@ -135,10 +175,14 @@ class HttpCore:
                 raise HOUnavailableError(f"{method} {path}: {type(exc).__name__}", **where) from exc
             except RuntimeError as exc:  # httpx: "Cannot send a request, as the client has been closed"
                 raise HOUnavailableError(f"{method} {path}: {exc}", **where) from exc
-        self._observe_date(response, sent)
+        date = _date(response)
+        if date is not None:  # whole seconds: their midpoint is half a second after the stamp
+            self.clock.observe(date, sent - 0.5, time.time() - 0.5, precise=False)
         if status == 429 or status >= 500:
+            # a Retry-After date is in HO's clock: measured from HO's Date when it sent one
+            now = date.timestamp() if date is not None else time.time()
             raise HOUnavailableError(f"{method} {path}: HO answered {status}", status=status,
-                                     retry_after=_retry_after(response), **where)
+                                     retry_after=parse_retry_after(response.headers.get("Retry-After"), now), **where)
         try:
             parsed = _json.loads(body) if body else None
         except ValueError as exc:
@@ -149,7 +193,7 @@ class HttpCore:
             raise HOErrorResponse(status, code, message)
         if status >= 300:
             raise ProtocolError(f"{method} {path}: HO answered {status}", **where)
-        return parsed
+        return Answer(parsed, date)
 
     def observe(self, timestamp: Any, sent: float, received: float) -> None:
         """A ``sync_timestamp`` or ``timestamp`` from an answer body, for the clock offset estimate."""
@@ -161,16 +205,3 @@ class HttpCore:
             return
         if ho_time.tzinfo is not None:
             self.clock.observe(ho_time, sent, received)
-
-    def _observe_date(self, response: httpx.Response, sent: float) -> None:
-        value = response.headers.get("Date")
-        if not value:
-            return
-        try:
-            ho_time = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return
-        if ho_time.tzinfo is None:
-            ho_time = ho_time.replace(tzinfo=UTC)
-        # a Date header is whole seconds: its midpoint is half a second after the stamp
-        self.clock.observe(ho_time, sent - 0.5, time.time() - 0.5, precise=False)

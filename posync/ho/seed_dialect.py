@@ -15,6 +15,7 @@ from posync.ho.base import PullPage, Upload, VersionInfo
 from posync.ho.http import HttpCore
 from posync.ho.posync_dialect import UPLOAD_PATH, VERSION_PATH, pull_path, records_of, scope_key
 from posync.ho.wire import OffsetPage, PushResult, SeedUploadSummary, SeedVersion, parse, parse_push_results
+from posync.models.enums import PushOutcome
 from posync.registry import TrackedEntity
 
 __all__ = ["SeedHO"]
@@ -81,8 +82,9 @@ class SeedHO:
             raise ProtocolError(f"{what}: HO says {summary.failed} failed but lists {len(failed)}", method="POST",
                                 path=path)
         # a per-record error at this HO may be passing (its database, say): retried, then set aside
-        return [PushResult(idempotency_key=key, status="rejected", code="HO_ERROR", reason=failed[i], retryable=True)
-                if i in failed else PushResult(idempotency_key=key, status="applied")
+        return [PushResult(idempotency_key=key, status=PushOutcome.REJECTED, code="HO_ERROR", reason=failed[i],
+                           retryable=True)
+                if i in failed else PushResult(idempotency_key=key, status=PushOutcome.APPLIED)
                 for i, key in enumerate(keys)]
 
     def scope(self, entity: TrackedEntity) -> str:

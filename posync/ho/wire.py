@@ -7,11 +7,12 @@ values are converted per column later (``posync.codec``), which fails the page t
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr, ValidationError
 
 from posync.errors import ProtocolError
+from posync.models.enums import PushOutcome
 
 __all__ = [
     "PushResult",
@@ -53,7 +54,7 @@ class PushResult(_Wire):
     as a failed attempt of that change, so a broken answer can never leave a change in flight for ever)."""
 
     idempotency_key: StrictStr | None = None
-    status: Literal["applied", "duplicate", "conflict", "rejected", "invalid", "server_error"]
+    status: PushOutcome
     cloud_version: StrictInt | None = None
     current: Current | None = None
     code: str | None = None
@@ -67,19 +68,21 @@ class _Results(_Wire):
 
 def _result(raw: Any, needs_version: bool) -> PushResult:
     if not isinstance(raw, dict):
-        return PushResult(status="invalid", reason="HO's answer to this change is not an object")
-    status = raw.get("status")
+        return PushResult(status=PushOutcome.INVALID, reason="HO's answer to this change is not an object")
     key = raw.get("idempotency_key") if isinstance(raw.get("idempotency_key"), str) else None
     try:
         result = PushResult.model_validate(raw)
     except ValidationError as exc:
         where = ".".join(map(str, exc.errors()[0]["loc"])) or "result"
-        return PushResult(idempotency_key=key, status="invalid",
+        return PushResult(idempotency_key=key, status=PushOutcome.INVALID,
                           reason=f"HO's answer to this change is malformed ({where}: {exc.errors()[0]['msg']})")
-    if status in ("applied", "duplicate") and needs_version and result.cloud_version is None:
-        return PushResult(idempotency_key=key, status="invalid", reason=f"HO answered {status} without a version")
-    if status == "conflict" and result.current is None:
-        return PushResult(idempotency_key=key, status="invalid", reason="HO answered conflict without its record")
+    status = result.status
+    if status in (PushOutcome.APPLIED, PushOutcome.DUPLICATE) and needs_version and result.cloud_version is None:
+        return PushResult(idempotency_key=key, status=PushOutcome.INVALID,
+                          reason=f"HO answered {status} without a version")
+    if status == PushOutcome.CONFLICT and result.current is None:
+        return PushResult(idempotency_key=key, status=PushOutcome.INVALID,
+                          reason="HO answered conflict without its record")
     return result
 
 

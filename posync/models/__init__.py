@@ -6,7 +6,16 @@ from posync.models.base import PosyncModel, metadata
 from posync.models.capture import CaptureOff, CaptureReplaced
 from posync.models.checkpoint import Checkpoint
 from posync.models.conflict import ConflictRecord
-from posync.models.enums import ConflictStrategy, Direction, ItemStatus, Op, SyncStatus
+from posync.models.enums import (
+    ConflictStatus,
+    ConflictStrategy,
+    Direction,
+    ItemStatus,
+    LogKind,
+    Op,
+    PushOutcome,
+    SyncStatus,
+)
 from posync.models.log import SyncLogEntry
 from posync.models.outbox import OutboxItem
 from posync.models.photo import PhotoBlob, PhotoCheckpoint, PhotoChunk, PhotoRecord  # noqa: F401  (posync.photos)
@@ -18,12 +27,15 @@ __all__ = [
     "CaptureReplaced",
     "Checkpoint",
     "ConflictRecord",
+    "ConflictStatus",
     "ConflictStrategy",
     "Direction",
     "ItemStatus",
+    "LogKind",
     "Op",
     "OutboxItem",
     "PosyncModel",
+    "PushOutcome",
     "SyncLogEntry",
     "SyncStatus",
     "Tracked",

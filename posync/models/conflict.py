@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlmodel import Field
 
 from posync.models.base import PosyncModel
+from posync.models.enums import ConflictStatus
 from posync.models.tracked import utcnow
 
 __all__ = ["ConflictRecord"]
@@ -21,7 +22,7 @@ class ConflictRecord(PosyncModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     resource: str = Field(max_length=100)
     entity_id: str = Field(max_length=200)
-    status: str = Field(default="open", max_length=10)  # open | resolved
+    status: str = Field(default=ConflictStatus.OPEN.value, max_length=10)  # a ConflictStatus
     # the local side: the entity's data (None if deleted locally) and its local op
     local_op: str = Field(max_length=10)
     local_data: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(sa.JSON, nullable=True))

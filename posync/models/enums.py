@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["ConflictStrategy", "Direction", "ItemStatus", "Op", "SyncStatus"]
+__all__ = ["ConflictStatus", "ConflictStrategy", "Direction", "ItemStatus", "LogKind", "Op", "PushOutcome",
+           "SyncStatus"]
 
 
 class SyncStatus(StrEnum):
@@ -59,6 +60,39 @@ class ItemStatus(StrEnum):
     DEAD = "dead"
     CONFLICT = "conflict"
     BLOCKED = "blocked"
+
+
+class LogKind(StrEnum):
+    """What a ``posync_sync_log`` row records."""
+
+    PUSH = "push"  # a push batch
+    PULL = "pull"  # a pulled resource
+    RECONCILE = "reconcile"  # local rows HO no longer has, removed
+    RESET = "reset"  # a resource's checkpoint reset: a full pull next
+    CONFLICT = "conflict"  # a conflict opened (manual strategy)
+    REBASED = "rebased"  # a local change rebased on HO's newer version
+    DROPPED = "dropped"  # queued changes given up (HO's side replaced them, or their rows vanished)
+    COALESCED = "coalesced"  # changes that cancelled out before they were sent
+    DEAD = "dead"  # a change set aside for good
+    RESOLVE = "resolve"  # a conflict resolved by hand
+    RETRY = "retry"  # a dead change sent again by hand
+
+
+class ConflictStatus(StrEnum):
+    OPEN = "open"
+    RESOLVED = "resolved"
+
+
+class PushOutcome(StrEnum):
+    """One pushed change's answer. ``invalid``: an answer posync cannot act on; ``server_error``: HO failed
+    on this change alone (found by bisection)."""
+
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    CONFLICT = "conflict"
+    REJECTED = "rejected"
+    INVALID = "invalid"
+    SERVER_ERROR = "server_error"
 
 
 OUTSTANDING = (ItemStatus.PENDING, ItemStatus.INFLIGHT, ItemStatus.DEAD, ItemStatus.CONFLICT, ItemStatus.BLOCKED)

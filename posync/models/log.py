@@ -19,8 +19,7 @@ class SyncLogEntry(PosyncModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(sa.DateTime(timezone=True), nullable=False))
-    # push | pull | conflict | dropped | dead | resolve | resync | retry
-    kind: str = Field(max_length=20)
+    kind: str = Field(max_length=20)  # a LogKind
     resource: str | None = Field(default=None, max_length=100)
     entity_id: str | None = Field(default=None, max_length=200)
     count: int = 0

@@ -7,6 +7,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
+from posync.models.enums import LogKind
 from posync.models.log import SyncLogEntry
 from posync.repositories.errors import storage_errors
 
@@ -18,13 +19,13 @@ _INSERT = T.insert()
 
 @storage_errors
 class LogRepository:
-    def add(self, conn: Connection, kind: str, at: datetime, *, resource: str | None = None,
+    def add(self, conn: Connection, kind: LogKind, at: datetime, *, resource: str | None = None,
             entity_id: str | None = None, count: int = 0, detail: str | None = None,
             duration_ms: float | None = None) -> None:
         # one statement object, values as parameters: SQLAlchemy compiles it once (values() baked into a
         # new statement cost a cache-key walk on every push batch)
-        conn.execute(_INSERT, {"kind": kind, "at": at, "resource": resource, "entity_id": entity_id, "count": count,
-                               "detail": detail, "duration_ms": duration_ms})
+        conn.execute(_INSERT, {"kind": kind.value, "at": at, "resource": resource, "entity_id": entity_id,
+                               "count": count, "detail": detail, "duration_ms": duration_ms})
 
     def recent(self, conn: Connection, *, limit: int = 100, kind: str | None = None) -> list[RowMapping]:
         stmt = sa.select(T).order_by(T.c.id.desc()).limit(limit)
@@ -32,5 +33,5 @@ class LogRepository:
             stmt = stmt.where(T.c.kind == kind)
         return list(conn.execute(stmt).mappings())
 
-    def last_at(self, conn: Connection, kind: str) -> datetime | None:
-        return conn.execute(sa.select(sa.func.max(T.c.at)).where(T.c.kind == kind)).scalar()
+    def last_at(self, conn: Connection, kind: LogKind) -> datetime | None:
+        return conn.execute(sa.select(sa.func.max(T.c.at)).where(T.c.kind == kind.value)).scalar()

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 
 from posync.errors import ConflictStateError, NotFoundError, ProtocolError
 from posync.ho.wire import Current
-from posync.models.enums import ItemStatus, Op, SyncStatus
+from posync.models.enums import ConflictStatus, ItemStatus, LogKind, Op, SyncStatus
 from posync.registry import Registry, TrackedEntity, parse_timestamp
 from posync.repositories import ConflictRepository, EntityRepository, LogRepository, OutboxRepository
 from posync.services.resolve import Decision, LocalSide, Merge, RemoteSide, decide
@@ -99,7 +99,7 @@ class ConflictHandler:
         if decision is Decision.TAKE_REMOTE:
             self._take_remote(conn, entity, entity_id, remote, local.row is not None, now)
             self._outbox.delete(conn, [i["id"] for i in mine])
-            self._logs.add(conn, "dropped", now, resource=entity.resource, entity_id=entity_id,
+            self._logs.add(conn, LogKind.DROPPED, now, resource=entity.resource, entity_id=entity_id,
                            count=len(mine), detail=f"{source}: cloud's v{remote.version} replaced local change")
         elif decision is Decision.MANUAL:
             cid = self._conflicts.record(
@@ -110,7 +110,7 @@ class ConflictHandler:
             self._outbox.set_status(conn, [i["id"] for i in mine], ItemStatus.CONFLICT)
             if local.row is not None:
                 self._entities.set_status(conn, entity, entity_id, SyncStatus.CONFLICT)
-            self._logs.add(conn, "conflict", now, resource=entity.resource, entity_id=entity_id,
+            self._logs.add(conn, LogKind.CONFLICT, now, resource=entity.resource, entity_id=entity_id,
                            detail=f"{source}: conflict #{cid} waits for a manual resolution")
         else:
             exists = local.row is not None
@@ -118,7 +118,7 @@ class ConflictHandler:
                 self._entities.write_local(conn, entity, entity_id, decision.data, now)
                 exists = True
             self._requeue_local(conn, entity, entity_id, remote, mine, exists, now)
-            self._logs.add(conn, "rebased", now, resource=entity.resource, entity_id=entity_id,
+            self._logs.add(conn, LogKind.REBASED, now, resource=entity.resource, entity_id=entity_id,
                            detail=f"{source}: local change re-based on cloud's v{remote.version}")
         return decision
 
@@ -171,7 +171,7 @@ class ConflictHandler:
         record = self._conflicts.get(conn, conflict_id)
         if record is None:
             raise NotFoundError("conflict", conflict_id)
-        if record["status"] != "open":
+        if record["status"] != ConflictStatus.OPEN:
             raise ConflictStateError(f"conflict {conflict_id} is already {record['status']}")
         if not (isinstance(choice, dict) or choice in ("local", "remote")):
             raise ConflictStateError("choice must be 'local', 'remote' or a merged record")
@@ -193,6 +193,6 @@ class ConflictHandler:
             self._requeue_local(conn, entity, entity_id, remote, local.items, exists, now)
             resolution = "merged" if isinstance(choice, dict) else "local"
         self._conflicts.resolve(conn, conflict_id, resolution, now)
-        self._logs.add(conn, "resolve", now, resource=entity.resource, entity_id=entity_id,
+        self._logs.add(conn, LogKind.RESOLVE, now, resource=entity.resource, entity_id=entity_id,
                        detail=f"conflict #{conflict_id} resolved: {resolution}")
 

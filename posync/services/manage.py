@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection, Engine, RowMapping
 from posync import capture
 from posync.db import WriteGate, write_transaction
 from posync.errors import ConflictStateError, NotFoundError
-from posync.models.enums import ItemStatus, SyncStatus
+from posync.models.enums import ConflictStatus, ItemStatus, LogKind, SyncStatus
 from posync.registry import Registry
 from posync.repositories import (
     CheckpointRepository,
@@ -123,8 +123,8 @@ class SyncManager:
             return StatusReport(
                 queue=self._outbox.counts(conn),
                 open_conflicts=self._conflicts.count_open(conn),
-                last_push_at=_aware(self._logs.last_at(conn, "push")),
-                last_pull_at=_aware(self._logs.last_at(conn, "pull")),
+                last_push_at=_aware(self._logs.last_at(conn, LogKind.PUSH)),
+                last_pull_at=_aware(self._logs.last_at(conn, LogKind.PULL)),
                 checkpoints=[_row(r) for r in self._checkpoints.all(conn)],
                 online=worker.online if worker else True,
                 auth_error=worker.auth_error if worker else None,
@@ -144,13 +144,13 @@ class SyncManager:
         with self._engine.connect() as conn:
             return [_row(r) for r in self._logs.recent(conn, limit=limit, kind=kind)]
 
-    def conflicts(self, status: str | None = "open", limit: int = 100) -> list[dict[str, Any]]:
+    def conflicts(self, status: str | None = ConflictStatus.OPEN.value, limit: int = 100) -> list[dict[str, Any]]:
         """Conflicts, newest first; an open one shows the local side as it is now."""
         with self._engine.connect() as conn:
             out = []
             for record in self._conflicts.find(conn, status=status, limit=limit):
                 row = dict(record)
-                if row["status"] == "open":
+                if row["status"] == ConflictStatus.OPEN:
                     now = self._handler.local_now(conn, row["resource"], row["entity_id"])
                     if now is not None:
                         row["local_op"], row["local_data"] = now
@@ -196,5 +196,5 @@ class SyncManager:
         self._outbox.reset_many(conn, followers, {"status": ItemStatus.PENDING.value, "available_at": now})
         if item["resource"] in self._registry and status == ItemStatus.DEAD.value:
             self._entities.set_status(conn, self._registry[item["resource"]], item["entity_id"], SyncStatus.PENDING)
-        self._logs.add(conn, "retry", datetime.fromtimestamp(now, UTC), resource=key[0], entity_id=key[1],
+        self._logs.add(conn, LogKind.RETRY, datetime.fromtimestamp(now, UTC), resource=key[0], entity_id=key[1],
                        detail=f"queue item {item['id']} retried on demand")

@@ -28,10 +28,11 @@ from posync import _gc
 from posync.db import WriteGate, write_transaction
 from posync.errors import AuthenticationError, HOErrorResponse, HOUnavailableError, PosyncError
 from posync.ho import HOClient, VersionInfo
+from posync.models.enums import LogKind
 from posync.registry import Registry, TrackedEntity
 from posync.repositories import CheckpointRepository, EntityRepository, LogRepository, OutboxRepository
+from posync.retry import OutagePolicy
 from posync.services.apply import ApplyStats, RemoteApplier
-from posync.services.retry import OutagePolicy
 
 __all__ = ["PullService", "PullStats", "ResourceHealth"]
 
@@ -194,7 +195,7 @@ class PullService:
         with self.transaction() as conn:
             if ho_version is not None and settled and passes.version_settled(ho_version.split("@")[0], settled):
                 self.checkpoints.save(conn, entity.resource, ho_version=ho_version)
-            self.logs.add(conn, "pull", self.now(), resource=entity.resource,
+            self.logs.add(conn, LogKind.PULL, self.now(), resource=entity.resource,
                            count=stats.applied.written + stats.applied.deleted - before[1],
                            duration_ms=(time.perf_counter() - started) * 1000,
                            detail=f"{stats.pages - before[0]} pages, {stats.applied.conflicts} conflicts")
@@ -227,7 +228,7 @@ class PullService:
         with self.transaction() as conn:
             for name in names:
                 self.checkpoints.save(conn, name, cursor=None, ho_version=None, reconcile_marker=None)
-                self.logs.add(conn, "reset", self.now(), resource=name, detail="checkpoint reset: full pull next")
+                self.logs.add(conn, LogKind.RESET, self.now(), resource=name, detail="checkpoint reset: full pull next")
         for name in names:
             self.health.pop(name, None)
         return names

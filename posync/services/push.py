@@ -37,19 +37,19 @@ from posync import _gc
 from posync.db import WriteGate, write_transaction
 from posync.errors import HOErrorResponse, HOUnavailableError, TransportError
 from posync.ho import HOClient, PushResult, Upload
-from posync.models.enums import ItemStatus, Op, SyncStatus
+from posync.models.enums import ItemStatus, LogKind, Op, PushOutcome, SyncStatus
 from posync.registry import Registry
 from posync.repositories import EntityRepository, LogRepository, OutboxRepository
+from posync.retry import RetryPolicy
 from posync.services.coalesce import coalesce
 from posync.services.conflicts import ConflictHandler, remote_current
-from posync.services.retry import RetryPolicy
 
 __all__ = ["Lease", "PushService", "PushStats"]
 
 log = logging.getLogger("posync.push")
 
 _OP_BY_VALUE = {op.value: op for op in Op}  # a dict lookup: Op(value) costs microseconds, per claimed item
-_ACCEPTED = frozenset({"applied", "duplicate"})
+_ACCEPTED = frozenset({PushOutcome.APPLIED, PushOutcome.DUPLICATE})
 # A claim reads at most this many due items per change it may claim (items it cannot claim: entities in
 # flight or waiting out a backoff), so that its cost stays O(batch) whatever the queue holds
 _MAX_SCAN = 4
@@ -228,12 +228,12 @@ class PushService:
         self._outbox.delete(conn, folded + nothing + vanished)
         self._outbox.set_status(conn, unknown, ItemStatus.DEAD, error="resource is not registered")
         if nothing:
-            self._logs.add(conn, "coalesced", _dt(now), count=len(nothing),
+            self._logs.add(conn, LogKind.COALESCED, _dt(now), count=len(nothing),
                            detail="created and deleted before HO saw them: nothing to send")
         if vanished:
             log.warning("%d queued changes refer to rows that are gone without a captured delete; dropped",
                         len(vanished))
-            self._logs.add(conn, "dropped", _dt(now), count=len(vanished),
+            self._logs.add(conn, LogKind.DROPPED, _dt(now), count=len(vanished),
                            detail="rows gone without a captured delete")
         return leases, len(nothing)
 
@@ -269,7 +269,8 @@ class PushService:
             if not healthy:
                 raise  # HO fails on everything: an outage, nobody's fault
             if len(leases) == 1:
-                return {leases[0].item_id: PushResult(status="server_error", reason=f"HO failed on this change: {exc}")}
+                return {leases[0].item_id: PushResult(status=PushOutcome.SERVER_ERROR,
+                                                      reason=f"HO failed on this change: {exc}")}
             mid = len(leases) // 2
             return self._deliver(leases[:mid], healthy) | self._deliver(leases[mid:], healthy)
 
@@ -412,7 +413,7 @@ class PushService:
                 continue  # our lease ran out and another worker owns this change now
             status = result.status
             if status in _ACCEPTED:
-                if status == "applied":
+                if status == PushOutcome.APPLIED:
                     applied += 1
                 else:
                     duplicates += 1
@@ -423,7 +424,7 @@ class PushService:
                     if lease.op is not Op.DELETE:
                         accepted[lease.resource].append((lease.entity_id, version, lease.pushed_version))
                     rebases.append((lease.resource, lease.entity_id, version))
-            elif status == "conflict" and result.current is not None and result.current.deleted \
+            elif status == PushOutcome.CONFLICT and result.current is not None and result.current.deleted \
                     and lease.op is Op.CREATE:
                 # HO has the key as a tombstone (the outlet deleted it earlier, or someone did): nothing of
                 # HO's is lost by a new life of it, whatever the strategy. Resent based on the tombstone,
@@ -431,12 +432,12 @@ class PushService:
                 self._outbox.reset(conn, lease.item_id, {
                     "status": ItemStatus.PENDING.value, "available_at": now, "base_version": result.current.version,
                     "idempotency_key": None, "payload": None})
-            elif status == "conflict" and result.current is not None:
+            elif status == PushOutcome.CONFLICT and result.current is not None:
                 stats.conflicts += 1
                 entity = self._registry[lease.resource]
                 self._handler.handle(conn, entity, lease.entity_id, remote_current(result.current),
                                      source="push", own_item_id=lease.item_id)
-            elif status == "rejected":
+            elif status == PushOutcome.REJECTED:
                 stats.rejected += 1
                 reason = f"{result.code or 'REJECTED'}: {result.reason or ''}"
                 if result.retryable:
@@ -454,7 +455,7 @@ class PushService:
             waiting = {entity_id for (res, entity_id) in queued if res == resource}
             self._entities.mark_pushed(conn, self._registry[resource], rows, waiting)
         self._outbox.rebase_followers(conn, rebases, queued)
-        self._logs.add(conn, "push", _dt(now), count=len(done), duration_ms=duration_ms,
+        self._logs.add(conn, LogKind.PUSH, _dt(now), count=len(done), duration_ms=duration_ms,
                        detail=f"{stats.applied} applied, {stats.duplicates} duplicate, "
                               f"{stats.conflicts} conflict, {stats.rejected} rejected")
 
@@ -476,7 +477,7 @@ class PushService:
         self._outbox.set_status(conn, followers, ItemStatus.BLOCKED)
         if not lease.append_only and lease.op is not Op.DELETE:
             self._entities.set_status(conn, self._registry[lease.resource], lease.entity_id, SyncStatus.FAILED)
-        self._logs.add(conn, "dead", _dt(now), resource=lease.resource, entity_id=lease.entity_id, detail=reason)
+        self._logs.add(conn, LogKind.DEAD, _dt(now), resource=lease.resource, entity_id=lease.entity_id, detail=reason)
         log.warning("change set aside: %s %s:%s (%s)", lease.op.value, lease.resource, lease.entity_id, reason)
 
 

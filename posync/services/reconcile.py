@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from posync.errors import PosyncError, ProtocolError
-from posync.models.enums import OUTSTANDING
+from posync.models.enums import OUTSTANDING, LogKind
 from posync.registry import TrackedEntity
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ def remove_gone(service: PullService, entity: TrackedEntity, live: set[str], *, 
         service.entities.delete(conn, entity, gone)
         if checkpoint:
             service.checkpoints.save(conn, entity.resource, **checkpoint)
-        service.logs.add(conn, "reconcile", service.now(), resource=entity.resource, count=len(gone),
+        service.logs.add(conn, LogKind.RECONCILE, service.now(), resource=entity.resource, count=len(gone),
                          detail=f"{len(live)} records at HO, {len(gone)} local rows removed")
     return len(gone)
 

@@ -16,13 +16,13 @@ end too soon, a 416 to a resume); a staging folder that refuses a write is ``no_
 
 from __future__ import annotations
 
-import random
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from posync.errors import PhotoConfigError, PhotoTransferError
+from posync.retry import backoff
 from posync.transfer.staged import Staged, StagingFailed
 
 __all__ = ["ByteEngine", "FetchJob", "FetchOutcome", "TransferPolicy", "make_engine"]
@@ -49,8 +49,8 @@ class TransferPolicy:
     backoff_max: float = 8.0
 
     def backoff(self, attempt: int) -> float:
-        """Seconds before attempt ``attempt + 1`` (full jitter, capped)."""
-        return random.uniform(0.5, 1.0) * min(self.backoff_max, self.backoff_initial * 2.0 ** (attempt - 1))
+        """Seconds before attempt ``attempt + 1`` (doubling from ``backoff_initial``, capped, equal jitter)."""
+        return backoff(attempt, self.backoff_initial, self.backoff_max)
 
 
 @dataclass(slots=True)

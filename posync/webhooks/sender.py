@@ -16,7 +16,6 @@ policy value expresses more plainly than a decorator's predicates.
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
 import random
@@ -24,18 +23,17 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC
 from enum import StrEnum
 from typing import Any
 
 import httpx
 
 from posync.errors import ConfigurationError
+from posync.retry import RetryDecision, backoff, parse_retry_after
 from posync.webhooks.events import EventType
 from posync.webhooks.signing import Signer
 
-__all__ = ["DeliveryOutcome", "DeliveryResult", "RetryDecision", "SenderRetryPolicy", "WebhookSender",
-           "parse_retry_after"]
+__all__ = ["DeliveryOutcome", "DeliveryResult", "SenderRetryPolicy", "WebhookSender"]
 
 logger = logging.getLogger("posync.webhooks.sender")
 
@@ -61,27 +59,6 @@ class DeliveryResult:
         return self.outcome is DeliveryOutcome.DELIVERED
 
 
-@dataclass(frozen=True, slots=True)
-class RetryDecision:
-    delay: float
-
-
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date); None if absent/garbled."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():  # isdigit() alone takes "²", which float() refuses
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, when.timestamp() - now)
-
-
 @dataclass(frozen=True)
 class SenderRetryPolicy:
     max_attempts: int = 5
@@ -97,8 +74,7 @@ class SenderRetryPolicy:
             raise ConfigurationError("SenderRetryPolicy: multiplier must be >= 1")
 
     def backoff(self, attempt: int, rng: random.Random | None = None) -> float:
-        base = min(self.max_delay, self.initial_delay * self.multiplier ** max(0, attempt - 1))
-        return base / 2 + (rng or random).uniform(0, base / 2)
+        return backoff(attempt, self.initial_delay, self.max_delay, self.multiplier, rng)
 
     def decide(self, attempt: int, status: int | None, retry_after: float | None = None,
                rng: random.Random | None = None) -> RetryDecision | None:

@@ -20,9 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from posync.errors import AuthenticationError, HOUnavailableError, PosyncError, TransportError
+from posync.retry import OutagePolicy
 from posync.services.pull import PullService, PullStats
 from posync.services.push import PushService, PushStats
-from posync.services.retry import OutagePolicy
 
 __all__ = ["CycleReport", "SyncWorker"]
 

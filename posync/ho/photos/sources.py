@@ -5,6 +5,14 @@ shifted pass. v1's bytes come straight from ``image_url`` (HO MinIO): only an ht
 credentials go only to HO's own origin, never to another host. The older API's bytes come from
 ``/api/sync/product-photos/<id>/download/`` with the Bearer token, and per-photo results go back to
 ``/api/sync/product-photos/status/``.
+
+The JSON calls go through :class:`~posync.ho.http.HttpCore`, with its deadline, size limit and errors:
+
+    connection/timeout/5xx/429 -> HOUnavailableError (with Retry-After)   401/403 -> AuthenticationError
+    other 4xx -> HOErrorResponse(code)                                   unreadable JSON -> ProtocolError
+
+A 401 renews a JWT once (``JwtAuth``). The byte requests' credentials come from the same auth
+(``HttpCore.auth_headers``): one token, one renewal path.
 """
 
 from __future__ import annotations
@@ -15,10 +23,8 @@ from datetime import datetime
 from typing import Any, Protocol
 from urllib.parse import quote, urljoin, urlsplit
 
-import httpx
-
 from posync.errors import PhotoTransferError
-from posync.ho.photos.http import AuthHeaders, date_header, request_json
+from posync.ho.http import HttpCore
 from posync.ho.photos.wire import ManifestPage, parse_legacy_page, parse_v1_page
 
 __all__ = ["ByteRequest", "LegacySource", "PhotoReport", "PhotoSource", "V1Source"]
@@ -63,16 +69,15 @@ def same_origin(a: str, b: str) -> bool:
 
 
 class _Base:
-    def __init__(self, http: httpx.Client, auth_headers: AuthHeaders, *, company_id: str, store_id: str) -> None:
-        self.http = http
-        self.auth_headers = auth_headers
+    def __init__(self, core: HttpCore, *, company_id: str, store_id: str) -> None:
+        self.core = core
         self.company_id = company_id
         self.store_id = store_id
         self.requests = 0
 
     @property
     def base_url(self) -> str:
-        return str(self.http.base_url)
+        return self.core.base_url
 
 
 class V1Source(_Base):
@@ -87,8 +92,7 @@ class V1Source(_Base):
             if since is not None:
                 body["updated_since"] = _iso(since)
             self.requests += 1
-            data, _ = request_json(self.http, self.auth_headers, "POST", self.PATH, json_body=body)
-            page = parse_v1_page(data)
+            page = parse_v1_page(self.core.call("POST", self.PATH, json_body=body))
             yield page
             if not page.has_more or page.next_offset is None or page.next_offset <= offset:
                 return
@@ -123,8 +127,8 @@ class LegacySource(_Base):
             if since is not None:
                 params["since"] = _iso(since)
             self.requests += 1
-            data, response = request_json(self.http, self.auth_headers, "GET", self.PATH, params=params)
-            page = parse_legacy_page(data, date_header(response))
+            answer = self.core.answer("GET", self.PATH, params=params)
+            page = parse_legacy_page(answer.body, answer.date)
             yield page
             if not page.has_more or page.next_offset is None or page.next_offset <= offset:
                 return
@@ -141,7 +145,6 @@ class LegacySource(_Base):
                       "synced_at": _iso(r.synced_at) if r.synced_at else None, "error": r.error}
                      for r in results[start:start + self.REPORT_BATCH]]
             self.requests += 1
-            request_json(self.http, self.auth_headers, "POST", f"{self.PATH}status/",
-                         json_body={"store_id": self.store_id, "sync_batch": batch})
+            self.core.call("POST", f"{self.PATH}status/", json_body={"store_id": self.store_id, "sync_batch": batch})
             sent += 1
         return sent

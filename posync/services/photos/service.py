@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine
 
 from posync.db import write_transaction
 from posync.errors import DeleteCapExceeded, HOErrorResponse, PhotoStoreError, TransportError
-from posync.ho.photos.http import AuthHeaders
+from posync.ho.auth import AuthHeaders
 from posync.ho.photos.sources import PhotoSource
 from posync.models.photo import PhotoSyncStatus
 from posync.repositories import photos as repo

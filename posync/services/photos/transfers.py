@@ -26,11 +26,12 @@ from sqlalchemy.engine import Engine
 
 from posync.db import write_transaction
 from posync.errors import PhotoStoreError, PhotoTransferError
-from posync.ho.photos.http import AuthHeaders
+from posync.ho.auth import AuthHeaders
 from posync.ho.photos.sources import ByteRequest, PhotoReport, PhotoSource
 from posync.ho.photos.wire import key_refusal
 from posync.models.photo import UNSAFE_KEY, WAITING, PhotoSyncStatus, WorkItem
 from posync.repositories import photos as repo
+from posync.retry import backoff_base
 from posync.services.photos.committer import Committer
 from posync.services.photos.decide import WorkGroup, group_work
 from posync.services.photos.listing import Lister
@@ -45,8 +46,9 @@ log = logging.getLogger("posync.photos")
 
 
 def retry_after(attempts: int) -> timedelta:
-    """Backoff between passes for a photo that keeps failing: 30 s doubling, at most an hour."""
-    return timedelta(seconds=min(3600.0, 30.0 * 2 ** max(0, attempts)))
+    """Backoff between passes for a photo that keeps failing: 30 s doubling, at most an hour (no jitter: a
+    pass comes every few minutes anyway). ``attempts`` counts the failures before this one."""
+    return timedelta(seconds=backoff_base(attempts + 1, 30.0, 3600.0))
 
 
 def _split_unsafe(items: list[WorkItem]) -> tuple[list[WorkItem], list[tuple[WorkItem, str]]]:

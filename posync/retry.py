@@ -1,0 +1,113 @@
+"""Retrying, in one place: the backoff curve, the policies that decide, and HTTP's Retry-After.
+
+Every backoff in posync is ``initial * multiplier ** (failures - 1)``, capped at ``maximum``
+(:func:`backoff_base`). Most callers add "equal jitter" (:func:`backoff`): half the delay is fixed, half
+random, so retries of many clients spread out but never come early. Users:
+
+* :class:`RetryPolicy`   per-change retries of the push (dead-letter after ``max_retries``)
+* :class:`OutagePolicy`  the whole queue while HO is unreachable (HO's Retry-After is a floor)
+* ``posync.webhooks.sender.SenderRetryPolicy``, ``posync.transfer.engine.TransferPolicy`` (jittered)
+* ``posync.services.photos.transfers.retry_after`` (between photo passes, no jitter)
+
+:func:`parse_retry_after` reads a Retry-After header (RFC 9110 §10.2.3): delay-seconds or an HTTP date.
+This module imports nothing from posync, so the adapters (HO clients, byte engines) may use it.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import re
+from dataclasses import dataclass
+from datetime import UTC
+
+__all__ = ["OutagePolicy", "RetryDecision", "RetryPolicy", "backoff", "backoff_base", "parse_retry_after"]
+
+# delay-seconds is 1*DIGIT; a fraction or a sign is tolerated (an HO that sends "1.5" or "-1" means it)
+_SECONDS = re.compile(r"[+-]?[0-9]+(?:\.[0-9]*)?")
+
+
+def backoff_base(failures: int, initial: float, maximum: float, multiplier: float = 2.0) -> float:
+    """The un-jittered delay after ``failures`` failures (1 -> ``initial``), at most ``maximum``."""
+    if initial <= 0:
+        return min(maximum, max(0.0, initial))
+    try:
+        grown = initial * multiplier ** max(0, failures - 1)
+    except OverflowError:  # thousands of failures: far beyond any maximum
+        return maximum
+    return min(maximum, grown)
+
+
+def backoff(failures: int, initial: float, maximum: float, multiplier: float = 2.0,
+            rng: random.Random | None = None) -> float:
+    """:func:`backoff_base` with equal jitter: uniform in ``[base / 2, base]``."""
+    base = backoff_base(failures, initial, maximum, multiplier)
+    return base / 2 + (rng or random).uniform(0, base / 2)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryDecision:
+    delay: float  # seconds from now
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Per-change retries for failures that concern one change (seed 003's RetryConfig by default).
+
+    ``decide(failures)`` -> retry after a jittered delay, or None: dead-letter.
+    """
+
+    max_retries: int = 3
+    initial_backoff: float = 60.0
+    max_backoff: float = 1800.0
+    multiplier: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.max_retries < 0 or self.initial_backoff < 0 or self.max_backoff < self.initial_backoff:
+            raise ValueError("RetryPolicy: need max_retries >= 0 and 0 <= initial_backoff <= max_backoff")
+        if self.multiplier < 1:
+            raise ValueError("RetryPolicy: multiplier must be >= 1")
+
+    def backoff(self, failures: int, rng: random.Random | None = None) -> float:
+        return backoff(failures, self.initial_backoff, self.max_backoff, self.multiplier, rng)
+
+    def decide(self, failures: int, rng: random.Random | None = None) -> RetryDecision | None:
+        """``failures``: how many times this change has failed, this time included."""
+        if failures > self.max_retries:
+            return None
+        return RetryDecision(self.backoff(failures, rng))
+
+
+@dataclass(frozen=True)
+class OutagePolicy:
+    """When HO is unreachable the whole queue waits; nothing is dead-lettered for an outage.
+
+    Backs off from ``initial`` to ``maximum``; a Retry-After from HO is a floor.
+    """
+
+    initial: float = 2.0
+    maximum: float = 300.0
+    multiplier: float = 2.0
+
+    def delay(self, consecutive_failures: int, retry_after: float | None = None,
+              rng: random.Random | None = None) -> float:
+        jittered = backoff(consecutive_failures, self.initial, self.maximum, self.multiplier, rng)
+        return max(jittered, retry_after or 0.0)
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a Retry-After header: delay-seconds or an HTTP date, ``now`` being the outlet's
+    epoch seconds. A date in the past (or a negative number) is 0; absent or garbled is None. Huge values
+    are the caller's to cap."""
+    if not value:
+        return None
+    value = value.strip()
+    if _SECONDS.fullmatch(value):  # ASCII digits only: float() takes other scripts
+        return max(0.0, float(value))
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # RFC 9110 dates are GMT
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - now)
