@@ -3,6 +3,12 @@
 A keyword posync does not know is an error naming the closest one it does (a typo must not be ignored
 silently); unknown ``POSYNC_*`` variables are left alone (the CLI and hosts keep their own there).
 Validation errors never show the values given: a password must not reach a log through one.
+
+One class declares each setting: :class:`PosyncSettings` holds HO's address, the outlet and the
+credentials for everything posync does; photo replication's own options are :class:`PhotoOptions`, nested
+as ``settings.photos``. Outside, a photo option keeps its flat name ``photo_<option>``: the keyword
+(``PosyncSettings(photo_store="db")``, the same as ``photos={"store": "db"}``) and the variable
+(``POSYNC_PHOTO_STORE``). ``PhotoSettings`` is PosyncSettings' name in photo code from before issue 16.
 """
 
 from __future__ import annotations
@@ -13,13 +19,14 @@ import os
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from posync.errors import ConfigurationError
 from posync.retry import OutagePolicy, RetryPolicy
 
-__all__ = ["PhotoSettings", "PosyncSettings", "StrictSettings"]
+__all__ = ["PhotoOptions", "PhotoSettings", "PosyncSettings", "StrictSettings"]
 
 log = logging.getLogger("posync.settings")
 
@@ -33,7 +40,7 @@ class StrictSettings(BaseSettings):
 
     def __init__(self, **values: Any) -> None:
         name = type(self).__name__
-        known = set(type(self).model_fields)
+        known = type(self)._keywords()
         unknown = sorted(set(values) - known)
         if unknown:
             hints = []
@@ -43,13 +50,23 @@ class StrictSettings(BaseSettings):
             raise ConfigurationError(f"{name} has no setting {', '.join(hints)}")
         error: str | None = None
         try:
-            super().__init__(**values)
+            super().__init__(**type(self)._nested(values))
         except ValidationError as exc:  # reported without the input values, outside the except block
             error = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
                               for e in exc.errors(include_input=False, include_url=False))
         if error is not None:
             raise ConfigurationError(f"invalid {'posync' if name == 'PosyncSettings' else name} settings: {error}")
         _warn_unknown_environment()
+
+    @classmethod
+    def _keywords(cls) -> set[str]:
+        """The keywords the constructor takes."""
+        return set(cls.model_fields)
+
+    @classmethod
+    def _nested(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """The keywords as the fields take them."""
+        return values
 
     @field_validator("ho_url", check_fields=False)
     @classmethod
@@ -58,6 +75,65 @@ class StrictSettings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("ho_url must be an http:// or https:// URL with a host, e.g. http://ho.example:8002")
         return value
+
+
+class PhotoOptions(BaseModel):
+    """Photo replication's own options (``posync.photos``): ``PosyncSettings.photos``. Each is given flat
+    as ``photo_<option>`` (keyword or ``POSYNC_PHOTO_<OPTION>``); HO, outlet and credentials are
+    PosyncSettings' own."""
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    api: Literal["v1", "legacy"] = "v1"
+    store: str = "fs:./photos"  # fs:PATH | s3://BUCKET | db | db:table=T,key=K,column=C[,max_mb=N]
+    s3_endpoint: str | None = None  # host:port
+    s3_access_key: str | None = None
+    s3_secret_key: SecretStr | None = None
+    s3_secure: bool = False
+    s3_region: str | None = None
+    s3_public_read: bool = False  # seed 001's policy on a bucket posync creates
+    staging_dir: str | None = None  # partial downloads of the s3 and db stores (fs: inside the root)
+
+    engine: Literal["auto", "curl", "urllib3"] = "auto"
+    workers: int = Field(8, ge=1, le=64)
+    page_size: int = Field(100, ge=1, le=1000)
+    attempts: int = Field(4, ge=1, le=20)
+    stall_timeout: float = Field(30.0, gt=0)
+    transfer_timeout: float = Field(600.0, gt=0)
+    deadline_seconds: float = Field(3600.0, gt=0)
+    max_deletes: int = Field(100, ge=0)
+
+    # products the outlet has: photos of others wait (seed 001 looks the product up first)
+    product_table: str | None = None
+    product_id_column: str = "id"
+
+    # serving (posync.http.photos)
+    local_base_url: str = "/photos"
+    placeholder_url: str = "/static/images/no-image.png"
+
+    # scheduler jobs (posync.workers.photo_jobs)
+    incremental_minute: int = Field(0, ge=0, le=59)  # hourly, at this minute
+    full_hour: int = Field(2, ge=0, le=23)  # nightly full check, at this hour (seed 001: 2 AM)
+
+    @classmethod
+    def flat_names(cls) -> dict[str, str]:
+        """``photo_<option>`` -> option: the keywords and (upper-cased, after ``POSYNC_``) the variables."""
+        return {f"photo_{name}": name for name in cls.model_fields}
+
+
+class _PhotoVariables(PydanticBaseSettingsSource):
+    """``POSYNC_PHOTO_STORE``, ``POSYNC_PHOTO_WORKERS``, ...: the nested photo options from their flat
+    variables (case-insensitive, as pydantic-settings reads the others). Keywords given go first: sources
+    are merged key by key, so ``photos`` from the keywords keeps the variables it does not set, unless it
+    is a whole PhotoOptions."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # not per field: __call__ builds ``photos`` whole
+
+    def __call__(self) -> dict[str, Any]:
+        options = {f"POSYNC_{flat}".upper(): name for flat, name in PhotoOptions.flat_names().items()}
+        found = {options[k.upper()]: v for k, v in os.environ.items() if k.upper() in options}
+        return {"photos": found} if found else {}
 
 
 class PosyncSettings(StrictSettings):
@@ -76,6 +152,8 @@ class PosyncSettings(StrictSettings):
     token_path: str = "/api/v1/token/"
     # the seed HO does not deduplicate usages: posync sends this field with a stable id HO can key on
     usage_id_field: str = "usage_id"
+    db_url: str | None = None  # the outlet database, when posync builds the engine (``posync photos``)
+    photos: PhotoOptions = Field(default_factory=PhotoOptions)  # given flat too: photo_store=..., POSYNC_PHOTO_*
 
     push_batch_size: int = Field(500, ge=1, le=5000)
     pull_page_size: int = Field(1000, ge=1, le=10_000)
@@ -108,6 +186,29 @@ class PosyncSettings(StrictSettings):
     max_backoff_seconds: float = Field(1800.0, ge=0)
     backoff_multiplier: float = Field(2.0, ge=1)
 
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _PhotoVariables(settings_cls), dotenv_settings, file_secret_settings)
+
+    @classmethod
+    def _keywords(cls) -> set[str]:
+        return set(cls.model_fields) | set(PhotoOptions.flat_names())
+
+    @classmethod
+    def _nested(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """``photo_store="db"`` -> ``photos={"store": "db"}``."""
+        names = PhotoOptions.flat_names()
+        flat = {names[k]: v for k, v in values.items() if k in names}
+        if not flat:
+            return values
+        if "photos" in values:
+            raise ConfigurationError("give the photo options flat (photo_store=...) or as photos=..., not both")
+        return {**{k: v for k, v in values.items() if k not in names}, "photos": flat}
+
     @model_validator(mode="after")
     def _auth_is_configured(self) -> PosyncSettings:
         if self.api_key is None and not (self.username and self.password):
@@ -136,8 +237,11 @@ class PosyncSettings(StrictSettings):
                             max(self.outage_initial_backoff_seconds, self.outage_max_backoff_seconds))
 
 
-# POSYNC_* variables read elsewhere: the CLI's app, the tests' server, the photo settings' own
-_OTHER_VARIABLES = frozenset({"APP", "PG_URL", "DB_URL", "CONVERGENCE_EXAMPLES", "NO_SHRINK"})
+# PhotoSettings(...): photo code's name for PosyncSettings from before issue 16 (README, the CLI, hosts)
+PhotoSettings = PosyncSettings
+
+# POSYNC_* variables read elsewhere: the CLI's app, the tests' server
+_OTHER_VARIABLES = frozenset({"APP", "PG_URL", "CONVERGENCE_EXAMPLES", "NO_SHRINK"})
 
 
 def _warn_unknown_environment() -> None:
@@ -146,65 +250,8 @@ def _warn_unknown_environment() -> None:
     names = {k[len("POSYNC_"):] for k in os.environ if k.startswith("POSYNC_")}
     if not names:
         return
-    from posync.settings import PhotoSettings
-
-    everything = {n.upper() for n in (*PosyncSettings.model_fields, *PhotoSettings.model_fields)} | _OTHER_VARIABLES
+    everything = {n.upper() for n in PosyncSettings._keywords()} | _OTHER_VARIABLES
     for name in sorted(names - everything):
         close = difflib.get_close_matches(name, everything, n=1)
         log.warning("POSYNC_%s is not a posync setting%s; it is ignored", name,
                     f" (did you mean POSYNC_{close[0]}?)" if close else "")
-
-
-class PhotoSettings(StrictSettings):
-
-    ho_url: str = "http://127.0.0.1:8002"
-    outlet_id: str = "outlet-1"
-    company_id: str = "company-1"
-    store_id: str | None = None  # defaults to outlet_id
-    username: str | None = None
-    password: SecretStr | None = None
-    api_key: SecretStr | None = None
-    token_path: str = "/api/v1/token/"
-    db_url: str | None = None  # the outlet database, when posync builds the engine (the CLI)
-    request_timeout: float = Field(30.0, gt=0)
-
-    photo_api: Literal["v1", "legacy"] = "v1"
-    photo_store: str = "fs:./photos"  # fs:PATH | s3://BUCKET | db | db:table=T,key=K,column=C[,max_mb=N]
-    photo_s3_endpoint: str | None = None  # host:port
-    photo_s3_access_key: str | None = None
-    photo_s3_secret_key: SecretStr | None = None
-    photo_s3_secure: bool = False
-    photo_s3_region: str | None = None
-    photo_s3_public_read: bool = False  # seed 001's policy on a bucket posync creates
-    photo_staging_dir: str | None = None  # partial downloads of the s3 and db stores (fs: inside the root)
-
-    photo_engine: Literal["auto", "curl", "urllib3"] = "auto"
-    photo_workers: int = Field(8, ge=1, le=64)
-    photo_page_size: int = Field(100, ge=1, le=1000)
-    photo_attempts: int = Field(4, ge=1, le=20)
-    photo_stall_timeout: float = Field(30.0, gt=0)
-    photo_transfer_timeout: float = Field(600.0, gt=0)
-    photo_deadline_seconds: float = Field(3600.0, gt=0)
-    photo_max_deletes: int = Field(100, ge=0)
-
-    # products the outlet has: photos of others wait (seed 001 looks the product up first)
-    photo_product_table: str | None = None
-    photo_product_id_column: str = "id"
-
-    # serving (posync.http.photos)
-    photo_local_base_url: str = "/photos"
-    photo_placeholder_url: str = "/static/images/no-image.png"
-
-    # scheduler jobs (posync.workers.photo_jobs)
-    photo_incremental_minute: int = Field(0, ge=0, le=59)  # hourly, at this minute
-    photo_full_hour: int = Field(2, ge=0, le=23)  # nightly full check, at this hour (seed 001: 2 AM)
-
-    @model_validator(mode="after")
-    def _auth_is_configured(self) -> PhotoSettings:
-        if self.api_key is None and not (self.username and self.password):
-            raise ValueError("configure username and password (or api_key) for head office")
-        return self
-
-    @property
-    def effective_store_id(self) -> str:
-        return self.store_id or self.outlet_id

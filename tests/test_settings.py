@@ -80,3 +80,53 @@ def test_a_misspelt_photo_variable_is_named_in_the_log(monkeypatch: pytest.Monke
     with caplog.at_level("WARNING", logger="posync.settings"):
         PhotoSettings(username="u", password=SECRET)
     assert "POSYNC_PHOTO_STOR is not a posync setting (did you mean POSYNC_PHOTO_STORE?)" in caplog.text
+
+
+# every keyword (and POSYNC_* variable) PhotoSettings took before issue 16 nested its photo options
+_PHOTO_NAMES_BEFORE = (
+    "photo_api", "photo_store", "photo_s3_endpoint", "photo_s3_access_key", "photo_s3_secret_key", "photo_s3_secure",
+    "photo_s3_region", "photo_s3_public_read", "photo_staging_dir", "photo_engine", "photo_workers",
+    "photo_page_size", "photo_attempts", "photo_stall_timeout", "photo_transfer_timeout", "photo_deadline_seconds",
+    "photo_max_deletes", "photo_product_table", "photo_product_id_column", "photo_local_base_url",
+    "photo_placeholder_url", "photo_incremental_minute", "photo_full_hour")
+
+
+def test_the_photo_options_keep_their_names_and_each_setting_is_declared_once() -> None:
+    from posync.photos import PhotoOptions
+
+    defaults = PhotoOptions()
+    for name in _PHOTO_NAMES_BEFORE:
+        option = name.removeprefix("photo_")
+        value = getattr(defaults, option)
+        assert getattr(PhotoSettings(api_key="k", **{name: value}).photos, option) == value
+    shared = {"ho_url", "outlet_id", "company_id", "store_id", "username", "password", "api_key", "token_path",
+              "db_url", "request_timeout"}
+    assert shared <= set(PosyncSettings.model_fields) and not shared & set(PhotoOptions.model_fields)
+    assert PhotoSettings is PosyncSettings
+
+
+def test_the_photo_variables_still_set_the_nested_photo_options(monkeypatch: pytest.MonkeyPatch,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    for name, value in {"HO_URL": "http://ho.example:8002", "API_KEY": SECRET, "COMPANY_ID": "c-9",
+                        "DB_URL": "sqlite:///pos.db", "REQUEST_TIMEOUT": "12", "PHOTO_STORE": "db",
+                        "PHOTO_WORKERS": "3", "PHOTO_API": "legacy", "PHOTO_S3_SECRET_KEY": "s3-" + SECRET,
+                        "PHOTO_S3_SECURE": "true", "PHOTO_INCREMENTAL_MINUTE": "17", "PHOTO_FULL_HOUR": "3",
+                        "PHOTO_PRODUCT_TABLE": "product"}.items():
+        monkeypatch.setenv(f"POSYNC_{name}", value)
+    monkeypatch.setenv("posync_photo_page_size", "50")  # case-insensitive, as the core's variables
+    with caplog.at_level("WARNING", logger="posync.settings"):
+        for settings in (PosyncSettings(), PhotoSettings(photo_workers=5)):
+            assert (settings.ho_url, settings.company_id, settings.db_url) == ("http://ho.example:8002", "c-9",
+                                                                             "sqlite:///pos.db")
+            assert settings.api_key is not None and settings.request_timeout == 12
+            p = settings.photos
+            assert (p.store, p.api, p.s3_secure, p.page_size, p.product_table) == ("db", "legacy", True, 50, "product")
+            assert (p.incremental_minute, p.full_hour) == (17, 3)
+            assert p.s3_secret_key is not None and p.s3_secret_key.get_secret_value() == "s3-" + SECRET
+            assert SECRET not in repr(settings) + str(settings.model_dump())
+    assert PosyncSettings().photos.workers == 3
+    assert PhotoSettings(photo_workers=5).photos.workers == 5  # a keyword goes before its variable
+    assert "not a posync setting" not in caplog.text
+    monkeypatch.setenv("POSYNC_PHOTO_WORKERS", "0")
+    with pytest.raises(posync.ConfigurationError, match="workers"):
+        PosyncSettings()

@@ -255,3 +255,30 @@ def test_a_cycle_that_outlasts_the_interval_runs_alone_and_apscheduler_stays_qui
             worker.release.set()
             scheduler.stop()
     assert "maximum number of running instances" not in caplog.text
+
+
+def test_the_photo_jobs_run_at_the_minute_and_hour_the_one_settings_give(sqlite_url: str, tmp_path: Path) -> None:
+    """One PosyncSettings, photo options flat as POSYNC_PHOTO_* names them (issue 16): Posync schedules the
+    photo jobs at its photo_incremental_minute and photo_full_hour."""
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from posync.photos import build_photo_sync
+    from posync.workers.photo_jobs import FULL_JOB_ID, INCREMENTAL_JOB_ID
+
+    settings = posync.PosyncSettings(api_key="k", photo_incremental_minute=17, photo_full_hour=3,
+                                     photo_store=f"fs:{tmp_path / 'photos'}")
+    engine = posync.create_engine(sqlite_url)
+    upgrade(engine)
+    photos = build_photo_sync(settings, engine=engine)
+    pos = posync.Posync(engine, posync.Registry([]), settings, photos=photos)
+    host = BackgroundScheduler(timezone="UTC")  # the host's, not started: the jobs wait in it
+    try:
+        pos.start(host)
+        jobs = {j.id: j for j in host.get_jobs()}
+        five = datetime(2026, 12, 7, 5, 0, tzinfo=UTC)
+        assert jobs[INCREMENTAL_JOB_ID].trigger.get_next_fire_time(None, five) == five.replace(minute=17)
+        assert jobs[FULL_JOB_ID].trigger.get_next_fire_time(None, five) == datetime(2026, 12, 8, 3, 0, tzinfo=UTC)
+    finally:
+        pos.close()
+        photos.close()
+        engine.dispose()

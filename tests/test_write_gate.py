@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -109,3 +111,54 @@ def test_a_gate_never_attached_costs_nothing() -> None:
     with gate.posync():
         pass
     assert not gate.host_busy() and time.monotonic() - started < 0.5
+
+
+def test_a_photo_write_waits_behind_a_host_write_when_posync_wires_the_photos(tmp_path: Path,
+                                                                            photo_ho: Any) -> None:
+    """Posync(..., photos=...) hands its gate to the photo pass: the pass's first write transaction comes to
+    the gate while the till's write transaction is open, and begins only after the till committed."""
+    from posync.migrations import upgrade
+    from posync.photos import build_photo_sync
+
+    photo_ho.put_photo("p1", b"x" * 2000)
+    engine = _engine(tmp_path)
+    upgrade(engine)
+    settings = posync.PosyncSettings(ho_url=photo_ho.base_url, username="posync", password="posync-password",
+                                     photo_store=f"fs:{tmp_path / 'photos'}")
+    photos = build_photo_sync(settings, engine=engine)
+    pos = posync.Posync(engine, posync.Registry([]), settings, photos=photos)
+    events: list[str] = []
+    at_gate = threading.Event()
+    enter = pos.gate.posync
+
+    @contextmanager
+    def watched() -> Iterator[None]:
+        events.append("photo pass at the gate")
+        at_gate.set()
+        with enter():
+            yield
+
+    @sa.event.listens_for(engine, "after_cursor_execute")
+    def photo_writes(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement == "BEGIN IMMEDIATE":  # SQLite gave a posync write transaction its lock
+            events.append("photo write began")
+
+    pos.gate.posync = watched  # type: ignore[method-assign]
+    reports: list[Any] = []
+    passing = threading.Thread(target=lambda: reports.append(photos.sync()))
+    try:
+        with engine.connect() as till:
+            till.execute(T.insert().values(id=1))  # the till's write transaction is open
+            passing.start()
+            assert at_gate.wait(30), "the photo pass wrote without passing Posync's write gate"
+            events.append("till committed")
+            till.commit()
+        passing.join(60)
+        assert reports and reports[0].ok
+        assert events[:3] == ["photo pass at the gate", "till committed", "photo write began"]
+    finally:
+        if passing.is_alive():
+            passing.join(60)
+        pos.close()
+        photos.close()
+        engine.dispose()

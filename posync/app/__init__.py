@@ -18,7 +18,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from sqlalchemy.engine import Connection, Engine
@@ -49,6 +49,9 @@ from posync.settings import PosyncSettings
 from posync.workers.scheduler import EmbeddedScheduler
 from posync.workers.sync_worker import CycleReport, SyncWorker
 
+if TYPE_CHECKING:  # photo replication is loaded only by hosts that use it
+    from posync.services.photos.service import PhotoSync
+
 __all__ = ["Posync"]
 
 
@@ -67,13 +70,14 @@ class Posync:
     webhooks and the scheduler, built from ``settings`` for the tables in ``registry``.
 
     ``sessionmaker``: the host's (or an ``async_sessionmaker`` with a ``sync_session_class``), for the ORM
-    hooks. ``photos``: a ``posync.photos.PhotoSync`` to schedule and report with the rest. ``clock`` and
+    hooks. ``photos``: a ``posync.photos.PhotoSync`` to schedule and report with the rest; its write
+    transactions then pass this Posync's write gate, unless it was built with a gate. ``clock`` and
     ``transport`` are for tests."""
 
     def __init__(self, engine: Engine, registry: Registry, settings: PosyncSettings, *,
                  sessionmaker: Any | None = None, clock: Callable[[], float] = time.time,
                  transport: httpx.BaseTransport | None = None, owner: str | None = None,
-                 client: HOClient | None = None, photos: Any | None = None) -> None:
+                 client: HOClient | None = None, photos: PhotoSync | None = None) -> None:
         _check_profile(registry, settings)
         self.engine = engine
         self.registry = registry
@@ -117,6 +121,8 @@ class Posync:
         # the host built it and closes it
         self.photos = photos
         self.manager.photos = photos
+        if photos is not None and photos.gate is None:  # its writes go after the till's, as push's and pull's
+            photos.gate = self.gate
         self._scheduler: EmbeddedScheduler | None = None
         self._receipts: Any | None = None
         self._closed = False

@@ -78,10 +78,10 @@ def _open() -> Any:
     from posync.app.photos import build_photo_sync
     from posync.db import create_engine
     from posync.migrations import upgrade
-    from posync.settings import PhotoSettings
+    from posync.settings import PosyncSettings
 
     try:
-        settings = PhotoSettings(**_FLAGS)
+        settings = PosyncSettings(**_FLAGS)
     except PosyncError as exc:  # a ConfigurationError: never the values given (a password)
         typer.echo(f"bad photo settings: {exc}", err=True)
         raise typer.Exit(2) from None

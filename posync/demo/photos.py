@@ -23,7 +23,7 @@ def run_photo_demo(data_dir: str | Path | None = None, *, say: Callable[[str], N
     from posync.app.photos import build_photo_sync
     from posync.db import create_engine
     from posync.migrations import upgrade
-    from posync.settings import PhotoSettings
+    from posync.settings import PosyncSettings
     from posync.testing.photos import PhotoHO
     from posync.testing.server import serve_in_thread
 
@@ -39,7 +39,7 @@ def run_photo_demo(data_dir: str | Path | None = None, *, say: Callable[[str], N
         upgrade(engine)
         with serve_in_thread(ho.app) as server:
             ho.base_url = server.url
-            settings = PhotoSettings(ho_url=server.url, username="posync", password="posync-password",
+            settings = PosyncSettings(ho_url=server.url, username="posync", password="posync-password",
                                      photo_store=f"fs:{root / 'photos'}", photo_api="v1")
             with build_photo_sync(settings, engine=engine) as sync:
                 say(f"HO has {photos} product photos; the outlet has none.")

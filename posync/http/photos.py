@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from posync.errors import PhotoStoreError
-from posync.repositories.photos import PHOTOS
+from posync.repositories import photos as repo
 from posync.stores.base import PhotoStore
 
 __all__ = ["PhotoURLs", "asgi_app", "wsgi_app"]
@@ -42,20 +41,14 @@ class PhotoURLs:
 
     def for_product(self, product_id: str) -> str:
         """The primary photo (else the first by ``sort_order``) of a product."""
-        query = (sa.select(PHOTOS.c.stored_key, PHOTOS.c.stored_checksum, PHOTOS.c.image_url)
-                 .where(PHOTOS.c.product_id == product_id, PHOTOS.c.ho_deleted_at.is_(None))
-                 .order_by(PHOTOS.c.is_primary.desc(), PHOTOS.c.sort_order, PHOTOS.c.id).limit(1))
         with self.engine.connect() as conn:
-            row = conn.execute(query).first()
-        return self._url(row)
+            return self._url(repo.product_link(conn, product_id))
 
     def for_photo(self, photo_id: str) -> str:
-        query = sa.select(PHOTOS.c.stored_key, PHOTOS.c.stored_checksum, PHOTOS.c.image_url).where(
-            PHOTOS.c.id == photo_id)
         with self.engine.connect() as conn:
-            return self._url(conn.execute(query).first())
+            return self._url(repo.photo_link(conn, photo_id))
 
-    def _url(self, row: Any) -> str:
+    def _url(self, row: repo.PhotoLink | None) -> str:
         if row is None:
             return self.placeholder
         if row.stored_key and row.stored_checksum:
@@ -72,12 +65,9 @@ class _Answer:
     body: Iterable[bytes]
 
 
-def _lookup(engine: Engine, key: str) -> Any:
+def _lookup(engine: Engine, key: str) -> repo.ServedPhoto | None:
     with engine.connect() as conn:
-        return conn.execute(sa.select(PHOTOS.c.content_type, PHOTOS.c.stored_checksum, PHOTOS.c.size,
-                                      PHOTOS.c.filename, PHOTOS.c.last_sync_at)
-                            .where(PHOTOS.c.object_key == key, PHOTOS.c.stored_key == key,
-                                   PHOTOS.c.stored_checksum.is_not(None)).limit(1)).first()
+        return repo.servable(conn, key)
 
 
 def answer(engine: Engine, store: PhotoStore, method: str, path: str, query: str, if_none_match: str | None) -> _Answer:

@@ -10,6 +10,7 @@ Photo replication lives in posync's layers (docs/architecture.md), like the rest
     posync.services.photos       the use cases: decide (pure), listing, transfers, ops, reconcile, PhotoSync
     posync.workers.photo_jobs    the hourly incremental and nightly full passes on the scheduler
     posync.app.photos            build_photo_sync(settings, engine=...): the wiring
+    posync.settings              PosyncSettings.photos: PhotoOptions (PhotoSettings is PosyncSettings)
     posync.http.photos           PhotoURLs and the ASGI/WSGI endpoints that serve photos
     posync.cli.photos            ``posync photos sync | reconcile | status``
 
@@ -27,7 +28,7 @@ from posync.errors import (
 )
 from posync.services.photos.report import Progress, SyncReport
 from posync.services.photos.service import PhotoSync
-from posync.settings import PhotoSettings
+from posync.settings import PhotoOptions, PhotoSettings
 from posync.stores import DatabaseStore, FileStore, HostColumnStore, PhotoStore, S3Store, open_store
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "PhotoConfigError",
     "PhotoError",
     "PhotoNotFoundError",
+    "PhotoOptions",
     "PhotoSettings",
     "PhotoStore",
     "PhotoStoreError",

@@ -1,6 +1,6 @@
 """Scheduler jobs for APScheduler 3.x (``BackgroundScheduler.add_job``, as posync/workers/scheduler.py):
 an hourly incremental pass and a nightly full check (seed 001's Celery beat: hourly, and 2 AM full), at
-the minute and hour PhotoSettings give (``photo_incremental_minute``, ``photo_full_hour``), which
+the minute and hour the settings give (``photo_incremental_minute``, ``photo_full_hour``), which
 ``build_photo_sync`` hands the PhotoSync. Both are always added: with the legacy API (seed 000), whose
 listing reports no deletes, the full check is the only pass that removes photos HO deleted.
 
@@ -42,7 +42,7 @@ def run_pass(photo_sync: PhotoSync, full: bool) -> dict[str, Any] | None:
 def photo_jobs(scheduler: Any, photo_sync: PhotoSync, *, incremental_minute: int | None = None,
                full_hour: int | None = None, full_minute: int = 0, timezone: str | None = None) -> list[str]:
     """Add the two jobs to ``scheduler``; returns their ids. The minute and hour default to the
-    PhotoSync's (from PhotoSettings). Times are in ``timezone`` (the scheduler's by default): the outlet's
+    PhotoSync's (from the settings). Times are in ``timezone`` (the scheduler's by default): the outlet's
     night is what matters for the full check."""
     if incremental_minute is None:
         incremental_minute = photo_sync.incremental_minute

@@ -55,7 +55,7 @@ class EmbeddedScheduler:
         if self._photos is not None:
             from posync.workers.photo_jobs import photo_jobs
 
-            # the hourly incremental pass and the nightly full check, at the minute and hour PhotoSettings
+            # the hourly incremental pass and the nightly full check, at the minute and hour the settings
             # gave the PhotoSync; always both: the legacy photo API's deletes are seen by the full check only
             photo_jobs(self._scheduler, self._photos)
         if self._owns_scheduler and not self._scheduler.running:

@@ -20,10 +20,11 @@ from datetime import UTC, datetime
 
 from sqlalchemy.engine import Engine
 
-from posync.db import write_transaction
+from posync.db import WriteGate
 from posync.errors import PhotoStoreError
 from posync.ho.photos.sources import PhotoReport
 from posync.repositories import photos as repo
+from posync.services.photos.writes import photo_write
 from posync.stores.base import PhotoStore
 
 __all__ = ["BATCH", "Committer"]
@@ -45,9 +46,10 @@ class Committer:
     """``synced``/``failed`` from any thread (the urllib3 engine settles from N); :meth:`close` commits the
     rest. A batch is committed by the thread whose result filled it."""
 
-    def __init__(self, engine: Engine, store: PhotoStore, *, batch: int = BATCH) -> None:
+    def __init__(self, engine: Engine, store: PhotoStore, *, batch: int = BATCH, gate: WriteGate | None = None) -> None:
         self.engine = engine
         self.store = store
+        self.gate = gate  # Posync's write gate, when it wired these photos
         self.batch = batch
         self.reports: list[PhotoReport] = []
         self._pending = _Batch()
@@ -93,7 +95,7 @@ class Committer:
         with self._commit_lock:
             self.store.flush()  # the batch's renames survive a power cut before any row says synced
             now = datetime.now(UTC)
-            with repo.translating("record photo results"), write_transaction(self.engine) as conn:
+            with photo_write(self.engine, self.gate, "record photo results") as conn:
                 repo.mark_synced(conn, batch.synced, now)
                 repo.mark_failed(conn, [(i, reason + (f": {detail}" if detail else ""), at)
                                         for i, reason, detail, at in batch.failed])

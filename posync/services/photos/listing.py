@@ -25,7 +25,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
 
-from posync.db import write_transaction
+from posync.db import WriteGate
 from posync.errors import HOErrorResponse, TransportError
 from posync.ho.photos.sources import PhotoReport, PhotoSource
 from posync.ho.photos.wire import ManifestPage, RejectedPhoto
@@ -33,6 +33,7 @@ from posync.models.photo import LocalPhoto, PhotoSyncStatus, RemotePhoto
 from posync.repositories import photos as repo
 from posync.services.photos.decide import PageMark, pass_shifted, plan_listed
 from posync.services.photos.report import SyncReport, Tally
+from posync.services.photos.writes import photo_write
 
 __all__ = ["Lister", "ProductLookup"]
 
@@ -69,7 +70,8 @@ class _Pass:
 
 class Lister:
     def __init__(self, engine: Engine, source: PhotoSource, checkpoint_key: str, *, page_size: int,
-                 products: ProductLookup | None, overlap: float = 2.0, max_relists: int = 2) -> None:
+                 products: ProductLookup | None, overlap: float = 2.0, max_relists: int = 2,
+                 gate: WriteGate | None = None) -> None:
         self.engine = engine
         self.source = source
         self.key = checkpoint_key
@@ -77,6 +79,7 @@ class Lister:
         self.products = products
         self.overlap = timedelta(seconds=overlap)
         self.max_relists = max_relists
+        self.gate = gate  # Posync's write gate, when it wired these photos
         self.reports: list[PhotoReport] = []  # the refused photos of the last run, for the older API's status call
 
     def present(self, conn: Connection, product_ids: Collection[str]) -> set[str]:
@@ -93,7 +96,7 @@ class Lister:
         if report.error is not None or report.shifted:
             return  # the next pass lists from the same checkpoint again
         now = datetime.now(UTC)
-        with repo.translating("save photo checkpoint"), write_transaction(self.engine) as conn:
+        with photo_write(self.engine, self.gate, "save photo checkpoint") as conn:
             if since is None and not state.anonymous:  # all HO has was listed: what it no longer lists is gone
                 repo.tombstone(conn, repo.all_ids(conn) - state.seen, now)
             mark = state.first_ts or state.max_updated
@@ -156,7 +159,7 @@ class Lister:
         state.seen.update(photos)
         state.seen.update(refused)
         now = datetime.now(UTC)
-        with repo.translating("write listed photos"), write_transaction(self.engine) as conn:
+        with photo_write(self.engine, self.gate, "write listed photos") as conn:
             states = repo.local_states(conn, [*photos, *refused])
             present = self.present(conn, {p.product_id for p in photos.values()})
             inserts: list[tuple[RemotePhoto, str, str | None]] = []

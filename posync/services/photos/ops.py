@@ -7,7 +7,8 @@ with compensation, so no partial state survives a failure.
 * :func:`move_prefix`: seed 002's variant rename (``products/{id}/500ml/`` -> ``products/{id}/1kg/``) copies
   the bytes, moves the rows in one transaction, then removes the old bytes (copies undone on failure).
 
-Bytes shared by several rows (same key) are removed only with the last row that uses them.
+Bytes shared by several rows (same key) are removed only with the last row that uses them. ``gate``: the
+write gate Posync wires in (its row writes go after the till's), None alone.
 """
 
 from __future__ import annotations
@@ -19,14 +20,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from posync.db import write_transaction
+from posync.db import WriteGate
 from posync.errors import PhotoNotFoundError, PhotoStoreError
 from posync.ho.photos.wire import key_refusal
-from posync.models.photo import PhotoSyncStatus, RemotePhoto
-from posync.repositories.photos import PHOTOS, key_users, translating
+from posync.models.photo import RemotePhoto
+from posync.repositories import photos as repo
+from posync.services.photos.writes import photo_write
 from posync.stores.base import PhotoStore, check_key
 
 __all__ = ["MoveResult", "delete_photo", "delete_prefix", "delete_product", "move_prefix", "write_photo"]
@@ -34,21 +35,17 @@ __all__ = ["MoveResult", "delete_photo", "delete_prefix", "delete_product", "mov
 log = logging.getLogger("posync.photos")
 
 
-def write_photo(engine: Engine, store: PhotoStore, photo: RemotePhoto, path: Path) -> None:
+def write_photo(engine: Engine, store: PhotoStore, photo: RemotePhoto, path: Path, *,
+                gate: WriteGate | None = None) -> None:
     """Put verified bytes and their row, as one: if the row cannot be written, bytes this call added are
     removed again (bytes it replaced cannot be brought back; the row then still names the old checksum,
     so the next sync or reconciliation sees the difference and fetches them again)."""
     key = check_key(photo.object_key)
     existed = store.stat(key) is not None
     store.put_file(key, path, md5=photo.checksum, content_type=photo.content_type)
-    now = datetime.now(UTC)
-    values = {**photo.meta(), "stored_key": key, "stored_checksum": photo.checksum,
-              "sync_status": PhotoSyncStatus.SYNCED.value, "sync_error": None, "attempts": 0,
-              "next_attempt_at": None, "last_sync_at": now, "ho_deleted_at": None}
     try:
-        with translating("write photo row"), write_transaction(engine) as conn:
-            if conn.execute(PHOTOS.update().where(PHOTOS.c.id == photo.id).values(values)).rowcount == 0:
-                conn.execute(PHOTOS.insert().values(id=photo.id, **values))
+        with photo_write(engine, gate, "write photo row") as conn:
+            repo.record_stored(conn, photo, key, datetime.now(UTC))
     except Exception:
         if not existed:
             with contextlib.suppress(PhotoStoreError):
@@ -56,30 +53,29 @@ def write_photo(engine: Engine, store: PhotoStore, photo: RemotePhoto, path: Pat
         raise
 
 
-def delete_photo(engine: Engine, store: PhotoStore, photo_id: str) -> bool:
+def delete_photo(engine: Engine, store: PhotoStore, photo_id: str, *, gate: WriteGate | None = None) -> bool:
     """Bytes first (those no other photo uses), then the row; if the bytes cannot go, the row stays and
     the error is raised. Bytes first because a store may find what to delete through the row (the host's
     own column: ``posync_photo`` maps the key to the host's photo row)."""
-    with translating("read photo row"), engine.connect() as conn:
-        row = conn.execute(sa.select(PHOTOS.c.stored_key, PHOTOS.c.object_key)
-                           .where(PHOTOS.c.id == photo_id)).first()
+    with repo.translating("read photo row"), engine.connect() as conn:
+        row = repo.keys_of(conn, photo_id)
         if row is None:
             return False
         # a key that could escape the store never held bytes there (an older posync listed such keys: issue 15)
         keys = {k for k in (row.stored_key, row.object_key) if k and key_refusal(k) is None}
-        unused = [k for k in keys if not key_users(conn, k) - {photo_id}]
+        unused = [k for k in keys if not repo.key_users(conn, k) - {photo_id}]
     for key in unused:
         store.delete(key)
-    with translating("delete photo row"), write_transaction(engine) as conn:
-        conn.execute(PHOTOS.delete().where(PHOTOS.c.id == photo_id))
+    with photo_write(engine, gate, "delete photo row") as conn:
+        repo.delete_row(conn, photo_id)
     return True
 
 
-def delete_product(engine: Engine, store: PhotoStore, product_id: str) -> int:
+def delete_product(engine: Engine, store: PhotoStore, product_id: str, *, gate: WriteGate | None = None) -> int:
     """Cascade: a product deleted at the outlet takes its photos from the store and the database."""
     with engine.connect() as conn:
-        ids = list(conn.execute(sa.select(PHOTOS.c.id).where(PHOTOS.c.product_id == product_id)).scalars())
-    return sum(delete_photo(engine, store, i) for i in ids)
+        ids = repo.ids_of_product(conn, product_id)
+    return sum(delete_photo(engine, store, i, gate=gate) for i in ids)
 
 
 def _prefix(prefix: str) -> str:
@@ -87,13 +83,12 @@ def _prefix(prefix: str) -> str:
     return prefix if prefix.endswith("/") else prefix + "/"
 
 
-def delete_prefix(engine: Engine, store: PhotoStore, prefix: str) -> int:
+def delete_prefix(engine: Engine, store: PhotoStore, prefix: str, *, gate: WriteGate | None = None) -> int:
     """Cascade for a variant: every photo under ``prefix`` (rows and bytes), and stray bytes there too."""
     prefix = _prefix(prefix)
     with engine.connect() as conn:
-        ids = list(conn.execute(sa.select(PHOTOS.c.id).where(
-            PHOTOS.c.object_key.startswith(prefix, autoescape=True))).scalars())
-    removed = sum(delete_photo(engine, store, i) for i in ids)
+        ids = repo.ids_under(conn, prefix)
+    removed = sum(delete_photo(engine, store, i, gate=gate) for i in ids)
     for obj in list(store.list(prefix)):
         store.delete(obj.key)
     return removed
@@ -105,7 +100,8 @@ class MoveResult:
     objects: int
 
 
-def move_prefix(engine: Engine, store: PhotoStore, old: str, new: str) -> MoveResult:
+def move_prefix(engine: Engine, store: PhotoStore, old: str, new: str, *,
+                gate: WriteGate | None = None) -> MoveResult:
     """Move every photo under ``old`` to ``new`` (bytes and rows together)."""
     old, new = _prefix(old), _prefix(new)
     if new.startswith(old) or old.startswith(new):
@@ -117,8 +113,8 @@ def move_prefix(engine: Engine, store: PhotoStore, old: str, new: str) -> MoveRe
             target = new + key[len(old):]
             store.copy(key, target)
             copied.append(target)
-        with translating("move photo rows"), write_transaction(engine) as conn:
-            rows = _move_rows(conn, old, new)
+        with photo_write(engine, gate, "move photo rows") as conn:
+            rows = repo.move_prefix(conn, old, new)
     except Exception:
         for target in copied:  # undo: the old bytes and rows are untouched
             with contextlib.suppress(PhotoStoreError):
@@ -132,19 +128,9 @@ def move_prefix(engine: Engine, store: PhotoStore, old: str, new: str) -> MoveRe
     return MoveResult(rows, len(objects))
 
 
-def _move_rows(conn: Any, old: str, new: str) -> int:
-    n = len(old)
-    moved = 0
-    for column in ("object_key", "stored_key"):
-        col = PHOTOS.c[column]
-        moved = max(moved, conn.execute(PHOTOS.update().where(col.startswith(old, autoescape=True)).values(
-            {column: sa.literal(new) + sa.func.substr(col, n + 1)})).rowcount)
-    return moved
-
-
 def photo_row(engine: Engine, photo_id: str) -> dict[str, Any]:
     with engine.connect() as conn:
-        row = conn.execute(sa.select(PHOTOS).where(PHOTOS.c.id == photo_id)).mappings().first()
+        row = repo.photo_values(conn, photo_id)
     if row is None:
         raise PhotoNotFoundError(photo_id)
-    return dict(row)
+    return row

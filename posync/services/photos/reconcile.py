@@ -23,16 +23,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from posync.db import write_transaction
+from posync.db import WriteGate
 from posync.errors import HOErrorResponse, PhotoStoreError, TransportError
 from posync.ho.photos.sources import PhotoSource
 from posync.repositories import photos as repo
-from posync.repositories.photos import PHOTOS, translating
 from posync.services.photos.decide import PageMark, ReconcileAction, ReconcilePlan, decide_reconcile, pass_shifted
 from posync.services.photos.report import SyncReport
+from posync.services.photos.writes import photo_write
 from posync.stores.base import PhotoStore
 
 __all__ = ["HOListing", "ReconcileReport", "read_listing", "reconcile"]
@@ -115,9 +114,10 @@ def read_listing(source: PhotoSource, page_size: int, *, product_id: str | None 
 
 def reconcile(engine: Engine, store: PhotoStore, listing: HOListing, *, product_id: str | None = None,
               fix: bool = False, remove_orphaned: bool = True, recreate_missing: bool = True,
-              verify_bytes: bool = True) -> ReconcileReport:
+              verify_bytes: bool = True, gate: WriteGate | None = None) -> ReconcileReport:
     """Decide, and with ``fix`` remove orphans and re-queue missing or corrupt rows. Adopting and fetching
-    what HO lists is the fix's full pass (:meth:`PhotoSync.reconcile`), which rebuilds lost rows."""
+    what HO lists is the fix's full pass (:meth:`PhotoSync.reconcile`), which rebuilds lost rows. ``gate``:
+    Posync's write gate, when it wired these photos."""
     expected, owners = _expected(engine, product_id)
     prefix = f"products/{product_id}/" if product_id else ""
     listed = listing.keys
@@ -149,7 +149,7 @@ def reconcile(engine: Engine, store: PhotoStore, listing: HOListing, *, product_
         elif action is ReconcileAction.RECREATE_MISSING:
             requeue.extend(owners[key])
     if requeue:
-        with translating("requeue photos"), write_transaction(engine) as conn:
+        with photo_write(engine, gate, "requeue photos") as conn:
             requeued = repo.requeue(conn, requeue, "reconcile: bytes missing or corrupt")
     would = {"adopt": len(plan.adopt) if recreate_missing else 0,
              "fetch": len(plan.fetch) + len(plan.missing) + len(plan.corrupt) if recreate_missing else 0,
@@ -164,14 +164,12 @@ def reconcile(engine: Engine, store: PhotoStore, listing: HOListing, *, product_
 
 
 def _expected(engine: Engine, product_id: str | None) -> tuple[dict[str, str], dict[str, list[str]]]:
-    query = sa.select(PHOTOS.c.id, PHOTOS.c.stored_key, PHOTOS.c.stored_checksum).where(
-        PHOTOS.c.stored_key.is_not(None), PHOTOS.c.stored_checksum.is_not(None))
-    if product_id is not None:
-        query = query.where(PHOTOS.c.product_id == product_id)
+    """key -> the MD5 the rows say the store holds there, and key -> the photos whose bytes those are."""
     expected: dict[str, str] = {}
     owners: dict[str, list[str]] = {}
-    with translating("read photo metadata"), engine.connect() as conn:
-        for photo_id, key, md5 in conn.execute(query):
-            expected.setdefault(key, md5)
-            owners.setdefault(key, []).append(photo_id)
+    with repo.translating("read photo metadata"), engine.connect() as conn:
+        stored = repo.stored_photos(conn, product_id)
+    for photo in stored:
+        expected.setdefault(photo.key, photo.checksum)
+        owners.setdefault(photo.key, []).append(photo.id)
     return expected, owners

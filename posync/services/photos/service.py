@@ -22,7 +22,7 @@ from typing import IO, Any
 
 from sqlalchemy.engine import Engine
 
-from posync.db import write_transaction
+from posync.db import WriteGate
 from posync.errors import DeleteCapExceeded, HOErrorResponse, PhotoStoreError, TransportError
 from posync.ho.auth import AuthHeaders
 from posync.ho.photos.sources import PhotoSource
@@ -34,6 +34,7 @@ from posync.services.photos.listing import Lister, ProductLookup
 from posync.services.photos.reconcile import ReconcileReport, read_listing, reconcile
 from posync.services.photos.report import ProgressFn, SyncReport, Tally
 from posync.services.photos.transfers import Transfers
+from posync.services.photos.writes import photo_write
 from posync.stores.base import PhotoStore
 from posync.transfer.engine import ByteEngine
 
@@ -50,7 +51,8 @@ class PhotoSync:
     def __init__(self, engine: Engine, source: PhotoSource, store: PhotoStore, byte_engine: ByteEngine,
                  auth: AuthHeaders, *, checkpoint_key: str, page_size: int = 100, max_deletes: int = 100,
                  deadline_seconds: float = 3600.0, products: ProductLookup | None = None,
-                 closers: list[Any] | None = None, incremental_minute: int = 0, full_hour: int = 2) -> None:
+                 closers: list[Any] | None = None, incremental_minute: int = 0, full_hour: int = 2,
+                 gate: WriteGate | None = None) -> None:
         self.engine = engine
         self.source = source
         self.store = store
@@ -59,14 +61,24 @@ class PhotoSync:
         self.checkpoint_key = checkpoint_key
         self.max_deletes = max_deletes
         self.deadline_seconds = deadline_seconds
-        self.lister = Lister(engine, source, checkpoint_key, page_size=page_size, products=products)
+        self.lister = Lister(engine, source, checkpoint_key, page_size=page_size, products=products, gate=gate)
         self._closers = closers or []
-        # when photo_jobs runs the hourly incremental pass and the nightly full check (PhotoSettings'
-        # photo_incremental_minute / photo_full_hour)
+        # when photo_jobs runs the hourly incremental pass and the nightly full check (settings.photos'
+        # incremental_minute / full_hour: POSYNC_PHOTO_INCREMENTAL_MINUTE, POSYNC_PHOTO_FULL_HOUR)
         self.incremental_minute = incremental_minute
         self.full_hour = full_hour
         self._lock = threading.RLock()  # re-entered only by reconcile (see _exclusive)
         self._depth = 0
+
+    @property
+    def gate(self) -> WriteGate | None:
+        """The write gate photo write transactions enter (Posync's, handed over when it wires these photos):
+        they go after the till's writes, as push's and pull's do. None: SQLite's locking alone."""
+        return self.lister.gate
+
+    @gate.setter
+    def gate(self, gate: WriteGate | None) -> None:
+        self.lister.gate = gate
 
     def __repr__(self) -> str:
         return f"PhotoSync(source={self.source.name!r}, store={self.store!r})"
@@ -89,7 +101,8 @@ class PhotoSync:
             if full:
                 self._requeue_missing(report)
             self.lister.run(report, tally, full=full, deadline=deadline)
-            transfers = Transfers(self.engine, self.store, self.source, self.byte_engine, self.auth, self.lister)
+            transfers = Transfers(self.engine, self.store, self.source, self.byte_engine, self.auth, self.lister,
+                                  gate=self.gate)
             transfers.run(report, tally, full=full, deadline=deadline)
             tally.phase = "deleting"
             tally.emit(force=True)
@@ -120,7 +133,7 @@ class PhotoSync:
             return
         missing = [photo_id for key, ids in owners.items() if key not in present for photo_id in ids]
         if missing:
-            with repo.translating("requeue photos"), write_transaction(self.engine) as conn:
+            with photo_write(self.engine, self.gate, "requeue photos") as conn:
                 report.requeued = repo.requeue(conn, missing, "full check: bytes missing from the store")
             log.warning("photos: %d photos' bytes were missing from the store; fetching them again", len(missing))
 
@@ -142,7 +155,7 @@ class PhotoSync:
             return
         for photo_id in ids:
             try:
-                report.deleted += ops.delete_photo(self.engine, self.store, photo_id)
+                report.deleted += ops.delete_photo(self.engine, self.store, photo_id, gate=self.gate)
             except PhotoStoreError as exc:
                 report.failed += 1
                 report.failures.append({"photo_id": photo_id, "reason": f"delete: {exc.operation}"})
@@ -165,7 +178,7 @@ class PhotoSync:
     def _save_summary(self, report: SyncReport) -> None:
         summary = {k: v for k, v in report.as_dict().items() if k != "failures"}
         summary["at"] = datetime.now(UTC).isoformat()
-        with contextlib.suppress(Exception), write_transaction(self.engine) as conn:
+        with contextlib.suppress(Exception), photo_write(self.engine, self.gate, "save photo summary") as conn:
             repo.save_checkpoint(conn, self.checkpoint_key, last_summary=json.dumps(summary))
 
     @contextlib.contextmanager
@@ -222,7 +235,7 @@ class PhotoSync:
             listing = read_listing(self.source, self.lister.page_size, product_id=product_id,
                                    deadline_seconds=self.deadline_seconds)
             report = reconcile(self.engine, self.store, listing, product_id=product_id, fix=fix,
-                               remove_orphaned=remove_orphaned, recreate_missing=recreate_missing)
+                               remove_orphaned=remove_orphaned, recreate_missing=recreate_missing, gate=self.gate)
             if fix and recreate_missing:
                 report = dataclasses.replace(report, pass_report=self.sync(full=True))
             return report

@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.engine import Engine
 
-from posync.db import write_transaction
+from posync.db import WriteGate
 from posync.errors import PhotoStoreError, PhotoTransferError
 from posync.ho.auth import AuthHeaders
 from posync.ho.photos.sources import ByteRequest, PhotoReport, PhotoSource
@@ -36,6 +36,7 @@ from posync.services.photos.committer import Committer
 from posync.services.photos.decide import WorkGroup, group_work
 from posync.services.photos.listing import Lister
 from posync.services.photos.report import SyncReport, Tally
+from posync.services.photos.writes import photo_write
 from posync.stores.base import PhotoStore, StoredObject
 from posync.transfer.engine import ByteEngine, FetchJob, FetchOutcome
 from posync.transfer.staged import NO_SPACE, Staged
@@ -63,13 +64,14 @@ def _split_unsafe(items: list[WorkItem]) -> tuple[list[WorkItem], list[tuple[Wor
 
 class Transfers:
     def __init__(self, engine: Engine, store: PhotoStore, source: PhotoSource, byte_engine: ByteEngine,
-                 auth: AuthHeaders, lister: Lister) -> None:
+                 auth: AuthHeaders, lister: Lister, *, gate: WriteGate | None = None) -> None:
         self.engine = engine
         self.store = store
         self.source = source
         self.bytes = byte_engine
         self.auth = auth
         self.lister = lister
+        self.gate = gate  # Posync's write gate, when it wired these photos
         self._lock = threading.Lock()  # the report's counters (the urllib3 engine settles from N threads)
         self.reports: list[PhotoReport] = []
 
@@ -83,7 +85,7 @@ class Transfers:
             waiting = [i.id for i in items if i.product_id not in present]
             sources = repo.sources_by_checksum(conn, sorted({i.checksum for i in ready}))
         report.waiting_product = len(waiting)
-        with repo.translating("mark photos syncing"), write_transaction(self.engine) as conn:
+        with photo_write(self.engine, self.gate, "mark photos syncing") as conn:
             repo.set_status(conn, waiting, PhotoSyncStatus.PENDING.value, WAITING)
             repo.set_status(conn, [i.id for i in ready], PhotoSyncStatus.SYNCING.value)
             repo.mark_failed(conn, [(i.id, f"{UNSAFE_KEY}: {why}", datetime.now(UTC)) for i, why in unsafe])
@@ -94,7 +96,7 @@ class Transfers:
         tally.bytes_total = sum(g.size for g in groups if g.source_key is None)
         targets: dict[str, tuple[WorkItem, ...]] = {}
         jobs: list[FetchJob] = []
-        committer = Committer(self.engine, self.store)
+        committer = Committer(self.engine, self.store, gate=self.gate)
         self.reports = committer.reports
         try:
             self.bytes.run(self._local_first(groups, targets, jobs, committer, report, tally),
