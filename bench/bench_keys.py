@@ -22,7 +22,7 @@ from _common import bench_args, print_header, workdir
 
 import posync
 from posync.services.push import _idempotency_keys
-from posync.testing.store import idempotency
+from posync.testing.schema import idempotency
 
 KeyMaker = Callable[[int], Iterable[str]]
 

@@ -33,7 +33,7 @@ from posync.demo.models import Product
 from posync.ho import PullPage
 from posync.repositories import CheckpointRepository
 from posync.testing import ReferenceHO
-from posync.testing.store import records as ho_records
+from posync.testing.schema import records as ho_records
 
 RESOURCE = "products"
 

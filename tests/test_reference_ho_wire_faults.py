@@ -1,4 +1,4 @@
-"""Faults on the answer's bytes (posync/testing/faults.py), for both profiles, over real sockets: a body
+"""Faults on the answer's bytes (posync/testing/fault_middleware.py), for both profiles, over real sockets: a body
 dripped a byte at a time, a body cut short under its full Content-Length, a corrupted body, a truncated one."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from posync.testing import DEFAULT_API_KEY, Faults, ReferenceHO, ServerHandle
-from posync.testing.faults import corrupted
+from posync.testing.fault_middleware import corrupted
 
 BLOB = bytes(random.Random(12).randrange(256) for _ in range(640))  # a photo's worth of bytes, fixed
 TINY = b"0123456789abcdefghij"

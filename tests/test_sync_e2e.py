@@ -16,8 +16,7 @@ import posync
 from posync import ConflictStrategy, ItemStatus
 from posync.demo.models import Category, Order, Product, Promotion, PromotionUsage, pos_registry
 from posync.models import OutboxItem
-from posync.testing import ReferenceHO, Rejection, serve_in_thread
-from posync.testing.faults import Burst, Faults
+from posync.testing import Burst, Faults, ReferenceHO, Rejection, serve_in_thread
 from tests.support import API_KEY, Outlet, make_outlet
 
 OUTBOX = OutboxItem.__table__  # type: ignore[attr-defined]

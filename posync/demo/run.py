@@ -17,7 +17,7 @@ import sqlmodel
 import posync
 from posync.demo.models import Category, Order, Product, Promotion, PromotionUsage
 from posync.demo.outlet import make_outlet
-from posync.testing import ReferenceHO, serve_in_thread
+from posync.testing import HOOptions, PosyncHO, ReferenceHO, serve_in_thread
 
 __all__ = ["run_demo"]
 
@@ -34,7 +34,7 @@ def run_demo(data_dir: Path | None = None, say: Callable[[str], None] = print,
     workdir.mkdir(parents=True, exist_ok=True)
     for old in workdir.glob("*.db*"):
         old.unlink()
-    ho = ReferenceHO(f"sqlite:///{workdir / 'head-office.db'}", api_keys={API_KEY: None})
+    ho = PosyncHO(f"sqlite:///{workdir / 'head-office.db'}", options=HOOptions(api_keys={API_KEY: None}))
     for pid, name, price in [("p1", "ASAHI SALMON BOWL", 42000), ("p2", "SPAGHETTI VONGOLE", 55000)]:
         ho.put("products", pid, {"id": pid, "sku": pid.upper(), "name": name, "price": price})
     ho.put("categories", "c1", {"id": "c1", "name": "Bowls"})

@@ -16,7 +16,9 @@ import signal
 from collections.abc import Sequence
 
 from posync.testing.faults import Faults
-from posync.testing.ho import DEFAULT_API_KEY, DEFAULT_PASSWORD, DEFAULT_USERNAME, ReferenceHO
+from posync.testing.head_office import ReferenceHO
+from posync.testing.options import DEFAULT_API_KEY, DEFAULT_PASSWORD, DEFAULT_USERNAME
+from posync.testing.profiles import reference_ho
 from posync.testing.server import serve_forever
 
 
@@ -53,7 +55,7 @@ def build(args: argparse.Namespace) -> ReferenceHO:
     faults = Faults()
     if args.faults:
         faults.update(**json.loads(args.faults))
-    return ReferenceHO(
+    return reference_ho(
         args.db,
         api_keys={k: (args.outlet or None) for k in keys},
         users=users,

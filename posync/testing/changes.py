@@ -2,7 +2,7 @@
 
 ``parse_change`` turns one JSON item into a :class:`Change` or a :class:`Rejection` (bad shape). ``decide``
 takes a change and HO's current state of that record and answers what HO does, without touching a
-database; :mod:`posync.testing.store` is the thin shell that loads states, calls it and writes the result.
+database; :mod:`posync.testing.exactly_once` is the thin shell that loads states, calls it and writes the result.
 
 Rules (docs/protocol.md, "Push"):
 

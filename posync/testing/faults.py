@@ -1,7 +1,8 @@
 """Fault injection for the reference HO, settable live from Python or with ``POST /_faults``.
 
-:class:`Faults` holds the knobs; :class:`FaultMiddleware` is the outermost ASGI layer that obeys them for
-requests under ``paths`` (default ``/api/``; the admin and fault endpoints are never faulted):
+:class:`Faults` holds the knobs and draws what happens to each request; the outermost ASGI layer,
+:class:`~posync.testing.fault_middleware.FaultMiddleware`, obeys the draw for requests under ``paths``
+(default ``/api/``; the admin and fault endpoints are never faulted):
 
 * ``latency`` seconds of delay before anything else (every faulted request);
 * ``burst`` (``{"status": 429|503, "count": n, "retry_after": s}``): the next ``count`` requests answer
@@ -28,32 +29,18 @@ tallies each kind. ``reset()`` turns every fault off.
 
 from __future__ import annotations
 
-import asyncio
-import json
-import math
 import random
 import threading
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-__all__ = ["Burst", "ErrorBody", "FaultMiddleware", "Faults", "posync_error_body"]
+__all__ = ["DRIP_INTERVAL", "Burst", "Draw", "Faults"]
 
 _NEVER_FAULTED = ("/_admin", "/_faults")
 _RATES = ("error_rate", "drop_after_commit_rate", "truncate_rate", "cut_rate", "corrupt_rate", "drip_rate")
 _SECONDS = ("latency", "clock_skew", "drip_interval")
 DRIP_INTERVAL = 0.05
-
-# (code, message) -> the JSON body of an injected error answer, in the profile's error shape
-ErrorBody = Callable[[str, str], dict[str, Any]]
-
-
-def posync_error_body(code: str, message: str) -> dict[str, Any]:
-    return {"status": "error", "code": code, "message": message}
-
 
 @dataclass
 class Burst:
@@ -71,7 +58,9 @@ class Burst:
 
 
 @dataclass
-class _Draw:
+class Draw:
+    """What happens to one faulted request."""
+
     latency: float = 0.0
     answer: tuple[int, str, float | None] | None = None  # (status, code, retry_after)
     drop: bool = False
@@ -154,10 +143,10 @@ class Faults:
             return False
         return any(path.startswith(p) for p in self.paths)
 
-    def draw(self) -> _Draw:
+    def draw(self) -> Draw:
         rng: random.Random = self.__dict__["_rng"]
         with self._lock:
-            d = _Draw(latency=self.latency)
+            d = Draw(latency=self.latency)
             burst = self.burst
             if burst is not None and burst.count > 0:
                 burst.count -= 1
@@ -183,146 +172,3 @@ class Faults:
                 if d.body == "corrupt":
                     d.corrupt_seed = rng.getrandbits(32)
             return d
-
-
-async def _swallow(message: Message) -> None:
-    return None
-
-
-async def _drop_connection(send: Send, *, started: bool = False) -> None:
-    """Close the client's connection without (the rest of) an answer.
-
-    Uvicorn's ``send`` is a bound method of its request cycle, which holds the transport: closing it and
-    letting ``connection_lost`` run marks the cycle disconnected, so uvicorn neither answers nor logs (what
-    was already written is flushed first). If that is not reachable (another server, a wrapping
-    middleware), start a response if none was (``started``) and fail, which every ASGI server answers by
-    closing the connection mid-response.
-    """
-    cycle: Any = getattr(send, "__self__", None)
-    transport = getattr(cycle, "transport", None)
-    if transport is not None and hasattr(cycle, "disconnected"):
-        transport.close()
-        for _ in range(20):
-            if cycle.disconnected:
-                return
-            await asyncio.sleep(0)
-        return
-    if not started:
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"100")]})
-    raise ConnectionAbortedError("reference HO fault: connection dropped")
-
-
-def _gone(send: Send) -> bool:
-    """The client hung up (uvicorn's request cycle knows; other servers: assume it is still there)."""
-    return bool(getattr(getattr(send, "__self__", None), "disconnected", False))
-
-
-class FaultMiddleware:
-    def __init__(self, app: ASGIApp, faults: Faults, error_body: ErrorBody = posync_error_body) -> None:
-        self.app = app
-        self.faults = faults
-        self.error_body = error_body
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.faults.applies_to(scope["path"]):
-            await self.app(scope, receive, send)
-            return
-        d = self.faults.draw()
-        if d.latency > 0:
-            await asyncio.sleep(d.latency)
-        if d.answer is not None:
-            await _answer(send, self.error_body, *d.answer)
-        elif d.drop:
-            await self.app(scope, receive, _swallow)
-            await _drop_connection(send)
-        elif d.body is not None:
-            await self.app(scope, receive, _Rewriting(send, _finisher(d)))
-        else:
-            await self.app(scope, receive, send)
-
-
-async def _answer(send: Send, error_body: ErrorBody, status: int, code: str, retry_after: float | None) -> None:
-    body = json.dumps(error_body(code, "injected fault")).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if retry_after is not None:
-        headers.append((b"retry-after", str(max(0, math.ceil(retry_after))).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-# -- faults on the real answer's body -----------------------------------------------------------------
-
-Finisher = Callable[[Send, Message, bytes], Awaitable[None]]
-
-
-class _Rewriting:
-    """Buffers the app's response, then hands its start message and whole body to ``finish``."""
-
-    def __init__(self, send: Send, finish: Finisher) -> None:
-        self.send = send
-        self.finish = finish
-        self.start: Message | None = None
-        self.chunks: list[bytes] = []
-
-    async def __call__(self, message: Message) -> None:
-        if message["type"] == "http.response.start":
-            self.start = message
-            return
-        if message["type"] != "http.response.body" or self.start is None:
-            await self.send(message)
-            return
-        self.chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            await self.finish(self.send, self.start, b"".join(self.chunks))
-
-
-def _announcing(start: Message, length: int) -> Message:
-    """``start`` with ``Content-Length: length`` (replacing any length or chunked encoding)."""
-    framing = (b"content-length", b"transfer-encoding")
-    headers = [(k, v) for k, v in start.get("headers", []) if k.lower() not in framing]
-    return {**start, "headers": [*headers, (b"content-length", str(length).encode())]}
-
-
-def _body(chunk: bytes, more: bool = False) -> Message:
-    return {"type": "http.response.body", "body": chunk, "more_body": more}
-
-
-async def _truncate(send: Send, start: Message, body: bytes) -> None:
-    short = body[: len(body) // 2]
-    await send(_announcing(start, len(short)))
-    await send(_body(short))
-
-
-async def _cut(send: Send, start: Message, body: bytes) -> None:
-    await send(_announcing(start, len(body)))
-    await send(_body(body[: len(body) // 2], more=True))
-    await _drop_connection(send, started=True)
-
-
-def corrupted(body: bytes, seed: int) -> bytes:
-    """``body`` with one byte in 64 (at least one) changed to a different value, at seeded positions."""
-    if not body:
-        return body
-    rng = random.Random(seed)
-    out = bytearray(body)
-    for pos in rng.sample(range(len(out)), max(1, len(out) // 64)):
-        out[pos] = (out[pos] + rng.randrange(1, 256)) % 256
-    return bytes(out)
-
-
-def _finisher(d: _Draw) -> Finisher:
-    async def corrupt(send: Send, start: Message, body: bytes) -> None:
-        damaged = corrupted(body, d.corrupt_seed)
-        await send(_announcing(start, len(damaged)))
-        await send(_body(damaged))
-
-    async def drip(send: Send, start: Message, body: bytes) -> None:
-        await send(_announcing(start, len(body)))
-        for i in range(len(body)):
-            await asyncio.sleep(d.drip_interval)
-            if _gone(send):  # nobody reads any more: stop rather than sleep through the rest
-                return
-            await send(_body(body[i:i + 1], more=True))
-        await send(_body(b""))
-
-    return {"truncate": _truncate, "cut": _cut, "corrupt": corrupt, "drip": drip}[d.body or "truncate"]

@@ -1,5 +1,5 @@
 """The seed profile's rules as pure functions: read a pull's query, do its paging arithmetic, judge and
-summarise a usage upload (docs/seed-profile.md). No HTTP and no database here; :mod:`posync.testing.seed`
+summarise a usage upload (docs/seed-profile.md). No HTTP and no database here; :mod:`posync.testing.seed_routes`
 is the shell that calls them.
 
 Faithful to seed 004's Django views, naive parts included:
@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from posync.testing.changes import Change, Validator, validate
-from posync.testing.store import HORecord, iso
+from posync.testing.schema import HORecord, iso
 
 __all__ = [
     "DEFAULT_LIMIT",

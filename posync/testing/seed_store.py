@@ -1,4 +1,4 @@
-"""Storage of the seed profile, over the posync profile's tables (:mod:`posync.testing.store`).
+"""Storage of the seed HO, over the posync HO's tables (:mod:`posync.testing.schema`, :mod:`posync.testing.store`).
 
 What differs from the posync profile:
 
@@ -21,7 +21,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from posync.testing.store import HORecord, HOStore, Writer, _load, records, usage
+from posync.testing.driver_sql import load_json
+from posync.testing.schema import HORecord, records, usage
+from posync.testing.store import HOStore
+from posync.testing.transactions import Writer
 
 __all__ = ["SeedStore", "deletions"]
 
@@ -41,7 +44,7 @@ _COLS = (records.c.id, records.c.version, sa.type_coerce(records.c.data, sa.Text
 
 def _record(resource: str, row: Any, *, deleted: bool = False, at: str | None = None,
             seq: int | None = None) -> HORecord:
-    return HORecord(resource, row.id, row.version, _load(row.data), deleted, at or row.updated_at,
+    return HORecord(resource, row.id, row.version, load_json(row.data), deleted, at or row.updated_at,
                     row.change_seq if seq is None else seq)
 
 

@@ -38,7 +38,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from posync.testing.auth import Authenticator, AuthFailure
-from posync.testing.faults import FaultMiddleware, Faults
+from posync.testing.fault_middleware import FaultMiddleware
+from posync.testing.faults import Faults
 
 __all__ = ["ABSENT", "ByteFaults", "HOPhoto", "PhotoHO", "S3Target"]
 

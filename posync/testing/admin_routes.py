@@ -1,4 +1,4 @@
-"""HTTP admin surface of the reference HO, for when it runs in another process (crash tests, the demo).
+"""HTTP admin surface of either reference HO, for when it runs in another process (crash tests, the demo).
 
 Unauthenticated by design: the reference HO only binds loopback addresses.
 
@@ -26,11 +26,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from posync.testing.app import ApiError, handle_errors, json_response, read_json
 from posync.testing.changes import RESOURCE_RE
+from posync.testing.json_api import ApiError, handle_errors, json_response, read_json
 
 if TYPE_CHECKING:
-    from posync.testing.ho import ReferenceHO
+    from posync.testing.head_office import ReferenceHO
 
 __all__ = ["admin_routes", "record_json"]
 

@@ -1,4 +1,4 @@
-"""The reference HO's HTTP surface: a Starlette app implementing docs/protocol.md.
+"""The posync HO's HTTP surface: a Starlette app implementing docs/protocol.md.
 
 Database work runs in Starlette's thread pool; bad client input answers 400/422 with the protocol's
 error body, never 500. Routes::
@@ -7,61 +7,36 @@ error body, never 500. Routes::
     POST /api/v1/token/refresh/ (/api/token/refresh/)
     POST /api/v1/sync/push/     POST /api/v1/sync/usage/
     GET  /api/v1/sync/version/  GET  /api/v1/sync/{resource}/
-    /_admin/...  and  /_faults  (see posync.testing.admin)
+    /_admin/...  and  /_faults  (see posync.testing.admin_routes)
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from posync.testing.auth import AuthFailure, Principal
-from posync.testing.changes import RESOURCE_RE, compact_json, loads_json
-from posync.testing.store import StoreBusyError, iso
+from posync.testing.changes import RESOURCE_RE
+from posync.testing.json_api import ApiError, error_response, handle_errors, json_response, parse_json, read_json
+from posync.testing.schema import iso
 
 if TYPE_CHECKING:
-    from posync.testing.ho import ReferenceHO
+    from posync.testing.posync_ho import PosyncHO
 
-__all__ = ["ApiError", "build_app", "handle_errors", "json_response", "read_json"]
+__all__ = ["parse_cursor", "posync_app"]
 
 RESERVED = frozenset({"push", "usage", "version"})
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
-        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
-        super().__init__(message)
-
-
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(compact_json(body), status_code=status, media_type="application/json", headers=headers)
-
-
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
-    return json_response({"status": "error", "code": code, "message": message}, status, headers)
-
-
-async def read_json(request: Request) -> Any:
-    return _parse_json(await request.body())
-
-
-def _parse_json(body: bytes) -> Any:
-    try:
-        return loads_json(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "VALIDATION_ERROR", "request body is not valid JSON") from exc
-
-
-def _authenticate(ho: ReferenceHO, request: Request) -> Principal:
+def _authenticate(ho: PosyncHO, request: Request) -> Principal:
     try:
         return ho.auth.check(request.headers)
     except AuthFailure as exc:
@@ -119,7 +94,7 @@ def _since(raw: str) -> str:
 
 
 class Endpoints:
-    def __init__(self, ho: ReferenceHO) -> None:
+    def __init__(self, ho: PosyncHO) -> None:
         self.ho = ho
 
     async def token(self, request: Request) -> Response:
@@ -148,7 +123,7 @@ class Endpoints:
         return await run_in_threadpool(self._push, request, who, body)
 
     def _push(self, request: Request, who: Principal, body: bytes) -> Response:
-        payload = _parse_json(body)
+        payload = parse_json(body)
         changes = _object_with_list(payload, "changes")
         outlet = _outlet(request, payload, who)
         return json_response({"results": self.ho.apply_push(outlet, changes)})
@@ -223,20 +198,6 @@ class Endpoints:
                 "sync_timestamp": iso(self.ho.now()), "total": len(live), "has_more": has_more}
 
 
-def handle_errors(fn: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
-    async def endpoint(request: Request) -> Response:
-        try:
-            return await fn(request)
-        except ApiError as exc:
-            return error_response(exc.status, exc.code, exc.message, exc.headers)
-        except StoreBusyError as exc:
-            return error_response(503, "UNAVAILABLE", str(exc), {"Retry-After": "1"})
-        except ClientDisconnect:  # the client gave up (a stall): nobody is left to answer
-            return Response(status_code=499)
-
-    return endpoint
-
-
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "HTTP_ERROR")
@@ -247,7 +208,7 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     return error_response(500, "INTERNAL_ERROR", f"{type(exc).__name__} in the reference HO")
 
 
-def build_app(ho: ReferenceHO, extra_routes: list[Route] | None = None) -> Starlette:
+def posync_app(ho: PosyncHO, extra_routes: list[Route] | None = None) -> Starlette:
     e = Endpoints(ho)
     token, refresh = handle_errors(e.token), handle_errors(e.refresh)
     routes = [

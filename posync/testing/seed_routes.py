@@ -1,4 +1,4 @@
-"""The seed profile's HTTP surface: the head office of seeds 004 (sync API) and 001 (JWT) as outlets have
+"""The seed HO's HTTP surface: the head office of seeds 004 (sync API) and 001 (JWT) as outlets have
 it, naive parts included. The contract is docs/seed-profile.md; the rules are :mod:`posync.testing.seed_rules`
 and the storage :mod:`posync.testing.seed_store`. Routes::
 
@@ -8,7 +8,7 @@ and the storage :mod:`posync.testing.seed_store`. Routes::
     GET  /api/v1/sync/version/?company_id=            {"version": epoch second of MAX(updated_at), "timestamp"}
     POST /api/v1/sync/usage/                          {"usages": [...]} -> {"received","processed","failed","errors"}
     /api/v1/sync/push/                                404: the seed HO has no push
-    /_admin/... and /_faults                          as in the posync profile (posync.testing.admin)
+    /_admin/... and /_faults                          as in the posync HO (posync.testing.admin_routes)
 
 Errors are ``{"error", "code"}`` (seed 004, "Error Handling"), except 401s, which are DRF/SimpleJWT's
 ``{"detail": ...}`` bodies with ``WWW-Authenticate: Bearer realm="api"``.
@@ -27,9 +27,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from posync.testing.app import json_response
 from posync.testing.auth import AuthFailure, Principal
 from posync.testing.changes import RESOURCE_RE, loads_json
+from posync.testing.json_api import json_response
+from posync.testing.schema import iso
 from posync.testing.seed_rules import (
     SeedError,
     check_known,
@@ -42,12 +43,12 @@ from posync.testing.seed_rules import (
     usages_of,
     version_of,
 )
-from posync.testing.store import StoreBusyError, iso
+from posync.testing.transactions import StoreBusyError
 
 if TYPE_CHECKING:
-    from posync.testing.ho import ReferenceHO
+    from posync.testing.seed_ho import SeedHO
 
-__all__ = ["build_seed_app", "seed_error_response"]
+__all__ = ["seed_app", "seed_error_response"]
 
 log = logging.getLogger("posync.testing")
 
@@ -78,7 +79,7 @@ def _parse_json(body: bytes) -> Any:
         raise SeedError(400, "VALIDATION_ERROR", "request body is not valid JSON") from exc
 
 
-def _authenticate(ho: ReferenceHO, request: Request) -> Principal:
+def _authenticate(ho: SeedHO, request: Request) -> Principal:
     try:
         who = ho.auth.bearer(request.headers)
     except AuthFailure as exc:
@@ -110,7 +111,7 @@ def seed_errors(fn: Callable[[Request], Awaitable[Response]]) -> Callable[[Reque
 
 
 class SeedEndpoints:
-    def __init__(self, ho: ReferenceHO) -> None:
+    def __init__(self, ho: SeedHO) -> None:
         self.ho = ho
 
     async def _credentials(self, request: Request, *names: str) -> list[str]:
@@ -142,15 +143,15 @@ class SeedEndpoints:
                 raise SeedError(405, "METHOD_NOT_ALLOWED", f'Method "{request.method}" not allowed.')
             raise SeedError(404, "NOT_FOUND", "Not found.")
         _authenticate(self.ho, request)
-        q = parse_pull(resource, request.query_params, stores=self.ho.stores, companies=self.ho.companies)
-        ho, seed = self.ho, self.ho.seed_store
+        ho, options, store = self.ho, self.ho.seed, self.ho.seed_store
+        q = parse_pull(resource, request.query_params, stores=options.stores, companies=options.companies)
         # A naive HO answers everything at once (and so ignores offset too); else it may cap the limit.
-        limit = None if ho.ignore_limit else (q.limit if ho.max_limit is None else min(q.limit, ho.max_limit))
+        limit = options.page_limit(q.limit)
         offset = 0 if limit is None else q.offset
-        rows, total = await run_in_threadpool(seed.page, resource, q.scope, q.since, offset, limit)
+        rows, total = await run_in_threadpool(store.page, resource, q.scope, q.since, offset, limit)
         page = page_of(offset, limit, total) if limit is not None else None
-        deleted = await run_in_threadpool(seed.deleted_since, resource, q.since) \
-            if ho.report_deletes and offset == 0 else []
+        deleted = await run_in_threadpool(store.deleted_since, resource, q.since) \
+            if options.report_deletes and offset == 0 else []
         return json_response({
             resource: [seed_record(r) for r in rows], "deleted_ids": deleted,
             "sync_timestamp": iso(ho.now()), "total": total,
@@ -162,7 +163,7 @@ class SeedEndpoints:
         company = request.query_params.get("company_id")
         if not company:
             raise SeedError(400, "MISSING_COMPANY_ID", "company_id is required")
-        check_known({"company_id": company}, stores=None, companies=self.ho.companies)
+        check_known({"company_id": company}, stores=None, companies=self.ho.seed.companies)
         latest = await run_in_threadpool(self.ho.seed_store.latest_save, {"company_id": company})
         return json_response({"version": version_of(latest), "timestamp": iso(self.ho.now())})
 
@@ -176,7 +177,7 @@ class SeedEndpoints:
         errors: list[tuple[int, str]] = []
         processed: list[dict[str, Any]] = []
         for i, raw in enumerate(usages):  # "error handling per usage record"; no deduplication
-            problem = usage_error(raw, self.ho.validators, stores=self.ho.stores)
+            problem = usage_error(raw, self.ho.validators, stores=self.ho.seed.stores)
             if problem is None:
                 processed.append(raw)
             else:
@@ -202,7 +203,7 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     return seed_error_response(500, "INTERNAL_ERROR", f"{type(exc).__name__} in the reference HO")
 
 
-def build_seed_app(ho: ReferenceHO, extra_routes: list[Route] | None = None) -> Starlette:
+def seed_app(ho: SeedHO, extra_routes: list[Route] | None = None) -> Starlette:
     e = SeedEndpoints(ho)
     token, refresh = seed_errors(e.token), seed_errors(e.refresh)
     routes = [
