@@ -283,16 +283,20 @@ def test_pulling_the_same_page_twice_applies_once(outlet: Outlet, ho: HO) -> Non
         assert s.get(Product, "p1").version == 1
 
 
+NEWEST_GAP = 1.5  # seconds between two edits newest_wins must tell apart
+
+
 def conflict_outlet(db_url: str, ho: HO, strategy: ConflictStrategy) -> Outlet:
     return outlet_for(db_url, ho, registry=pos_registry(strategy))
 
 
-def make_conflict(o: Outlet, ho: HO, *, local_price: int = 111, ho_price: int = 222) -> None:
+def make_conflict(o: Outlet, ho: HO, *, local_price: int = 111, ho_price: int = 222, gap: float = 0.0) -> None:
     ho.ref.put("products", "p1", {"id": "p1", "name": "Tea", "price": 100})
     o.sync.sync_now()
     with o.Session() as s:
         s.get(Product, "p1").price = local_price
         s.commit()
+    time.sleep(gap)
     ho.ref.put("products", "p1", {"id": "p1", "name": "Tea", "price": ho_price})
 
 
@@ -329,10 +333,13 @@ def test_local_wins_rebases_and_pushes(db_url: str, ho: HO, via: str) -> None:
 def test_newest_wins_by_change_time(db_url: str, ho: HO) -> None:
     o = conflict_outlet(db_url, ho, ConflictStrategy.NEWEST_WINS)
     try:
-        make_conflict(o, ho)  # HO's edit came after the local one: HO's wins
+        # the edits are further apart than HO's clock offset is known (its Date header has 1 s resolution):
+        # which one is newer is a fact, not a coin toss on a loaded machine
+        make_conflict(o, ho, gap=NEWEST_GAP)  # HO's edit came after the local one: HO's wins
         o.sync.sync_now()
         assert ho_data(ho, "products")["p1"]["price"] == 222
         ho.ref.put("products", "p1", {"id": "p1", "name": "Tea", "price": 300})
+        time.sleep(NEWEST_GAP)
         with o.Session() as s:  # now the local edit is the newer one
             s.get(Product, "p1").price = 400
             s.commit()
