@@ -4,13 +4,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from enum import StrEnum
+from typing import Any, Protocol
 
 from posync.ho.http import ClockOffset
 from posync.ho.wire import PushResult
 from posync.registry import TrackedEntity
 
-__all__ = ["HOClient", "PullPage", "Upload", "VersionInfo"]
+__all__ = ["HOClient", "Paging", "PullPage", "Upload", "VersionInfo"]
+
+
+class Paging(StrEnum):
+    """How an HO pages a resource's changes: what the pull service reads them with."""
+
+    # a commit-ordered cursor, saved with each page; deletes come as tombstones
+    CURSOR = "cursor"
+    # ``updated_since`` + ``limit``/``offset`` over a set that moves while it is read, with HO's ``total``
+    OFFSET = "offset"
 
 
 @dataclass(frozen=True)
@@ -52,7 +62,7 @@ class Upload:
 class HOClient(Protocol):
     """One head office, one outlet. Thread-safe."""
 
-    dialect: Literal["posync", "seed"]
+    paging: Paging
     clock: ClockOffset
     # Does HO deduplicate pushed changes by key? (posync's protocol: yes; the seed HO: no.) A request that
     # HO cannot deduplicate is never resent at once after a dropped connection.

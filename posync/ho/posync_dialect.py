@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import time
-from typing import Any, Literal
+from typing import Any
 
 from posync.errors import HOErrorResponse, ProtocolError, ResyncRequiredError
-from posync.ho.base import PullPage, Upload, VersionInfo
+from posync.ho.base import Paging, PullPage, Upload, VersionInfo
 from posync.ho.http import HttpCore
 from posync.ho.wire import CursorPage, PosyncVersion, PushResult, check_records, parse, parse_push_results
 from posync.registry import TrackedEntity
@@ -40,7 +40,7 @@ def records_of(body: dict[str, Any], entity: TrackedEntity, what: str) -> list[d
 
 
 class PosyncHO:
-    dialect: Literal["posync", "seed"] = "posync"
+    paging = Paging.CURSOR
     idempotent_uploads = True
 
     def __init__(self, core: HttpCore, *, outlet_id: str, company_id: str, store_id: str,

@@ -8,10 +8,10 @@ never reports, duplicates) lives in the pull service and the reconciliation."""
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Any
 
 from posync.errors import ConfigurationError, ProtocolError
-from posync.ho.base import PullPage, Upload, VersionInfo
+from posync.ho.base import Paging, PullPage, Upload, VersionInfo
 from posync.ho.http import HttpCore
 from posync.ho.posync_dialect import UPLOAD_PATH, VERSION_PATH, pull_path, records_of, scope_key
 from posync.ho.wire import OffsetPage, PushResult, SeedUploadSummary, SeedVersion, parse, parse_push_results
@@ -25,7 +25,7 @@ NEEDS_BRAND = frozenset({"products"})
 
 
 class SeedHO:
-    dialect: Literal["posync", "seed"] = "seed"
+    paging = Paging.OFFSET
     idempotent_uploads = False  # seed 004 logs every usage it receives
 
     def __init__(self, core: HttpCore, *, company_id: str, store_id: str, brand_id: str | None = None,

@@ -4,68 +4,45 @@ Each resource is pulled on its own: one that fails (HO refuses it, a page does n
 backs off by itself, logged once when it starts failing and once when it recovers, and the others go on.
 Only an HO that cannot be reached or refuses the credentials ends the whole pull.
 
-A resource whose HO version has not moved since its last complete pull is skipped. Pages come one of
-two ways (``posync.services.passes``): posync's commit-ordered cursor, saved with each page; or the seed
-HO's ``updated_since`` + offset, checkpointed on HO's own ``sync_timestamp`` once a pass was read whole.
-A page is applied in transactions of at most ``apply_chunk_size`` records, so a huge page (an HO that
-ignores ``limit``) never holds the outlet's write lock for long.
+A resource whose HO version has not moved since its last complete pull is skipped. Pages come the way the
+client says HO pages them (``HOClient.paging``): a commit-ordered cursor, saved with each page
+(``posync.services.pull.cursor``); or ``updated_since`` + offset, checkpointed on HO's own
+``sync_timestamp`` once a pass was read whole (``posync.services.pull.offset``). A page is applied in
+transactions of at most ``apply_chunk_size`` records (``posync.services.pull.outlet``), so a huge page (an
+HO that ignores ``limit``) never holds the outlet's write lock for long.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from posync import _gc
 from posync.db import WriteGate, write_transaction
-from posync.errors import AuthenticationError, HOErrorResponse, HOUnavailableError, PosyncError
+from posync.errors import AuthenticationError, HOUnavailableError, PosyncError
 from posync.ho import HOClient, VersionInfo
+from posync.ho.base import Paging
 from posync.models.enums import LogKind
 from posync.registry import Registry, TrackedEntity
 from posync.repositories import CheckpointRepository, EntityRepository, LogRepository, OutboxRepository
 from posync.retry import OutagePolicy
-from posync.services.apply import ApplyStats, RemoteApplier
+from posync.services.apply import RemoteApplier
+from posync.services.pull.context import PullContext, ho_versions
+from posync.services.pull.cursor import cursor_pass
+from posync.services.pull.offset import is_since, offset_pass
+from posync.services.pull.outlet import PullOutlet
+from posync.services.pull.reconcile import ReconcileReport, reconcile
+from posync.services.pull.stats import PageTally, PullStats, ResourceHealth
 
-__all__ = ["PullService", "PullStats", "ResourceHealth"]
+__all__ = ["PullService"]
 
 log = logging.getLogger("posync.pull")
-# the most records applied in one transaction while the host writes on the same SQLite file
-BUSY_CHUNK = 100
-
-
-@dataclass
-class PullStats:
-    pages: int = 0
-    skipped_resources: list[str] = field(default_factory=list)
-    resynced: list[str] = field(default_factory=list)
-    # resources that failed this time (resource -> the error) or wait out an earlier failure
-    failed: dict[str, str] = field(default_factory=dict)
-    deferred: list[str] = field(default_factory=list)
-    passes_read_again: int = 0
-    applied: ApplyStats = field(default_factory=ApplyStats)
-
-
-@dataclass
-class ResourceHealth:
-    """One resource's pull failures (in this process): they back off on their own."""
-
-    failures: int = 0
-    since: datetime | None = None
-    last_error: str | None = None
-    not_before: float = 0.0  # time.monotonic()
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"failures": self.failures, "failing_since": self.since.isoformat() if self.since else None,
-                "last_error": self.last_error,
-                "next_attempt_in": max(0.0, round(self.not_before - time.monotonic(), 1))}
 
 
 class PullService:
@@ -78,13 +55,9 @@ class PullService:
         self.engine = engine
         self.registry = registry
         self.client = client
-        self._applier = applier
         self.checkpoints = checkpoints
-        self.entities = entities
-        self.outbox = outbox or OutboxRepository()
         self.logs = logs
         self.page_size = page_size
-        self._apply_chunk = apply_chunk
         self.since_overlap = since_overlap
         self._clock = clock
         self._pause_gc = pause_gc
@@ -92,6 +65,9 @@ class PullService:
         self._backoff = backoff or OutagePolicy()
         self.stopping = stopping
         self.health: dict[str, ResourceHealth] = {}
+        self._outlet = PullOutlet(engine, self.transaction, applier, checkpoints, entities,
+                                  outbox or OutboxRepository(), logs, apply_chunk=apply_chunk,
+                                  host_busy=self._gate.host_busy, now=self.now)
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
@@ -100,6 +76,10 @@ class PullService:
     def transaction(self) -> Iterator[Connection]:
         with self._gate.posync(), _gc.paused(self._pause_gc), write_transaction(self.engine) as conn:
             yield conn
+
+    def _context(self, tally: PageTally) -> PullContext:
+        """What the passes need, read now: a page size set after construction counts."""
+        return PullContext(self.client, self._outlet, self.page_size, self.since_overlap, self.stopping, tally)
 
     # -- all resources -----------------------------------------------------------------------------
 
@@ -136,10 +116,7 @@ class PullService:
         return ordered[::-1] if children_first else ordered
 
     def versions(self) -> VersionInfo | None:
-        try:
-            return self.client.version()
-        except HOErrorResponse:  # an HO without the version endpoint: pull every time
-            return None
+        return ho_versions(self.client)
 
     def _failed(self, resource: str, exc: PosyncError, stats: PullStats | None, what: str = "pulling") -> None:
         health = self.health.setdefault(resource, ResourceHealth())
@@ -174,8 +151,6 @@ class PullService:
     # -- one resource ----------------------------------------------------------------------------------
 
     def pull(self, entity: TrackedEntity, ho_version: str | None = None, stats: PullStats | None = None) -> PullStats:
-        from posync.services import passes  # the passes use this service's helpers
-
         stats = stats or PullStats()
         with self.engine.connect() as conn:
             checkpoint = self.checkpoints.get(conn, entity.resource)
@@ -187,35 +162,23 @@ class PullService:
         started = time.perf_counter()
         before = (stats.pages, stats.applied.written + stats.applied.deleted)
         cursor = checkpoint["cursor"] if checkpoint else None
-        settled: datetime | bool | None  # an offset pass settles at its start; a cursor pass always settles
-        if self.client.dialect == "seed" or (cursor or "").startswith(passes.SINCE):
-            settled = passes.offset_pass(self, entity, cursor, stats)
+        context = self._context(stats)
+        # a checkpoint an offset pass left is read on the offset way, whatever paging HO offers now
+        if self.client.paging is Paging.OFFSET or is_since(cursor):
+            result = offset_pass(context, entity, cursor)
         else:
-            settled = passes.cursor_pass(self, entity, cursor, stats)
+            result = cursor_pass(context, entity, cursor)
+        stats.passes_read_again += result.read_again
+        if result.resynced:
+            stats.resynced.append(entity.resource)
         with self.transaction() as conn:
-            if ho_version is not None and settled and passes.version_settled(ho_version.split("@")[0], settled):
+            if ho_version is not None and result.vouches_for(ho_version.split("@")[0]):
                 self.checkpoints.save(conn, entity.resource, ho_version=ho_version)
             self.logs.add(conn, LogKind.PULL, self.now(), resource=entity.resource,
                            count=stats.applied.written + stats.applied.deleted - before[1],
                            duration_ms=(time.perf_counter() - started) * 1000,
                            detail=f"{stats.pages - before[0]} pages, {stats.applied.conflicts} conflicts")
         return stats
-
-    def apply_page(self, entity: TrackedEntity, records: Sequence[dict[str, Any]],
-                   deleted: Sequence[dict[str, Any]], stats: PullStats, **checkpoint: Any) -> None:
-        """Apply one page in transactions of at most ``apply_chunk`` records; the checkpoint values (if
-        any) are saved with the last one. Re-applying a chunk is harmless (by version), so a crash
-        between chunks only means the page is read again."""
-        items: list[tuple[dict[str, Any], bool]] = [*((r, False) for r in records), *((d, True) for d in deleted)]
-        size = min(self._apply_chunk, BUSY_CHUNK) if self._gate.host_busy() else self._apply_chunk
-        chunks = [items[i : i + size] for i in range(0, len(items), size)] or [[]]
-        for n, chunk in enumerate(chunks):
-            with self.transaction() as conn:
-                stats.applied.add(self._applier.apply(conn, entity, [r for r, gone in chunk if not gone],
-                                                      [r for r, gone in chunk if gone], source="pull"))
-                if checkpoint and n == len(chunks) - 1:
-                    self.checkpoints.save(conn, entity.resource, last_pull_at=self.now(), **checkpoint)
-        stats.pages += 1
 
     # -- operating ---------------------------------------------------------------------------------------
 
@@ -234,19 +197,17 @@ class PullService:
         return names
 
     def reconcile(self, resource: str | None = None, *, force: bool = False,
-                  max_delete_fraction: float = 0.5) -> list[Any]:
-        """The id reconciliation (``posync.services.reconcile``) of one resource or every pulled one.
+                  max_delete_fraction: float = 0.5) -> list[ReconcileReport]:
+        """The id reconciliation (``posync.services.pull.reconcile``) of one resource or every pulled one.
         Each resource on its own; a failure is logged and reported, the others go on."""
-        from posync.services.reconcile import ReconcileReport, reconcile
-
         entities = [self.registry[resource]] if resource is not None else self.ordered(children_first=True)
         reports: list[ReconcileReport] = []
-        stats = PullStats()
+        context = self._context(PageTally())  # what a listing applies is not reported
         for entity in entities:
             if self.stopping():
                 break
             try:
-                report = reconcile(self, entity, stats, force=force, max_delete_fraction=max_delete_fraction)
+                report = reconcile(context, entity, force=force, max_delete_fraction=max_delete_fraction)
             except (HOUnavailableError, AuthenticationError):
                 raise
             except PosyncError as exc:
@@ -256,6 +217,5 @@ class PullService:
                 reports.append(ReconcileReport(entity.resource, error=str(exc)))
             else:
                 reports.append(report)
-                if entity.resource not in stats.failed:
-                    self._recovered(entity.resource)
+                self._recovered(entity.resource)
         return reports
