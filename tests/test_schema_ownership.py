@@ -63,7 +63,7 @@ def test_posync_refuses_a_database_without_its_tables_or_behind_its_head(db_url:
     engine = posync.create_engine(db_url)
     try:
         sqlmodel.SQLModel.metadata.create_all(engine)
-        with pytest.raises(posync.ConfigurationError, match="tables are missing: run posync.migrations.upgrade"):
+        with pytest.raises(posync.ConfigurationError, match=r"tables are missing: run posync\.migrations\.upgrade"):
             _start(engine)
         upgrade(engine)
         downgrade(engine, "0003")

@@ -40,6 +40,7 @@ from posync.repositories import (
     LogRepository,
     OutboxRepository,
 )
+from posync.services import outlet
 from posync.services.apply import RemoteApplier
 from posync.services.conflicts import ConflictHandler
 from posync.services.manage import SyncManager
@@ -79,6 +80,7 @@ class Posync:
         self.registry = registry
         self.settings = settings
         migrations.require_current(engine)
+        outlet.check_or_bind(engine, outlet_identity(settings))
         capture.install(engine, registry)
         capture.translate_refusals(engine)
         self.capture = ChangeCapture(registry, clock)
@@ -246,3 +248,15 @@ class Posync:
 
     def __repr__(self) -> str:
         return f"Posync(ho_url={self.settings.ho_url!r}, outlet_id={self.settings.outlet_id!r})"
+
+
+def outlet_identity(settings: PosyncSettings) -> outlet.OutletIdentity:
+    """What binds a database to the outlet ``settings`` name (HO's URL without a trailing slash)."""
+    return outlet.OutletIdentity(settings.outlet_id, settings.company_id, settings.effective_store_id,
+                                 settings.ho_url.rstrip("/"))
+
+
+def rebind_outlet(engine: Engine, settings: PosyncSettings) -> outlet.OutletIdentity | None:
+    """Bind the database to the outlet ``settings`` name, on purpose (the outlet moved, HO's address
+    changed); returns what it was bound to. Its queued changes go to HO under the new identity."""
+    return outlet.rebind(engine, outlet_identity(settings))
