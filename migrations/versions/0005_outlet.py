@@ -1,4 +1,4 @@
-"""the outlet this database belongs to (seed 003's OutletConfig): posync_outlet
+"""the outlet this database belongs to (seed 003's OutletConfig): posync_outlet; the syncer lease: posync_lease
 
 Revision ID: 0005
 Revises: 0004
@@ -33,7 +33,17 @@ def upgrade() -> None:
     sa.Column('credentials', sa.LargeBinary(), nullable=True),
     sa.PrimaryKeyConstraint('id')
     )
+    lease = op.create_table('posync_lease',
+    sa.Column('name', _s(50), nullable=False),
+    sa.Column('holder', _s(100), nullable=True),
+    sa.Column('expires_at', sa.Float(), nullable=False),
+    sa.Column('token', sa.Integer(), nullable=False),
+    sa.Column('trigger_at', sa.Float(), nullable=True),
+    sa.PrimaryKeyConstraint('name')
+    )
+    op.bulk_insert(lease, [{'name': 'syncer', 'holder': None, 'expires_at': 0.0, 'token': 0, 'trigger_at': None}])
 
 
 def downgrade() -> None:
+    op.drop_table('posync_lease')
     op.drop_table('posync_outlet')

@@ -14,8 +14,11 @@ every write to them is queued by the database itself, also after ``close()``.
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -47,6 +50,7 @@ from posync.services.manage import SyncManager
 from posync.services.pull import PullService
 from posync.services.push import PushService
 from posync.settings import PosyncSettings
+from posync.workers.leader import SyncerLease
 from posync.workers.scheduler import EmbeddedScheduler
 from posync.workers.sync_worker import CycleReport, SyncWorker
 
@@ -99,6 +103,8 @@ class Posync:
         def stopping() -> bool:
             return self.worker.stopping
 
+        # who this process is, to the outbox's item leases and to the syncer lease alike
+        owner = owner or f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.push = PushService(engine, registry, self.client, outbox, entities, self.conflict_handler, logs,
                                 retry=settings.retry_policy(), clock=clock, owner=owner,
                                 lease_seconds=settings.lease_seconds, batch_size=settings.push_batch_size,
@@ -118,6 +124,8 @@ class Posync:
         # a posync.photos.PhotoSync (build_photo_sync): scheduled with the sync cycle, shown in status;
         # the host built it and closes it
         self.photos = photos
+        self.lease = SyncerLease(engine, owner, seconds=settings.syncer_lease_seconds, clock=clock) \
+            if settings.single_syncer else None
         self.manager.photos = photos
         self._scheduler: EmbeddedScheduler | None = None
         self._receipts: Any | None = None
@@ -141,15 +149,21 @@ class Posync:
         self._open()
         if self._scheduler is None:
             self._scheduler = EmbeddedScheduler(self.worker, self.settings.sync_interval_seconds, scheduler,
-                                                housekeeping=self.housekeeping, photos=self.photos)
+                                                housekeeping=self.housekeeping, photos=self.photos,
+                                                lease=self.lease, renew_seconds=self.settings.syncer_renew_seconds)
             self._scheduler.start()
 
     def trigger(self) -> None:
+        """A cycle soon: here if this process is the outlet's syncer, else by the syncer (asked through the
+        database; it runs one within ``syncer_renew_seconds``). Without a started scheduler: one now, here."""
         self._open()
-        if self._scheduler is not None:
+        if self._scheduler is None:
+            self.sync_now()
+        elif self._scheduler.syncer:
             self._scheduler.trigger()
         else:
-            self.sync_now()
+            assert self.lease is not None
+            self.lease.ask_for_cycle()
 
     def stop(self) -> None:
         if self._scheduler is not None:
@@ -167,8 +181,13 @@ class Posync:
         if self._closed:
             return
         self._closed = True
+        started = self._scheduler is not None
         self.stop()
-        self.worker.stop(self.settings.close_timeout if timeout is None else timeout)
+        idle = self.worker.stop(self.settings.close_timeout if timeout is None else timeout)
+        if started and self.lease is not None:
+            # the next syncer takes over at once; when nothing of ours is on the wire, what we claimed and
+            # did not send is due again now (else it is given back when the next syncer takes over)
+            self.lease.release(give_back=idle)
         self.worker.when_idle(self.client.close)
 
     def __enter__(self) -> Posync:
