@@ -149,7 +149,7 @@ def _until(what: Any, deadline: float) -> float:
 @pytest.mark.parametrize("single_syncer", [True, False], ids=["one-syncer", "every-worker"])
 def test_four_workers_poll_ho_as_one(db_url: str, ho: tuple[ReferenceHO, Counting, str], tmp_path: Path,
                                      single_syncer: bool) -> None:
-    ref, counting, ho_url = ho
+    _, counting, ho_url = ho
     prepare_database(db_url).dispose()
     fleet = Fleet(db_url, ho_url, tmp_path, interval=1.0, env={"POSYNC_SINGLE_SYNCER": str(single_syncer).lower()})
     try:
