@@ -6,6 +6,7 @@ Real processes; SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -31,7 +32,7 @@ WORKERS = 4
 
 # a POS worker process: the README's start-up, then posync runs in the background until SIGTERM
 WORKER = """
-import os, signal, sys, threading, time
+import json, os, signal, sys, threading, time
 from pathlib import Path
 import posync
 from posync.demo.models import pos_registry
@@ -44,11 +45,16 @@ done = threading.Event()
 signal.signal(signal.SIGTERM, lambda *_: done.set())
 sync.start()
 print(sync.lease.holder if sync.lease else "-", flush=True)
-ask = control / f"trigger-{os.getpid()}"
+ask, tell = control / f"trigger-{os.getpid()}", control / f"status-{os.getpid()}"
 while not done.wait(0.1):
     if ask.exists():
         ask.unlink()
         sync.trigger()
+    if tell.exists():
+        tell.unlink()
+        answer = json.dumps(sync.manager.status().as_dict())
+        (control / f"status-{os.getpid()}.json.part").write_text(answer)
+        (control / f"status-{os.getpid()}.json.part").rename(control / f"status-{os.getpid()}.json")
 sync.close()
 """
 
@@ -60,10 +66,16 @@ class Counting:
         self.app = app
         self.paths: Counter[str] = Counter()
         self.hold_pushes = threading.Event()
+        self.down = threading.Event()  # every API call answers 503
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             self.paths[scope["path"]] += 1
+            if self.down.is_set() and scope["path"].startswith("/api/"):
+                await send({"type": "http.response.start", "status": 503,
+                            "headers": [(b"content-type", b"application/json")]})
+                await send({"type": "http.response.body", "body": b'{"status":"error","code":"DOWN","message":"down"}'})
+                return
             while scope["method"] == "POST" and "push" in scope["path"] and self.hold_pushes.is_set():
                 await asyncio.sleep(0.05)
         await self.app(scope, receive, send)
@@ -121,6 +133,24 @@ class Fleet:
         with sqlmodel.Session(self.engine) as session:  # the till's own write, in the test process
             session.add_all(Order(id=order_id, total=1) for order_id in ids)
             session.commit()
+
+    def statuses(self) -> list[dict[str, Any]]:
+        """Every live worker's ``status()``, asked in that worker's own process."""
+        live = [p.pid for p in self.procs if p.poll() is None]
+        for pid in live:
+            (self.control / f"status-{pid}").touch()
+        answers = []
+        for pid in live:
+            path = self.control / f"status-{pid}.json"
+            _until(path.exists, 30)
+            answers.append(json.loads(path.read_text()))
+            path.unlink()
+        return answers
+
+    def online(self) -> bool | None:
+        with self.engine.connect() as conn:
+            online = conn.execute(sa.text("SELECT online FROM posync_outlet WHERE last_cycle_at IS NOT NULL")).scalar()
+        return None if online is None else bool(online)
 
     def close(self) -> None:
         for p in self.procs:
@@ -208,5 +238,28 @@ def test_a_trigger_in_any_worker_reaches_the_syncer(db_url: str, ho: tuple[Refer
         (tmp_path / f"trigger-{other}").touch()
         waited = _until(lambda: "t1" in ref.records("orders"), 30)
         print(f"\ntrigger in a worker that is not the syncer: the sale was at HO {waited:.1f} s later")
+    finally:
+        fleet.close()
+
+
+def test_status_is_the_outlets_whichever_worker_answers(db_url: str, ho: tuple[ReferenceHO, Counting, str],
+                                                         tmp_path: Path) -> None:
+    _, counting, ho_url = ho
+    prepare_database(db_url).dispose()
+    counting.down.set()
+    fleet = Fleet(db_url, ho_url, tmp_path, interval=3600.0, env={})  # cycles only when asked
+    try:
+        holder = fleet.holder_pid()
+        _until(lambda: fleet.online() is False, 30)
+        down = fleet.statuses()
+        assert [s["online"] for s in down] == [False] * WORKERS
+        assert len({s["last_error"] for s in down}) == 1 and "503" in down[0]["last_error"]
+        counting.down.clear()
+        other = next(pid for pid in fleet.owners if pid != holder)
+        (tmp_path / f"trigger-{other}").touch()  # one worker's trigger; the syncer's cycle succeeds
+        _until(lambda: fleet.online() is True, 30)
+        up = fleet.statuses()
+        assert [(s["online"], s["last_error"]) for s in up] == [(True, None)] * WORKERS
+        assert len({s["last_cycle_at"] for s in up}) == 1
     finally:
         fleet.close()

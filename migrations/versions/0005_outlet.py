@@ -31,6 +31,10 @@ def upgrade() -> None:
     sa.Column('last_sync_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('bound_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('credentials', sa.LargeBinary(), nullable=True),
+    sa.Column('online', sa.Boolean(), nullable=False),
+    sa.Column('last_error', sa.Text(), nullable=True),
+    sa.Column('auth_error', sa.Text(), nullable=True),
+    sa.Column('last_cycle_at', sa.DateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('id')
     )
     lease = op.create_table('posync_lease',

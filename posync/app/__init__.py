@@ -118,7 +118,10 @@ class Posync:
         reconcile_every = settings.reconcile_interval_seconds if settings.ho_profile == "seed" else None
         self.worker = SyncWorker(self.push, self.pull, outage=settings.outage_policy(),
                                  reconcile_every=reconcile_every,
-                                 reconcile_max_delete_fraction=settings.reconcile_max_delete_fraction)
+                                 reconcile_max_delete_fraction=settings.reconcile_max_delete_fraction,
+                                 on_cycle=lambda w: outlet.record_cycle(engine, online=w.online,
+                                                                        last_error=w.last_error,
+                                                                        auth_error=w.auth_error))
         self.manager = SyncManager(engine, registry, outbox, entities, conflicts, logs, checkpoints,
                                    self.conflict_handler, clock, gate=self.gate, worker=self.worker, pull=self.pull)
         # a posync.photos.PhotoSync (build_photo_sync): scheduled with the sync cycle, shown in status;

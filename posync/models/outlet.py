@@ -33,3 +33,9 @@ class OutletRecord(PosyncModel, table=True):
                                                                             nullable=True))
     bound_at: datetime = Field(sa_column=sa.Column(sa.DateTime(timezone=True), nullable=False))
     credentials: bytes | None = Field(default=None, sa_column=sa.Column(sa.LargeBinary(), nullable=True))
+    # the syncer's last cycle, as every worker process reports it (status is the outlet's, not a worker's)
+    online: bool = Field(default=True)
+    last_error: str | None = Field(default=None, sa_column=sa.Column(sa.Text(), nullable=True))
+    auth_error: str | None = Field(default=None, sa_column=sa.Column(sa.Text(), nullable=True))
+    last_cycle_at: datetime | None = Field(default=None, sa_column=sa.Column(sa.DateTime(timezone=True),
+                                                                             nullable=True))

@@ -7,11 +7,12 @@ from datetime import UTC, datetime
 
 from sqlalchemy.engine import Engine
 
+from posync.db import write_transaction
 from posync.errors import OutletMismatchError
 from posync.migrations import locked
 from posync.repositories.outlet import OutletIdentity, OutletRepository
 
-__all__ = ["OutletIdentity", "check_or_bind", "rebind"]
+__all__ = ["OutletIdentity", "check_or_bind", "rebind", "record_cycle"]
 
 _repo = OutletRepository()
 
@@ -36,3 +37,9 @@ def rebind(engine: Engine, given: OutletIdentity) -> OutletIdentity | None:
         before = _repo.identity(conn)
         _repo.bind(conn, given, datetime.now(UTC))
     return before
+
+
+def record_cycle(engine: Engine, *, online: bool, last_error: str | None, auth_error: str | None) -> None:
+    """The syncer's cycle outcome, for every worker's status: one short write after each cycle."""
+    with write_transaction(engine) as conn:
+        _repo.record_cycle(conn, online=online, last_error=last_error, auth_error=auth_error, at=datetime.now(UTC))

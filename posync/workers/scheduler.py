@@ -46,6 +46,7 @@ class EmbeddedScheduler:
         self._scheduler = scheduler or BackgroundScheduler(timezone="UTC")
         self._photos = photos  # a posync.photos.PhotoSync: its hourly and nightly passes join the schedule
         self._cycle = threading.Lock()
+        self._forced = threading.Event()  # the next cycle was asked for (trigger), not just due
         self._lease = lease  # None: this process syncs whatever others do (a single-process host)
         self._renew_seconds = renew_seconds
 
@@ -78,7 +79,9 @@ class EmbeddedScheduler:
             self._scheduler.start()
 
     def trigger(self) -> None:
-        """Run a cycle as soon as the scheduler can (seed 003's "sync now")."""
+        """Run a cycle as soon as the scheduler can (seed 003's "sync now": asked for, so it does not wait
+        out an outage's backoff)."""
+        self._forced.set()
         self._scheduler.modify_job(JOB_ID, next_run_time=datetime.now(UTC))
 
     def stop(self) -> None:
@@ -114,7 +117,9 @@ class EmbeddedScheduler:
         if not self._cycle.acquire(blocking=False):
             return  # the cycle still running will see whatever this tick would have
         try:
-            self._worker.run_cycle()
+            forced = self._forced.is_set()
+            self._forced.clear()
+            self._worker.run_cycle(force=forced)
         except Exception:  # keep the job alive; a bug must not stop syncing forever
             log.exception("sync cycle failed")
         finally:
