@@ -117,9 +117,11 @@ class EmbeddedScheduler:
         if not self._cycle.acquire(blocking=False):
             return  # the cycle still running will see whatever this tick would have
         try:
-            forced = self._forced.is_set()
-            self._forced.clear()
-            self._worker.run_cycle(force=forced)
+            if self._forced.is_set():
+                self._forced.clear()
+                self._worker.run_cycle(force=True)
+            else:
+                self._worker.run_cycle()
         except Exception:  # keep the job alive; a bug must not stop syncing forever
             log.exception("sync cycle failed")
         finally:
