@@ -4,7 +4,7 @@ The public surface is what ``__all__`` lists; everything else is internal and ma
 """
 
 from posync import migrations
-from posync.app import Posync
+from posync.app import Posync, rebind_outlet
 from posync.capture import ChangeCapture, enqueue
 from posync.db import create_engine, write_transaction
 from posync.errors import (
@@ -15,6 +15,7 @@ from posync.errors import (
     HOErrorResponse,
     HOUnavailableError,
     NotFoundError,
+    OutletMismatchError,
     PosyncError,
     ProtocolError,
     ResyncRequiredError,
@@ -48,6 +49,7 @@ __all__ = [
     "NotFoundError",
     "Op",
     "OutagePolicy",
+    "OutletMismatchError",
     "Posync",
     "PosyncError",
     "PosyncSettings",
@@ -69,5 +71,6 @@ __all__ = [
     "enqueue",
     "migrations",
     "posync_tables",
+    "rebind_outlet",
     "write_transaction",
 ]

@@ -27,6 +27,8 @@ message ever contains a secret.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "AuthenticationError",
     "ClosedError",
@@ -38,6 +40,7 @@ __all__ = [
     "HOUnavailableError",
     "InvalidPayloadError",
     "NotFoundError",
+    "OutletMismatchError",
     "PayloadTooLargeError",
     "PhotoConfigError",
     "PhotoError",
@@ -62,6 +65,19 @@ class PosyncError(Exception):
 
 class ConfigurationError(PosyncError):
     pass
+
+
+class OutletMismatchError(ConfigurationError):
+    """The database belongs to another outlet (company, store or HO) than the settings name. ``bound`` and
+    ``given`` map each differing field to its value; re-bind on purpose with ``posync.rebind_outlet``."""
+
+    def __init__(self, bound: Any, given: Any) -> None:
+        fields = [f for f in given._fields if getattr(bound, f) != getattr(given, f)]
+        self.bound = {f: getattr(bound, f) for f in fields}
+        self.given = {f: getattr(given, f) for f in fields}
+        said = ", ".join(f"{f} {self.bound[f]!r} (settings: {self.given[f]!r})" for f in fields)
+        super().__init__(f"this database belongs to another outlet: {said}. If this outlet really moved, "
+                         "re-bind it on purpose: posync.rebind_outlet(engine, settings) or `posync db rebind`")
 
 
 class ClosedError(PosyncError):

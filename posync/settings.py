@@ -165,6 +165,11 @@ class PosyncSettings(StrictSettings):
     # the largest answer posync reads (a bigger one is a ProtocolError: lower pull_page_size)
     max_response_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     sync_interval_seconds: float = Field(30.0, gt=0)
+    # several worker processes on one outlet database: one of them (the syncer lease's holder) runs the sync
+    # jobs; after its death another takes over within syncer_lease_seconds + syncer_renew_seconds
+    single_syncer: bool = True
+    syncer_lease_seconds: float = Field(6.0, gt=2)
+    syncer_renew_seconds: float = Field(1.5, gt=0)
     # how long close() waits for a running cycle before it returns anyway
     close_timeout: float = Field(10.0, ge=0)
     # the id reconciliation (deletes HO never reports): how often, and the most it may delete in one run
@@ -222,6 +227,8 @@ class PosyncSettings(StrictSettings):
             raise ValueError("request_timeout must be shorter than lease_seconds")
         if self.max_backoff_seconds < self.initial_backoff_seconds:
             raise ValueError("max_backoff_seconds must be at least initial_backoff_seconds")
+        if self.syncer_renew_seconds * 2 > self.syncer_lease_seconds:
+            raise ValueError("syncer_renew_seconds must be at most half of syncer_lease_seconds")
         return self
 
     @property

@@ -14,8 +14,11 @@ every write to them is queued by the database itself, also after ``close()``.
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -40,12 +43,14 @@ from posync.repositories import (
     LogRepository,
     OutboxRepository,
 )
+from posync.services import outlet
 from posync.services.apply import RemoteApplier
 from posync.services.conflicts import ConflictHandler
 from posync.services.manage import SyncManager
 from posync.services.pull import PullService
 from posync.services.push import PushService
 from posync.settings import PosyncSettings
+from posync.workers.leader import SyncerLease
 from posync.workers.scheduler import EmbeddedScheduler
 from posync.workers.sync_worker import CycleReport, SyncWorker
 
@@ -83,6 +88,7 @@ class Posync:
         self.registry = registry
         self.settings = settings
         migrations.require_current(engine)
+        outlet.check_or_bind(engine, outlet_identity(settings))
         capture.install(engine, registry)
         capture.translate_refusals(engine)
         self.capture = ChangeCapture(registry, clock)
@@ -101,6 +107,8 @@ class Posync:
         def stopping() -> bool:
             return self.worker.stopping
 
+        # who this process is, to the outbox's item leases and to the syncer lease alike
+        owner = owner or f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.push = PushService(engine, registry, self.client, outbox, entities, self.conflict_handler, logs,
                                 retry=settings.retry_policy(), clock=clock, owner=owner,
                                 lease_seconds=settings.lease_seconds, batch_size=settings.push_batch_size,
@@ -114,12 +122,17 @@ class Posync:
         reconcile_every = settings.reconcile_interval_seconds if settings.ho_profile == "seed" else None
         self.worker = SyncWorker(self.push, self.pull, outage=settings.outage_policy(),
                                  reconcile_every=reconcile_every,
-                                 reconcile_max_delete_fraction=settings.reconcile_max_delete_fraction)
+                                 reconcile_max_delete_fraction=settings.reconcile_max_delete_fraction,
+                                 on_cycle=lambda w: outlet.record_cycle(engine, online=w.online,
+                                                                        last_error=w.last_error,
+                                                                        auth_error=w.auth_error))
         self.manager = SyncManager(engine, registry, outbox, entities, conflicts, logs, checkpoints,
                                    self.conflict_handler, clock, gate=self.gate, worker=self.worker, pull=self.pull)
         # a posync.photos.PhotoSync (build_photo_sync): scheduled with the sync cycle, shown in status;
         # the host built it and closes it
         self.photos = photos
+        self.lease = SyncerLease(engine, owner, seconds=settings.syncer_lease_seconds, clock=clock) \
+            if settings.single_syncer else None
         self.manager.photos = photos
         if photos is not None and photos.gate is None:  # its writes go after the till's, as push's and pull's
             photos.gate = self.gate
@@ -145,15 +158,21 @@ class Posync:
         self._open()
         if self._scheduler is None:
             self._scheduler = EmbeddedScheduler(self.worker, self.settings.sync_interval_seconds, scheduler,
-                                                housekeeping=self.housekeeping, photos=self.photos)
+                                                housekeeping=self.housekeeping, photos=self.photos,
+                                                lease=self.lease, renew_seconds=self.settings.syncer_renew_seconds)
             self._scheduler.start()
 
     def trigger(self) -> None:
+        """A cycle soon: here if this process is the outlet's syncer, else by the syncer (asked through the
+        database; it runs one within ``syncer_renew_seconds``). Without a started scheduler: one now, here."""
         self._open()
-        if self._scheduler is not None:
+        if self._scheduler is None:
+            self.sync_now()
+        elif self._scheduler.syncer:
             self._scheduler.trigger()
         else:
-            self.sync_now()
+            assert self.lease is not None
+            self.lease.ask_for_cycle()
 
     def stop(self) -> None:
         if self._scheduler is not None:
@@ -171,8 +190,13 @@ class Posync:
         if self._closed:
             return
         self._closed = True
+        started = self._scheduler is not None
         self.stop()
-        self.worker.stop(self.settings.close_timeout if timeout is None else timeout)
+        idle = self.worker.stop(self.settings.close_timeout if timeout is None else timeout)
+        if started and self.lease is not None:
+            # the next syncer takes over at once; when nothing of ours is on the wire, what we claimed and
+            # did not send is due again now (else it is given back when the next syncer takes over)
+            self.lease.release(give_back=idle)
         self.worker.when_idle(self.client.close)
 
     def __enter__(self) -> Posync:
@@ -252,3 +276,15 @@ class Posync:
 
     def __repr__(self) -> str:
         return f"Posync(ho_url={self.settings.ho_url!r}, outlet_id={self.settings.outlet_id!r})"
+
+
+def outlet_identity(settings: PosyncSettings) -> outlet.OutletIdentity:
+    """What binds a database to the outlet ``settings`` name (HO's URL without a trailing slash)."""
+    return outlet.OutletIdentity(settings.outlet_id, settings.company_id, settings.effective_store_id,
+                                 settings.ho_url.rstrip("/"))
+
+
+def rebind_outlet(engine: Engine, settings: PosyncSettings) -> outlet.OutletIdentity | None:
+    """Bind the database to the outlet ``settings`` name, on purpose (the outlet moved, HO's address
+    changed); returns what it was bound to. Its queued changes go to HO under the new identity."""
+    return outlet.rebind(engine, outlet_identity(settings))

@@ -7,6 +7,7 @@ function that returns a ``posync.Posync``. Output is JSON, for people and script
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import logging
 import os
@@ -26,6 +27,8 @@ app = typer.Typer(help="posync: offline-first sync for point-of-sale outlets.", 
 db_app = typer.Typer(help="posync's own tables (Alembic, version table posync_alembic_version).")
 app.add_typer(db_app, name="db")
 app.add_typer(photos_app, name="photos", help="Product photos from HO to the edge store (posync.photos).")
+
+DEMO_NEEDS = ("starlette", "uvicorn", "jwt", "urllib3")  # the extra "demo": server + photos
 
 AppOption = typer.Option(None, "--app", envvar="POSYNC_APP", help="module:function returning a posync.Posync")
 
@@ -53,6 +56,11 @@ def _load(spec: str | None) -> Any:
 def demo(data_dir: Path = typer.Option(None, help="where to keep the demo databases (default: a temp dir)"),
          verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
     """Offline writes, a sync, and one conflict of each strategy, on embedded SQLite + reference HO."""
+    missing = [m for m in DEMO_NEEDS if importlib.util.find_spec(m) is None]
+    if missing:  # a plain `pip install posync`: say which extra, not a traceback
+        typer.echo(f"posync demo runs a reference head office and the photo engines ({', '.join(missing)} "
+                   "missing): pip install 'posync[demo]'", err=True)
+        raise typer.Exit(2)
     logging.basicConfig(level=logging.INFO if verbose else logging.ERROR, format="%(levelname)s %(name)s %(message)s")
     from posync.cli.photos import _bar
     from posync.demo.run import run_demo
@@ -74,6 +82,25 @@ def db_upgrade(url: str = typer.Option(..., envvar="POSYNC_DB_URL", help="SQLAlc
     try:
         upgrade(engine, revision)
         typer.echo(f"posync tables at revision {current(engine)}")
+    finally:
+        engine.dispose()
+
+
+@db_app.command("rebind")
+def db_rebind(url: str = typer.Option(..., envvar="POSYNC_DB_URL", help="SQLAlchemy URL of the outlet database"),
+              yes: bool = typer.Option(False, "--yes", help="confirm: queued changes go to HO as this outlet")) -> None:
+    """Bind the database to the outlet POSYNC_* settings name (outlet, company, store, HO), on purpose."""
+    from posync.app import outlet_identity, rebind_outlet
+    from posync.db import create_engine
+    from posync.settings import PosyncSettings
+
+    if not yes:
+        raise typer.BadParameter("re-binding sends this database's queued changes as another outlet: add --yes")
+    settings = PosyncSettings()
+    engine = create_engine(url)
+    try:
+        before = rebind_outlet(engine, settings)
+        _echo({"before": before._asdict() if before else None, "now": outlet_identity(settings)._asdict()})
     finally:
         engine.dispose()
 

@@ -16,8 +16,10 @@ from posync.models.enums import (
     PushOutcome,
     SyncStatus,
 )
+from posync.models.lease import LeaseRecord  # noqa: F401  (posync.workers.leader)
 from posync.models.log import SyncLogEntry
 from posync.models.outbox import OutboxItem
+from posync.models.outlet import OutletRecord  # noqa: F401  (posync.services.outlet)
 from posync.models.photo import PhotoBlob, PhotoCheckpoint, PhotoChunk, PhotoRecord  # noqa: F401  (posync.photos)
 from posync.models.tracked import Tracked, utcnow
 from posync.models.webhook import WebhookReceipt

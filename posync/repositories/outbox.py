@@ -63,6 +63,12 @@ class OutboxRepository:
                                     "WHERE status = ? AND (available_at <= ? OR available_at > ?)",
                               (_PENDING, _INFLIGHT, now, now + lease_seconds + 1.0))
 
+    def give_back(self, conn: Connection, lease_owner: str, now: float) -> int:
+        """Every item ``lease_owner`` holds in flight is due again now, keeping key and frozen payload: its
+        process closed, or died and lost the syncer lease (no need to wait out the item leases)."""
+        return driver.execute(conn, f"UPDATE {T.name} SET status = ?, lease_owner = NULL, available_at = ? "
+                                    "WHERE status = ? AND lease_owner = ?", (_PENDING, now, _INFLIGHT, lease_owner))
+
     def bring_forward(self, conn: Connection, now: float, horizon: float) -> int:
         """Pending items due later than ``now + horizon`` (more than any backoff lasts) were scheduled
         under a clock that has since been set back: they are due now. One range scan of the due index,

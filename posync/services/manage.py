@@ -24,6 +24,7 @@ from posync.repositories import (
     LogRepository,
     OutboxRepository,
 )
+from posync.repositories.outlet import OutletRepository
 from posync.services.conflicts import ConflictHandler
 from posync.services.pull import PullService
 
@@ -58,6 +59,8 @@ class StatusReport:
     resources: dict[str, dict[str, Any]] = field(default_factory=dict)
     # HO's clock minus the outlet's, as posync estimates it (newest_wins compares in HO's clock)
     ho_clock_offset_seconds: float | None = None
+    # when the outlet's syncer last ran a cycle (any worker process), and when one last reached HO
+    last_cycle_at: datetime | None = None
     # pushed resources whose capture triggers are missing (a host migration that rebuilt the table)
     capture_missing: list[str] = field(default_factory=list)
     # product photos (posync.photos), when the host wired them in
@@ -110,6 +113,7 @@ class SyncManager:
         self._checkpoints = checkpoints
         self._handler = handler
         self._clock = clock
+        self._outlet = OutletRepository()
 
     @contextmanager
     def _transaction(self) -> Iterator[Connection]:
@@ -117,18 +121,22 @@ class SyncManager:
             yield conn
 
     def status(self) -> StatusReport:
-        worker, pull = self._worker, self._pull
+        pull = self._pull
         with self._engine.connect() as conn:
             missing = [r for r, ok in capture.installed(conn, self._registry).items() if not ok]
+            # the outlet's syncer's last cycle, whichever worker process ran it and whichever one answers
+            health = self._outlet.health(conn)
+            cycle: CycleState | None = health if health is not None and health.last_cycle_at else self._worker
             return StatusReport(
                 queue=self._outbox.counts(conn),
                 open_conflicts=self._conflicts.count_open(conn),
                 last_push_at=_aware(self._logs.last_at(conn, LogKind.PUSH)),
                 last_pull_at=_aware(self._logs.last_at(conn, LogKind.PULL)),
                 checkpoints=[_row(r) for r in self._checkpoints.all(conn)],
-                online=worker.online if worker else True,
-                auth_error=worker.auth_error if worker else None,
-                last_error=worker.last_error if worker else None,
+                online=cycle.online if cycle else True,
+                auth_error=cycle.auth_error if cycle else None,
+                last_error=cycle.last_error if cycle else None,
+                last_cycle_at=_aware(health.last_cycle_at) if health else None,
                 resources={name: h.as_dict() for name, h in (pull.health.items() if pull else ())},
                 ho_clock_offset_seconds=(round(pull.client.clock.seconds, 3)
                                          if pull and pull.client.clock.known else None),

@@ -14,6 +14,7 @@ listing reports no deletes, the full check is the only pass that removes photos 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from posync.services.photos.service import PhotoSync
@@ -25,8 +26,11 @@ INCREMENTAL_JOB_ID = "posync-photos-incremental"
 FULL_JOB_ID = "posync-photos-full"
 
 
-def run_pass(photo_sync: PhotoSync, full: bool) -> dict[str, Any] | None:
-    """What a job runs: one pass, errors logged (a failing pass must not kill the job)."""
+def run_pass(photo_sync: PhotoSync, full: bool, when: Callable[[], bool] | None = None) -> dict[str, Any] | None:
+    """What a job runs: one pass, errors logged (a failing pass must not kill the job); nothing when
+    ``when`` says this process is not the outlet's syncer."""
+    if when is not None and not when():
+        return None
     try:
         report = photo_sync.sync(full=full)
     except Exception:
@@ -40,7 +44,8 @@ def run_pass(photo_sync: PhotoSync, full: bool) -> dict[str, Any] | None:
 
 
 def photo_jobs(scheduler: Any, photo_sync: PhotoSync, *, incremental_minute: int | None = None,
-               full_hour: int | None = None, full_minute: int = 0, timezone: str | None = None) -> list[str]:
+               full_hour: int | None = None, full_minute: int = 0, timezone: str | None = None,
+               when: Callable[[], bool] | None = None) -> list[str]:
     """Add the two jobs to ``scheduler``; returns their ids. The minute and hour default to the
     PhotoSync's (from the settings). Times are in ``timezone`` (the scheduler's by default): the outlet's
     night is what matters for the full check."""
@@ -49,10 +54,12 @@ def photo_jobs(scheduler: Any, photo_sync: PhotoSync, *, incremental_minute: int
     if full_hour is None:
         full_hour = photo_sync.full_hour
     tz = {"timezone": timezone} if timezone else {}
-    scheduler.add_job(run_pass, "cron", args=[photo_sync, False], minute=incremental_minute, id=INCREMENTAL_JOB_ID,
-                      replace_existing=True, max_instances=1, coalesce=True, misfire_grace_time=900, **tz)
-    scheduler.add_job(run_pass, "cron", args=[photo_sync, True], hour=full_hour, minute=full_minute, id=FULL_JOB_ID,
-                      replace_existing=True, max_instances=1, coalesce=True, misfire_grace_time=3600, **tz)
+    scheduler.add_job(run_pass, "cron", args=[photo_sync, False, when], minute=incremental_minute,
+                      id=INCREMENTAL_JOB_ID, replace_existing=True, max_instances=1, coalesce=True,
+                      misfire_grace_time=900, **tz)
+    scheduler.add_job(run_pass, "cron", args=[photo_sync, True, when], hour=full_hour, minute=full_minute,
+                      id=FULL_JOB_ID, replace_existing=True, max_instances=1, coalesce=True,
+                      misfire_grace_time=3600, **tz)
     return [INCREMENTAL_JOB_ID, FULL_JOB_ID]
 
 

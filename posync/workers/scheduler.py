@@ -3,7 +3,9 @@
 Retries are driven by time: the job wakes every ``interval`` seconds whether or not anything was written,
 and items whose backoff has passed are due again. One cycle at a time per process: a tick that comes
 while a cycle still runs (a slow HO) returns at once, rather than APScheduler warning on every tick that
-it skipped one; several processes share the outbox safely through leases.
+it skipped one. With several processes on one outlet database (``uvicorn --workers 4``), only the holder
+of the syncer lease (posync/workers/leader.py) runs the sync cycle, housekeeping and the photo passes;
+the others renew-or-watch the lease and pass a trigger on to the holder through the database.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from posync.errors import ConfigurationError
+from posync.workers.leader import SyncerLease
 from posync.workers.sync_worker import SyncWorker
 
 __all__ = ["EmbeddedScheduler"]
@@ -22,12 +25,14 @@ __all__ = ["EmbeddedScheduler"]
 log = logging.getLogger("posync.scheduler")
 JOB_ID = "posync-sync-cycle"
 HOUSEKEEPING_ID = "posync-housekeeping"
+LEASE_ID = "posync-syncer-lease"
 
 
 class EmbeddedScheduler:
     def __init__(self, worker: SyncWorker, interval_seconds: float, scheduler: Any | None = None, *,
                  housekeeping: Callable[[], None] | None = None, housekeeping_seconds: float = 3600.0,
-                 photos: Any | None = None) -> None:
+                 photos: Any | None = None, lease: SyncerLease | None = None,
+                 renew_seconds: float = 1.5) -> None:
         try:
             from apscheduler.schedulers.background import BackgroundScheduler
         except ImportError as exc:  # pragma: no cover - the extra is not installed
@@ -41,12 +46,24 @@ class EmbeddedScheduler:
         self._scheduler = scheduler or BackgroundScheduler(timezone="UTC")
         self._photos = photos  # a posync.photos.PhotoSync: its hourly and nightly passes join the schedule
         self._cycle = threading.Lock()
+        self._forced = threading.Event()  # the next cycle was asked for (trigger), not just due
+        self._lease = lease  # None: this process syncs whatever others do (a single-process host)
+        self._renew_seconds = renew_seconds
+
+    @property
+    def syncer(self) -> bool:
+        """Whether this process runs the sync jobs now (it holds the syncer lease, or there is none)."""
+        return self._lease is None or self._lease.held
 
     @property
     def running(self) -> bool:
         return bool(self._scheduler.running) and self._scheduler.get_job(JOB_ID) is not None
 
     def start(self) -> None:
+        if self._lease is not None:  # decided before the first tick: the holder's first cycle runs at once
+            self._lease.renew()
+            self._scheduler.add_job(self._renew, "interval", seconds=self._renew_seconds, id=LEASE_ID,
+                                    replace_existing=True, max_instances=1, coalesce=True)
         self._scheduler.add_job(self._tick, "interval", seconds=self._interval, id=JOB_ID, replace_existing=True,
                                 max_instances=2, coalesce=True, next_run_time=datetime.now(UTC))
         if self._housekeeping is not None:
@@ -57,18 +74,20 @@ class EmbeddedScheduler:
 
             # the hourly incremental pass and the nightly full check, at the minute and hour the settings
             # gave the PhotoSync; always both: the legacy photo API's deletes are seen by the full check only
-            photo_jobs(self._scheduler, self._photos)
+            photo_jobs(self._scheduler, self._photos, when=lambda: self.syncer)
         if self._owns_scheduler and not self._scheduler.running:
             self._scheduler.start()
 
     def trigger(self) -> None:
-        """Run a cycle as soon as the scheduler can (seed 003's "sync now")."""
+        """Run a cycle as soon as the scheduler can (seed 003's "sync now": asked for, so it does not wait
+        out an outage's backoff)."""
+        self._forced.set()
         self._scheduler.modify_job(JOB_ID, next_run_time=datetime.now(UTC))
 
     def stop(self) -> None:
         """Remove posync's jobs (and stop the scheduler posync started) without waiting for a running
         cycle: the worker is asked to stop and waited for, with a bound, by ``Posync.close``."""
-        for job_id in (JOB_ID, HOUSEKEEPING_ID):
+        for job_id in (JOB_ID, HOUSEKEEPING_ID, LEASE_ID):
             if self._scheduler.get_job(job_id) is not None:
                 self._scheduler.remove_job(job_id)
         if self._photos is not None:
@@ -78,7 +97,14 @@ class EmbeddedScheduler:
         if self._owns_scheduler and self._scheduler.running:
             self._scheduler.shutdown(wait=False)
 
+    def _renew(self) -> None:
+        renewal = self._lease.renew() if self._lease is not None else None
+        if renewal is not None and (renewal.taken_over or renewal.asked):
+            self.trigger()  # a new holder drains what the old one left; another process asked for a cycle
+
     def _run_housekeeping(self) -> None:
+        if not self.syncer:
+            return
         try:
             assert self._housekeeping is not None
             self._housekeeping()
@@ -86,10 +112,16 @@ class EmbeddedScheduler:
             log.exception("housekeeping failed")
 
     def _tick(self) -> None:
+        if not self.syncer:
+            return  # another process of this outlet syncs
         if not self._cycle.acquire(blocking=False):
             return  # the cycle still running will see whatever this tick would have
         try:
-            self._worker.run_cycle()
+            if self._forced.is_set():
+                self._forced.clear()
+                self._worker.run_cycle(force=True)
+            else:
+                self._worker.run_cycle()
         except Exception:  # keep the job alive; a bug must not stop syncing forever
             log.exception("sync cycle failed")
         finally:

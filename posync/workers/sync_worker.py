@@ -46,8 +46,10 @@ class CycleReport:
 class SyncWorker:
     def __init__(self, push: PushService, pull: PullService, *, outage: OutagePolicy | None = None,
                  reconcile_every: float | None = None, reconcile_max_delete_fraction: float = 0.5,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 on_cycle: Callable[[SyncWorker], None] | None = None) -> None:
         self._push = push
+        self._on_cycle = on_cycle  # told after every cycle that ran (the outlet's status in its database)
         self._pull = pull
         self._outage = outage or OutagePolicy()
         self._monotonic = monotonic
@@ -119,6 +121,7 @@ class SyncWorker:
             self._not_before = 0.0
             self.last_error = self.auth_error = None
         finally:
+            self._report_state()
             self._lock.release()
             with self._after_lock:
                 self._idle.set()
@@ -126,6 +129,14 @@ class SyncWorker:
             for fn in after:
                 fn()
         return report
+
+    def _report_state(self) -> None:
+        if self._on_cycle is None:
+            return
+        try:
+            self._on_cycle(self)
+        except Exception as exc:  # the database is busy or away: the next cycle reports again
+            log.debug("cycle state not recorded: %s", exc)
 
     def _maybe_reconcile(self, report: CycleReport, force: bool) -> None:
         # on its own schedule: a forced cycle (sync_now) ignores the outage backoff, not this one
