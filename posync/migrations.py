@@ -30,6 +30,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from posync.db import committed
 from posync.errors import StorageError
 
 if TYPE_CHECKING:
@@ -61,12 +62,8 @@ def locked(engine: Engine) -> Iterator[Connection]:
     several processes start together."""
     with engine.connect() as conn:
         _take_lock(conn)
-        try:
+        with committed(conn):
             yield conn
-        except BaseException:
-            conn.rollback()
-            raise
-        conn.commit()
 
 
 def _take_lock(conn: Connection) -> None:

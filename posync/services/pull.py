@@ -24,8 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from posync import _gc
-from posync.db import WriteGate, write_transaction
+from posync.db import UnitOfWork, WriteGate
 from posync.errors import AuthenticationError, HOErrorResponse, HOUnavailableError, PosyncError
 from posync.ho import HOClient, VersionInfo
 from posync.registry import Registry, TrackedEntity
@@ -97,7 +96,8 @@ class PullService:
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        with self._gate.posync(), _gc.paused(self._pause_gc), write_transaction(self.engine) as conn:
+        uow = UnitOfWork(self.engine, gate=self._gate, pause_gc=self._pause_gc, clock=self._clock)
+        with uow.begin() as conn:
             yield conn
 
     # -- all resources -----------------------------------------------------------------------------
