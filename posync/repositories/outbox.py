@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from typing import Any
+from datetime import datetime
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
@@ -19,16 +20,39 @@ from posync.models.outbox import OutboxItem
 from posync.repositories import driver
 from posync.repositories.errors import storage_errors
 
-__all__ = ["OutboxRepository"]
+__all__ = ["DueItem", "OutboxRepository"]
 
 T = OutboxItem.__table__  # type: ignore[attr-defined]
 EntityKey = tuple[str, str]
 
 
-# the columns claiming and conflict handling read (not the lease owner or the last error)
-_ITEM_COLUMNS = ("id", "resource", "entity_id", "op", "status", "available_at", "attempts", "idempotency_key",
-                 "payload", "base_version", "entity_version", "changed_at")
-_PAYLOAD = _ITEM_COLUMNS.index("payload")
+class _DueRow(NamedTuple):
+    """A row of :meth:`OutboxRepository.due_sql`: the columns claiming and conflict handling read (not
+    the lease owner or the last error), then whether the item's entity has other unsettled items."""
+
+    id: int
+    resource: str
+    entity_id: str
+    op: str
+    status: str
+    available_at: float
+    attempts: int
+    idempotency_key: str | None
+    payload: Any
+    base_version: int | None
+    entity_version: int | None
+    changed_at: datetime | str
+    not_alone: bool
+
+
+_ITEM_COLUMNS = tuple(name for name in _DueRow._fields if name != "not_alone")
+
+
+class DueItem(NamedTuple):
+    item: dict[str, Any]  # the columns of ``_ITEM_COLUMNS``, by name
+    alone: bool  # the only unsettled item of its entity
+
+
 _PENDING = ItemStatus.PENDING.value
 _INFLIGHT = ItemStatus.INFLIGHT.value
 
@@ -71,7 +95,7 @@ class OutboxRepository:
                               (now, _PENDING, now + horizon))
 
     def due(self, conn: Connection, now: float, limit: int,
-            after: tuple[float, int] | None = None) -> list[tuple[dict[str, Any], bool]]:
+            after: tuple[float, int] | None = None) -> list[DueItem]:
         """Due pending items, oldest first (after the ``(available_at, id)`` of ``after``, if given), each
         with whether it is its entity's only unsettled item. Only such an item is a whole entity; for
         the others, claiming reads the entity with :meth:`outstanding`.
@@ -80,12 +104,11 @@ class OutboxRepository:
         PostgreSQL locks the items, skipping ones another claimer holds."""
         sql = self.due_sql(conn.dialect.name, after is not None)
         params = (_PENDING, now, *(after or ()), limit)
-        rows = driver.fetch(conn, sql, params)
         out = []
-        for row in rows:
+        for row in map(_DueRow._make, driver.fetch(conn, sql, params)):
             item = dict(zip(_ITEM_COLUMNS, row, strict=False))  # stops before the trailing "not alone" flag
             # only an item sent before has a frozen payload to decode
-            out.append((item if row[_PAYLOAD] is None else _decoded(item), not row[-1]))
+            out.append(DueItem(item if row.payload is None else _decoded(item), not row.not_alone))
         return out
 
     @staticmethod
@@ -219,6 +242,12 @@ class OutboxRepository:
                   "AND status = ? AND attempts = 0",
             [(version, resource, entity_id, _PENDING) for resource, entity_id, version in rebases
              if _PENDING in queued.get((resource, entity_id), ())])
+
+    def rebase(self, conn: Connection, item_id: int, base_version: int, available_at: float) -> None:
+        """A sent change goes back in line based on HO's ``base_version``, due at ``available_at``, not
+        frozen any more: its next claim sends it under a new key. No attempt is counted."""
+        self.reset(conn, item_id, {"status": _PENDING, "available_at": available_at, "base_version": base_version,
+                                   "idempotency_key": None, "payload": None})
 
     def insert(self, conn: Connection, row: dict[str, Any]) -> None:
         conn.execute(T.insert(), [row])
