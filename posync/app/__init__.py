@@ -27,7 +27,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from posync import capture
 from posync.capture import ChangeCapture
-from posync.db import WriteGate
+from posync.db import UnitOfWork, WriteGate
 from posync.errors import ClosedError, ConfigurationError, NotFoundError, ProtocolError, StaleWriteError
 from posync.ho import HOClient, build_client
 from posync.ho.wire import check_records
@@ -44,7 +44,7 @@ from posync.services.apply import RemoteApplier
 from posync.services.conflicts import ConflictHandler
 from posync.services.manage import SyncManager
 from posync.services.pull import PullService
-from posync.services.push import PushService
+from posync.services.push import PushOptions, PushService
 from posync.settings import PosyncSettings
 from posync.workers.scheduler import EmbeddedScheduler
 from posync.workers.sync_worker import CycleReport, SyncWorker
@@ -96,10 +96,11 @@ class Posync:
         def stopping() -> bool:
             return self.worker.stopping
 
-        self.push = PushService(engine, registry, self.client, outbox, entities, self.conflict_handler, logs,
-                                retry=settings.retry_policy(), clock=clock, owner=owner,
-                                lease_seconds=settings.lease_seconds, batch_size=settings.push_batch_size,
-                                pause_gc=settings.pause_gc, gate=self.gate, stopping=stopping)
+        self.push = PushService(UnitOfWork(engine, gate=self.gate, pause_gc=settings.pause_gc, clock=clock),
+                                registry, self.client, outbox, entities, self.conflict_handler, logs,
+                                PushOptions(retry=settings.retry_policy(), owner=owner,
+                                            lease_seconds=settings.lease_seconds, batch_size=settings.push_batch_size),
+                                stopping=stopping)
         self.pull = PullService(engine, registry, self.client, self.applier, checkpoints, entities, logs,
                                 outbox=outbox, page_size=settings.pull_page_size,
                                 apply_chunk=settings.apply_chunk_size, since_overlap=settings.since_overlap_seconds,
