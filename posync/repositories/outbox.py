@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import datetime
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
@@ -20,37 +19,25 @@ from posync.models.outbox import OutboxItem
 from posync.repositories import driver
 from posync.repositories.errors import storage_errors
 
-__all__ = ["DueItem", "OutboxRepository"]
+__all__ = ["Due", "OutboxRepository"]
 
 T = OutboxItem.__table__  # type: ignore[attr-defined]
 EntityKey = tuple[str, str]
 
 
-class _DueRow(NamedTuple):
-    """A row of :meth:`OutboxRepository.due_sql`: the columns claiming and conflict handling read (not
-    the lease owner or the last error), then whether the item's entity has other unsettled items."""
-
-    id: int
-    resource: str
-    entity_id: str
-    op: str
-    status: str
-    available_at: float
-    attempts: int
-    idempotency_key: str | None
-    payload: Any
-    base_version: int | None
-    entity_version: int | None
-    changed_at: datetime | str
-    not_alone: bool
+# the columns claiming and conflict handling read (not the lease owner or the last error)
+_ITEM_COLUMNS = ("id", "resource", "entity_id", "op", "status", "available_at", "attempts", "idempotency_key",
+                 "payload", "base_version", "entity_version", "changed_at")
+# a row of due_sql: an item's columns, then whether its entity has other unsettled items
+_DUE_COLUMNS = (*_ITEM_COLUMNS, "not_alone")
 
 
-_ITEM_COLUMNS = tuple(name for name in _DueRow._fields if name != "not_alone")
+class Due(NamedTuple):
+    """Due items, oldest first (the columns of ``_ITEM_COLUMNS`` by name), and the ids of those that are
+    their entity's only unsettled item."""
 
-
-class DueItem(NamedTuple):
-    item: dict[str, Any]  # the columns of ``_ITEM_COLUMNS``, by name
-    alone: bool  # the only unsettled item of its entity
+    items: list[dict[str, Any]]
+    alone: set[int]
 
 
 _PENDING = ItemStatus.PENDING.value
@@ -95,21 +82,23 @@ class OutboxRepository:
                               (now, _PENDING, now + horizon))
 
     def due(self, conn: Connection, now: float, limit: int,
-            after: tuple[float, int] | None = None) -> list[DueItem]:
-        """Due pending items, oldest first (after the ``(available_at, id)`` of ``after``, if given), each
-        with whether it is its entity's only unsettled item. Only such an item is a whole entity; for
+            after: tuple[float, int] | None = None) -> Due:
+        """Due pending items, oldest first (after the ``(available_at, id)`` of ``after``, if given), and
+        which of them are their entity's only unsettled item. Only such an item is a whole entity; for
         the others, claiming reads the entity with :meth:`outstanding`.
 
         One range scan on (status, available_at, id); per item, an index-only probe of the entity index.
         PostgreSQL locks the items, skipping ones another claimer holds."""
         sql = self.due_sql(conn.dialect.name, after is not None)
         params = (_PENDING, now, *(after or ()), limit)
-        out = []
-        for row in map(_DueRow._make, driver.fetch(conn, sql, params)):
-            item = dict(zip(_ITEM_COLUMNS, row, strict=False))  # stops before the trailing "not alone" flag
+        due = Due([], set())
+        for row in driver.fetch(conn, sql, params):
+            item = dict(zip(_DUE_COLUMNS, row, strict=True))
+            if not item.pop("not_alone"):
+                due.alone.add(item["id"])
             # only an item sent before has a frozen payload to decode
-            out.append(DueItem(item if row.payload is None else _decoded(item), not row.not_alone))
-        return out
+            due.items.append(item if item["payload"] is None else _decoded(item))
+        return due
 
     @staticmethod
     def due_sql(dialect_name: str, after: bool = False) -> str:

@@ -51,19 +51,19 @@ class Claimer:
         while len(groups) < limit and scanned < MAX_SCAN * limit:
             want = limit - len(groups)
             due = self._outbox.due(conn, now, want, after)
-            if not due:
+            if not due.items:
                 break
-            scanned += len(due)
-            last = due[-1].item
+            scanned += len(due.items)
+            last = due.items[-1]
             after = (last["available_at"], last["id"])
             alone: dict[tuple[str, str], dict[str, Any]] = {}  # an entity's only unsettled item
             keys: list[tuple[str, str]] = []
-            for item, is_alone in due:
+            for item in due.items:
                 key = (item["resource"], item["entity_id"])
                 if key not in seen:
                     seen.add(key)
                     keys.append(key)
-                    if is_alone:
+                    if item["id"] in due.alone:
                         alone[key] = item
             keys = self._outbox.lock_entities(conn, keys)
             outstanding = self._outbox.outstanding(conn, [key for key in keys if key not in alone])
@@ -73,7 +73,7 @@ class Claimer:
                     groups.append(([only], OP_BY_VALUE[only["op"]]))
                 else:
                     _take(outstanding.get(key, []), now, groups, to_block)
-            if len(due) < want:
+            if len(due.items) < want:
                 break
         self._outbox.set_status(conn, to_block, ItemStatus.BLOCKED)
         return self._leaser.lease(conn, groups, now)
