@@ -21,7 +21,7 @@ from pathlib import Path
 from _common import bench_args, print_header, workdir
 
 import posync
-from posync.services.push import _idempotency_keys
+from posync.services.push.keys import idempotency_keys
 from posync.testing.schema import idempotency
 
 KeyMaker = Callable[[int], Iterable[str]]
@@ -57,7 +57,7 @@ def main() -> None:
                  batches=batches, keys=batches * 1_000)
     tail = max(1, batches // 5)
     figures: dict[str, list[float]] = {"uuid4 (random)": [], "posync UUIDv7": []}
-    makers: dict[str, KeyMaker] = {"uuid4 (random)": random_keys, "posync UUIDv7": _idempotency_keys}
+    makers: dict[str, KeyMaker] = {"uuid4 (random)": random_keys, "posync UUIDv7": idempotency_keys}
     with workdir("keys") as tmp:
         for r in range(args.rounds):
             for name, make in makers.items():

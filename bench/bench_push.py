@@ -65,8 +65,8 @@ def build_template(path: Path, n: int) -> None:
     engine.dispose()
 
 
-def _wrap(obj: Any, name: str, into: dict[str, float]) -> None:
-    """Time an instance method into ``into[name]`` (read-only instrumentation for the breakdown)."""
+def _wrap(obj: Any, name: str, into: dict[str, float], key: str) -> None:
+    """Time an instance method into ``into[key]`` (read-only instrumentation for the breakdown)."""
     inner: Callable[..., Any] = getattr(obj, name)
 
     def timed(*a: Any, **kw: Any) -> Any:
@@ -74,7 +74,7 @@ def _wrap(obj: Any, name: str, into: dict[str, float]) -> None:
         try:
             return inner(*a, **kw)
         finally:
-            into[name] += time.perf_counter() - started
+            into[key] += time.perf_counter() - started
 
     setattr(obj, name, timed)
 
@@ -90,8 +90,10 @@ def posync_round(tmp: Path, template: Path, n: int, batch_size: int, tag: str) -
         outlet = make_outlet(f"sqlite:///{db}", ho.url, engine=posync.create_engine(f"sqlite:///{db}"),
                              outlet_id=OUTLET, push_batch_size=batch_size, pause_gc=PAUSE_GC)
         try:
-            for name in ("_claim", "_send", "_record"):  # claiming, the wire, settling
-                _wrap(outlet.sync.push, name, parts)
+            push = outlet.sync.push  # claiming, the wire, settling
+            for part, name, key in ((push._claimer, "claim", "claim"), (push._sender, "send", "send"),
+                                    (push._settler, "record", "settle")):
+                _wrap(part, name, parts, key)
             started = time.perf_counter()
             stats = outlet.sync.push.drain()
             elapsed = time.perf_counter() - started
@@ -229,9 +231,9 @@ def main() -> None:
         print(t.line(f"posync drain, push_batch_size={bs}", n, "changes")
               + f"   {rate / base_rate:,.1f}x baseline, {rate / seed_rate:,.1f}x seed 003"
               + f" (per-round median {per_round[0]:,.1f}x, {per_round[1]:,.1f}x)")
-        mid = sorted(parts[bs], key=lambda p: p["_claim"] + p["_send"] + p["_record"])[len(parts[bs]) // 2]
-        print(f"      split of the median round: claim {mid['_claim']:.2f} s, send (HTTP + HO) {mid['_send']:.2f} s, "
-              f"settle {mid['_record']:.2f} s, {int(mid['batches'])} batches")
+        mid = sorted(parts[bs], key=lambda p: p["claim"] + p["send"] + p["settle"])[len(parts[bs]) // 2]
+        print(f"      split of the median round: claim {mid['claim']:.2f} s, send (HTTP + HO) {mid['send']:.2f} s, "
+              f"settle {mid['settle']:.2f} s, {int(mid['batches'])} batches")
     print(f"   best posync rate: {fmt_rate(best, 'changes')} (target >= 10,000/s)")
     print(f"   best / baseline (requests only): {fmt_ratio(best / base_rate, '>= 50x')}; "
           f"per-round median {best_ratios[0]:,.1f}x")

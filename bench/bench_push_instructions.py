@@ -2,7 +2,7 @@
 
     python bench/bench_push_instructions.py [--against GIT_REF]
 
-``sync.push.drain()`` of queued ``Order`` creates, with HO's answer stubbed at the wire (``_send``
+``sync.push.drain()`` of queued ``Order`` creates, with HO's answer stubbed at the wire (``Sender.send``
 answers ``applied`` for every change) so that only the outlet's own work is counted: claim, lease,
 settle, the GC, SQLite. Each drain runs under ``valgrind --tool=callgrind``; the figure is the difference
 between a 6,000-change and a 1,000-change drain, divided by 5,000, so that start-up (imports, engine,
@@ -55,11 +55,16 @@ shutil.copyfile(template, db)
 outlet = make_outlet(f"sqlite:///{db}", "http://127.0.0.1:9", engine=posync.create_engine(f"sqlite:///{db}"),
                      outlet_id="outlet-1", push_batch_size=1000, pause_gc=pause_gc)
 import posync.services.push as push  # results as each tree's push settles them
-if hasattr(push, "PushResult"):
-    def applied(key): return push.PushResult(idempotency_key=key, status="applied", cloud_version=1)
+PushResult = getattr(push, "PushResult", None) or getattr(posync.ho, "PushResult", None)
+if PushResult is not None:
+    def applied(key): return PushResult(idempotency_key=key, status="applied", cloud_version=1)
 else:
     def applied(key): return {"idempotency_key": key, "status": "applied", "cloud_version": 1}
-outlet.sync.push._send = lambda leases: [applied(le.change["idempotency_key"]) for le in leases]
+def stub(leases): return [applied(le.change["idempotency_key"]) for le in leases]
+if hasattr(outlet.sync.push, "_sender"):  # the one call that reaches HO: Sender.send since issue 16's split
+    outlet.sync.push._sender.send = stub
+else:
+    outlet.sync.push._send = stub
 stats = outlet.sync.push.drain()
 assert stats.applied == n, stats
 outlet.close()

@@ -19,14 +19,16 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-__all__ = ["WriteGate", "create_engine", "is_sqlite", "write_transaction"]
+from posync import _gc
+
+__all__ = ["UnitOfWork", "WriteGate", "committed", "create_engine", "is_sqlite", "write_transaction"]
 
 POSYNC = "posync_internal"  # execution option on posync's own connections
 
@@ -84,12 +86,40 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
         conn.execution_options(**{POSYNC: True})
         if is_sqlite(conn):
             conn.exec_driver_sql("BEGIN IMMEDIATE")
-        try:
+        with committed(conn):
             yield conn
-        except BaseException:
-            conn.rollback()
-            raise
-        conn.commit()
+
+
+@contextmanager
+def committed(conn: Connection) -> Iterator[Connection]:
+    """Commit ``conn``'s transaction when the block ends normally; roll it back on any exception (an
+    interrupt too: nothing half done is ever committed)."""
+    try:
+        yield conn
+    except BaseException:
+        conn.rollback()
+        raise
+    conn.commit()
+
+
+class UnitOfWork:
+    """posync's write transactions on one engine, and the clock of the services that use it.
+
+    ``with uow.begin() as conn:`` waits for the host's writes in this process (:class:`WriteGate`), holds
+    the cyclic GC off if asked (posync/_gc.py), and commits when the block ends normally; an exception
+    rolls it back."""
+
+    def __init__(self, engine: Engine, *, gate: WriteGate | None = None, pause_gc: bool = False,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.engine = engine
+        self.gate = gate or WriteGate()
+        self.pause_gc = pause_gc
+        self.clock = clock
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        with self.gate.posync(), _gc.paused(self.pause_gc), write_transaction(self.engine) as conn:
+            yield conn
 
 
 class WriteGate:

@@ -35,6 +35,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from posync.db import committed
 from posync.errors import ConfigurationError, StorageError
 
 if TYPE_CHECKING:
@@ -67,12 +68,8 @@ def locked(engine: Engine) -> Iterator[Connection]:
     several processes start together."""
     with engine.connect() as conn:
         _take_lock(conn)
-        try:
+        with committed(conn):
             yield conn
-        except BaseException:
-            conn.rollback()
-            raise
-        conn.commit()
 
 
 def _take_lock(conn: Connection) -> None:

@@ -2,7 +2,7 @@
 one entity, never an entity with a change in flight or set aside, and as many entities as it may.
 
 Claim reads the due index in windows and takes an entity's only item straight from that scan
-(posync/services/push.py); this checks the result against a plain model of the head-of-line rule,
+(posync/services/push/claim.py); this checks the result against a plain model of the head-of-line rule,
 computed from the outbox table before each claim.
 """
 
@@ -20,7 +20,8 @@ from posync import ItemStatus
 from posync.demo.models import Order
 from posync.ho import PushResult
 from posync.models import OutboxItem
-from posync.services.push import _MAX_SCAN, Lease, PushStats
+from posync.services.push import Lease, PushStats
+from posync.services.push.claim import MAX_SCAN
 from tests.support import Outlet, make_outlet
 
 OUTBOX = OutboxItem.__table__  # type: ignore[attr-defined]
@@ -78,13 +79,13 @@ def test_a_claim_takes_the_heads_of_claimable_entities_and_no_more(tmp_path: Pat
                         order.total += 1
                     s.commit()
             elif kind == "claim":
-                heads, due = claimable_heads(outlet, push._clock())
+                heads, due = claimable_heads(outlet, push._uow.clock())
                 leases, _ = push.claim(arg)
                 taken = [le.entity_id for le in leases]
                 assert len(taken) == len(set(taken)), "two changes of one entity in one batch"
-                if due <= _MAX_SCAN * arg:  # the claim may read every due item: it must fill its batch
+                if due <= MAX_SCAN * arg:  # the claim may read every due item: it must fill its batch
                     assert len(taken) == min(arg, len(heads)), (taken, heads)
-                else:  # it reads at most _MAX_SCAN items per change it may take: O(batch), maybe short
+                else:  # it reads at most MAX_SCAN items per change it may take: O(batch), maybe short
                     assert len(taken) <= min(arg, len(heads)), (taken, heads)
                 for le in leases:
                     assert heads.get(le.entity_id) == le.item_id, "not the head of a claimable entity"
@@ -100,6 +101,6 @@ def test_a_claim_takes_the_heads_of_claimable_entities_and_no_more(tmp_path: Pat
                 else:
                     results = [PushResult(status="rejected", code="BUSY", reason="try again", retryable=True)
                                for _ in batch]
-                push._settle(batch, results, PushStats(), 0.0)
+                push.settle(batch, results, PushStats(), 0.0)
     finally:
         outlet.close()

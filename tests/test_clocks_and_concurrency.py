@@ -126,7 +126,7 @@ def test_another_processes_push_in_flight_is_not_a_conflict(db_url: str, ho: HO,
         results = first.sync.client.push([le.change for le in leases])  # HO applies it: version 2
         stats = second.sync.pull.pull_all()
         assert stats.applied.conflicts == 0
-        first.sync.push._settle(leases, results, PushStats(), 0.0)
+        first.sync.push.settle(leases, results, PushStats(), 0.0)
         first.sync.sync_now()
         assert first.sync.manager.conflicts() == [] and first.sync.manager.status().queue == {}
         record = ho.ref.get("products", "p1")

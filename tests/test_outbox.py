@@ -13,7 +13,8 @@ from posync.demo.models import Order
 from posync.ho import PushResult
 from posync.models import OutboxItem
 from posync.repositories import OutboxRepository
-from posync.services.push import PushStats, _idempotency_keys
+from posync.services.push import PushStats
+from posync.services.push.keys import idempotency_keys
 from tests.support import Outlet, make_outlet
 
 OUTBOX = OutboxItem.__table__  # type: ignore[attr-defined]
@@ -114,7 +115,7 @@ def test_sync_cycle_during_outage_backs_off_quietly(outlet: Outlet, caplog: pyte
 def test_expired_lease_is_reclaimed_with_the_same_key(db_url: str) -> None:
     clock = [1000.0]
     o = make_outlet(db_url, lease_seconds=10)
-    o.sync.push._clock = lambda: clock[0]
+    o.sync.push._uow.clock = lambda: clock[0]
     try:
         add_orders(o, ["a"])
         first, _ = o.sync.push.claim(10)
@@ -174,7 +175,7 @@ def test_a_settle_after_the_lease_ran_out_changes_nothing(db_url: str, returning
     clock = [time.time() + 5]  # past the capture time of the orders below
     slow, fast = make_outlet(db_url, lease_seconds=10), make_outlet(db_url, lease_seconds=10)
     for o in (slow, fast):
-        o.sync.push._clock = lambda: clock[0]
+        o.sync.push._uow.clock = lambda: clock[0]
         o.engine.dialect.delete_returning = returning and o.engine.dialect.delete_returning
     try:
         add_orders(slow, ["a", "b"])
@@ -183,10 +184,10 @@ def test_a_settle_after_the_lease_ran_out_changes_nothing(db_url: str, returning
         theirs, _ = fast.sync.push.claim(10)  # "a" again (lease ran out) and "b"
         assert sorted(le.entity_id for le in theirs) == ["a", "b"]
         stats = PushStats()
-        slow.sync.push._settle(mine, [PushResult(status="applied", cloud_version=1)], stats, 1.0)
+        slow.sync.push.settle(mine, [PushResult(status="applied", cloud_version=1)], stats, 1.0)
         assert stats.applied == 0
         assert [(i["status"], i["lease_owner"]) for i in items(slow)] == [("inflight", fast.sync.push.owner)] * 2
-        fast.sync.push._settle(theirs, [PushResult(status="applied", cloud_version=1)] * 2, stats, 1.0)
+        fast.sync.push.settle(theirs, [PushResult(status="applied", cloud_version=1)] * 2, stats, 1.0)
         assert stats.applied == 2 and items(fast) == []
         with fast.engine.connect() as conn:
             rows = conn.execute(sa.select(Order.sync_status, Order.cloud_version).order_by(Order.id)).all()
@@ -199,9 +200,9 @@ def test_a_settle_after_the_lease_ran_out_changes_nothing(db_url: str, returning
 def test_idempotency_keys_are_distinct_time_ordered_uuid7() -> None:
     """Keys are UUIDv7 (RFC 9562): unique, stamped with the current millisecond, later batches sort after."""
     before = time.time_ns() // 1_000_000
-    first = list(_idempotency_keys(2_000))
+    first = list(idempotency_keys(2_000))
     time.sleep(0.002)
-    second = list(_idempotency_keys(10))
+    second = list(idempotency_keys(10))
     after = time.time_ns() // 1_000_000
     assert len(set(first + second)) == 2_010
     for key in first + second:

@@ -243,7 +243,7 @@ def test_an_edit_made_while_the_push_is_in_flight_is_not_lost(outlet: Outlet, ho
         s.get(Order, "o1").total = 99
         s.commit()
     results = outlet.sync.client.push([le.change for le in leases])
-    outlet.sync.push._settle(leases, results, posync.services.push.PushStats(), 0.0)
+    outlet.sync.push.settle(leases, results, posync.services.push.PushStats(), 0.0)
     with outlet.Session() as s:
         row = s.get(Order, "o1")
         assert (row.total, row.sync_status, row.cloud_version) == (99, "pending", 1)

@@ -30,7 +30,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from posync import capture, migrations
 from posync.capture import ChangeCapture
-from posync.db import WriteGate
+from posync.db import UnitOfWork, WriteGate
 from posync.errors import ClosedError, ConfigurationError, NotFoundError, ProtocolError, StaleWriteError
 from posync.ho import HOClient, build_client
 from posync.ho.wire import check_records
@@ -48,7 +48,7 @@ from posync.services.apply import RemoteApplier
 from posync.services.conflicts import ConflictHandler
 from posync.services.manage import SyncManager
 from posync.services.pull import PullService
-from posync.services.push import PushService
+from posync.services.push import PushOptions, PushService
 from posync.settings import PosyncSettings
 from posync.workers.leader import SyncerLease
 from posync.workers.scheduler import EmbeddedScheduler
@@ -109,10 +109,11 @@ class Posync:
 
         # who this process is, to the outbox's item leases and to the syncer lease alike
         owner = owner or f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.push = PushService(engine, registry, self.client, outbox, entities, self.conflict_handler, logs,
-                                retry=settings.retry_policy(), clock=clock, owner=owner,
-                                lease_seconds=settings.lease_seconds, batch_size=settings.push_batch_size,
-                                pause_gc=settings.pause_gc, gate=self.gate, stopping=stopping)
+        self.push = PushService(UnitOfWork(engine, gate=self.gate, pause_gc=settings.pause_gc, clock=clock),
+                                registry, self.client, outbox, entities, self.conflict_handler, logs,
+                                PushOptions(retry=settings.retry_policy(), owner=owner,
+                                            lease_seconds=settings.lease_seconds, batch_size=settings.push_batch_size),
+                                stopping=stopping)
         self.pull = PullService(engine, registry, self.client, self.applier, checkpoints, entities, logs,
                                 outbox=outbox, page_size=settings.pull_page_size,
                                 apply_chunk=settings.apply_chunk_size, since_overlap=settings.since_overlap_seconds,

@@ -18,8 +18,8 @@ from sqlalchemy.engine import Connection, Engine
 from posync.capture.session import ChangeCapture
 from posync.capture.triggers import REFUSAL_PREFIX, install, installed, suppressed, uninstall
 from posync.errors import UnsupportedWriteError
-from posync.models.enums import ItemStatus, Op
-from posync.models.outbox import OutboxItem
+from posync.models.enums import Op
+from posync.models.outbox import OutboxItem, queued_change
 from posync.models.tracked import utcnow
 from posync.registry import TrackedEntity
 
@@ -45,12 +45,8 @@ def enqueue(conn: Connection, entity: TrackedEntity, entity_ids: Iterable[str], 
     values = []
     for eid in ids:
         row = rows.get(eid)
-        values.append({
-            "resource": entity.resource, "entity_id": eid, "op": op.value,
-            "entity_version": row["version"] if row else None, "base_version": row["cloud_version"] if row else None,
-            "status": ItemStatus.PENDING.value, "attempts": 0, "available_at": 0.0,
-            "changed_at": utcnow(),
-        })
+        values.append(queued_change(entity.resource, eid, op, entity_version=row["version"] if row else None,
+                                    base_version=row["cloud_version"] if row else None, changed_at=utcnow()))
     conn.execute(OUTBOX.insert(), values)
     return len(values)
 

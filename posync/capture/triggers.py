@@ -54,6 +54,9 @@ APPEND_ONLY_DELETE = ("a DELETE of an append-only row HO has not received",
 
 def refusal(what: tuple[str, str], resource: str) -> str:
     return f"{REFUSAL_PREFIX} {what[0]} [{resource}]: {what[1]}"
+
+
+# the row of a captured change: the columns posync.models.outbox.queued_change fills when posync queues one
 _COLUMNS = "resource, entity_id, op, entity_version, base_version, status, attempts, available_at, changed_at"
 _INFO_DEPTH = "posync.capture_suppressed"
 

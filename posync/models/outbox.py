@@ -9,9 +9,10 @@ import sqlalchemy as sa
 from sqlmodel import Field
 
 from posync.models.base import PosyncModel
+from posync.models.enums import ItemStatus, Op
 from posync.models.tracked import utcnow
 
-__all__ = ["OutboxItem"]
+__all__ = ["OutboxItem", "queued_change"]
 
 
 class OutboxItem(PosyncModel, table=True):
@@ -44,3 +45,13 @@ class OutboxItem(PosyncModel, table=True):
     changed_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(sa.DateTime(timezone=True),
                                                                              nullable=False))
     last_error: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+
+
+def queued_change(resource: str, entity_id: str, op: Op, *, base_version: int | None, entity_version: int | None,
+                  changed_at: datetime) -> dict[str, Any]:
+    """The outbox row of a change that posync queues in Python (``posync.capture.enqueue``, a conflict's
+    re-queue): pending, due at once, never tried. The capture triggers write the same columns in SQL
+    (``posync.capture.triggers``); claiming freezes the rest (key, payload) and may re-base it."""
+    return {"resource": resource, "entity_id": entity_id, "op": op.value, "entity_version": entity_version,
+            "base_version": base_version, "status": ItemStatus.PENDING.value, "attempts": 0, "available_at": 0.0,
+            "changed_at": changed_at}

@@ -11,7 +11,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -22,8 +22,15 @@ from posync.registry import Payload, TrackedEntity
 from posync.repositories import driver
 from posync.repositories.errors import storage_errors
 
-__all__ = ["EntityRepository"]
+__all__ = ["EntityRepository", "PushRow"]
 
+
+class PushRow(NamedTuple):
+    """What a push reads of a tracked row."""
+
+    data: Payload  # what HO receives
+    version: int  # the row's local version
+    cloud_version: int | None  # HO's version of it, as last seen
 
 
 class _RowReader:
@@ -82,14 +89,13 @@ class EntityRepository:
         """Whole rows of these entities, by entity id, as plain dicts of column values."""
         return self._read(conn, entity, self._reader(conn, entity), entity_ids, for_update=for_update)
 
-    def push_rows(self, conn: Connection, entity: TrackedEntity,
-                  entity_ids: Iterable[str]) -> dict[str, tuple[Payload, int, int | None]]:
-        """What a push needs of these rows, by entity id: (the data HO receives, ``version``,
-        ``cloud_version``). The other bookkeeping columns are not read."""
+    def push_rows(self, conn: Connection, entity: TrackedEntity, entity_ids: Iterable[str]) -> dict[str, PushRow]:
+        """What a push needs of these rows, by entity id. The other bookkeeping columns are not read."""
         reader = self._reader(conn, entity, for_push=True)
         at = {name: i for i, name in enumerate(reader.names)}
         convert = [(at[name], proc) for name, proc in reader.convert]
-        out: dict[str, tuple[Payload, int, int | None]] = {}
+        version, cloud_version = at["version"], at["cloud_version"]
+        out: dict[str, PushRow] = {}
         for row in driver.fetch_in(conn, reader.select, reader.keys(entity, entity_ids)):
             values: Sequence[Any] = row
             if convert:
@@ -97,7 +103,7 @@ class EntityRepository:
                 for i, proc in convert:
                     values[i] = proc(values[i])
             data = entity.payload_of(values)  # the data columns come first (_reader)
-            out[data[entity.pk.name]] = (data, values[-2], values[-1])
+            out[data[entity.pk.name]] = PushRow(data, values[version], values[cloud_version])
         return out
 
     @staticmethod

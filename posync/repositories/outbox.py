@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
@@ -19,7 +19,7 @@ from posync.models.outbox import OutboxItem
 from posync.repositories import driver
 from posync.repositories.errors import storage_errors
 
-__all__ = ["OutboxRepository"]
+__all__ = ["Due", "OutboxRepository"]
 
 T = OutboxItem.__table__  # type: ignore[attr-defined]
 EntityKey = tuple[str, str]
@@ -28,7 +28,18 @@ EntityKey = tuple[str, str]
 # the columns claiming and conflict handling read (not the lease owner or the last error)
 _ITEM_COLUMNS = ("id", "resource", "entity_id", "op", "status", "available_at", "attempts", "idempotency_key",
                  "payload", "base_version", "entity_version", "changed_at")
-_PAYLOAD = _ITEM_COLUMNS.index("payload")
+# a row of due_sql: an item's columns, then whether its entity has other unsettled items
+_DUE_COLUMNS = (*_ITEM_COLUMNS, "not_alone")
+
+
+class Due(NamedTuple):
+    """Due items, oldest first (the columns of ``_ITEM_COLUMNS`` by name), and the ids of those that are
+    their entity's only unsettled item."""
+
+    items: list[dict[str, Any]]
+    alone: set[int]
+
+
 _PENDING = ItemStatus.PENDING.value
 _INFLIGHT = ItemStatus.INFLIGHT.value
 
@@ -77,22 +88,23 @@ class OutboxRepository:
                               (now, _PENDING, now + horizon))
 
     def due(self, conn: Connection, now: float, limit: int,
-            after: tuple[float, int] | None = None) -> list[tuple[dict[str, Any], bool]]:
-        """Due pending items, oldest first (after the ``(available_at, id)`` of ``after``, if given), each
-        with whether it is its entity's only unsettled item. Only such an item is a whole entity; for
+            after: tuple[float, int] | None = None) -> Due:
+        """Due pending items, oldest first (after the ``(available_at, id)`` of ``after``, if given), and
+        which of them are their entity's only unsettled item. Only such an item is a whole entity; for
         the others, claiming reads the entity with :meth:`outstanding`.
 
         One range scan on (status, available_at, id); per item, an index-only probe of the entity index.
         PostgreSQL locks the items, skipping ones another claimer holds."""
         sql = self.due_sql(conn.dialect.name, after is not None)
         params = (_PENDING, now, *(after or ()), limit)
-        rows = driver.fetch(conn, sql, params)
-        out = []
-        for row in rows:
-            item = dict(zip(_ITEM_COLUMNS, row, strict=False))  # stops before the trailing "not alone" flag
+        due = Due([], set())
+        for row in driver.fetch(conn, sql, params):
+            item = dict(zip(_DUE_COLUMNS, row, strict=True))
+            if not item.pop("not_alone"):
+                due.alone.add(item["id"])
             # only an item sent before has a frozen payload to decode
-            out.append((item if row[_PAYLOAD] is None else _decoded(item), not row[-1]))
-        return out
+            due.items.append(item if item["payload"] is None else _decoded(item))
+        return due
 
     @staticmethod
     def due_sql(dialect_name: str, after: bool = False) -> str:
@@ -225,6 +237,12 @@ class OutboxRepository:
                   "AND status = ? AND attempts = 0",
             [(version, resource, entity_id, _PENDING) for resource, entity_id, version in rebases
              if _PENDING in queued.get((resource, entity_id), ())])
+
+    def rebase(self, conn: Connection, item_id: int, base_version: int, available_at: float) -> None:
+        """A sent change goes back in line based on HO's ``base_version``, due at ``available_at``, not
+        frozen any more: its next claim sends it under a new key. No attempt is counted."""
+        self.reset(conn, item_id, {"status": _PENDING, "available_at": available_at, "base_version": base_version,
+                                   "idempotency_key": None, "payload": None})
 
     def insert(self, conn: Connection, row: dict[str, Any]) -> None:
         conn.execute(T.insert(), [row])

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 from posync.errors import ConflictStateError, NotFoundError, ProtocolError
 from posync.ho.wire import Current
 from posync.models.enums import ConflictStatus, ItemStatus, LogKind, Op, SyncStatus
+from posync.models.outbox import queued_change
 from posync.registry import Registry, TrackedEntity, parse_timestamp
 from posync.repositories import ConflictRepository, EntityRepository, LogRepository, OutboxRepository
 from posync.services.resolve import Decision, LocalSide, Merge, RemoteSide, decide
@@ -145,11 +146,8 @@ class ConflictHandler:
             return  # deleted on both sides: nothing left to say
         else:
             op = Op.DELETE
-        self._outbox.insert(conn, {
-            "resource": entity.resource, "entity_id": entity_id, "op": op.value, "entity_version": None,
-            "base_version": remote.version, "status": ItemStatus.PENDING.value, "attempts": 0,
-            "available_at": 0.0, "changed_at": now,
-        })
+        self._outbox.insert(conn, queued_change(entity.resource, entity_id, op, base_version=remote.version,
+                                                entity_version=None, changed_at=now))
 
     # -- the manual inbox ------------------------------------------------------------------------------
 

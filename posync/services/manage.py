@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
 from posync import capture
-from posync.db import WriteGate, write_transaction
+from posync.db import UnitOfWork, WriteGate
 from posync.errors import ConflictStateError, NotFoundError
 from posync.models.enums import ConflictStatus, ItemStatus, LogKind, SyncStatus
 from posync.registry import Registry
@@ -117,7 +117,7 @@ class SyncManager:
 
     @contextmanager
     def _transaction(self) -> Iterator[Connection]:
-        with self._gate.posync(), write_transaction(self._engine) as conn:
+        with UnitOfWork(self._engine, gate=self._gate, clock=self._clock).begin() as conn:
             yield conn
 
     def status(self) -> StatusReport:

@@ -23,8 +23,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from posync import _gc
-from posync.db import WriteGate, write_transaction
+from posync.db import UnitOfWork, WriteGate
 from posync.errors import AuthenticationError, HOUnavailableError, PosyncError
 from posync.ho import HOClient, VersionInfo
 from posync.ho.base import Paging
@@ -74,7 +73,8 @@ class PullService:
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        with self._gate.posync(), _gc.paused(self._pause_gc), write_transaction(self.engine) as conn:
+        uow = UnitOfWork(self.engine, gate=self._gate, pause_gc=self._pause_gc, clock=self._clock)
+        with uow.begin() as conn:
             yield conn
 
     def _context(self, tally: PageTally) -> PullContext:
