@@ -2,12 +2,16 @@
 
     app.mount("/api/v1/webhooks/cloud", create_asgi_app(receiver))
 
-serves ``POST /api/v1/webhooks/cloud/{update,delete,conflict}``. Source and declared size are checked before
+serves ``POST /api/v1/webhooks/cloud/{update,delete,conflict}``. ``receiver`` may be a function returning it,
+for hosts that build posync later (a FastAPI lifespan) than they mount: until it returns a receiver, the
+routes answer 503. Source and declared size are checked before
 the body is read; the body is streamed with a size cap; the core (which may touch the database) runs in a
 worker thread so the event loop never blocks.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -41,19 +45,23 @@ def _to_starlette(result: WebhookResponse) -> Response:
     return Response(result.body(), status_code=result.status, media_type="application/json")
 
 
-def create_asgi_app(receiver: WebhookReceiver, *, base_path: str = "") -> Starlette:
+def create_asgi_app(receiver: WebhookReceiver | Callable[[], WebhookReceiver | None], *,
+                    base_path: str = "") -> Starlette:
     """Routes ``{base_path}/update|delete|conflict``; leave ``base_path`` empty when mounting."""
 
     async def endpoint(request: Request) -> Response:
+        current = receiver if isinstance(receiver, WebhookReceiver) else receiver()
+        if current is None:  # the host's lifespan has not built it yet: HO retries later
+            return _to_starlette(error_response(503, "UNAVAILABLE", "the webhook receiver is not started yet"))
         peer = request.client.host if request.client else None
         headers = _headers(request)
         try:
-            receiver.precheck(peer, headers)
-            body = await aread_limited(request.stream(), receiver.max_body_bytes)
+            current.precheck(peer, headers)
+            body = await aread_limited(request.stream(), current.max_body_bytes)
         except WebhookError as exc:
-            return _to_starlette(receiver.refuse(exc, peer))
+            return _to_starlette(current.refuse(exc, peer))
         kind = request.url.path.rsplit("/", 1)[-1]
-        result = await run_in_threadpool(receiver.handle, WebhookRequest(kind, body, headers, peer))
+        result = await run_in_threadpool(current.handle, WebhookRequest(kind, body, headers, peer))
         return _to_starlette(result)
 
     async def http_error(request: Request, exc: Exception) -> Response:
