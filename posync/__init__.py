@@ -6,10 +6,12 @@ The public surface is what ``__all__`` lists; everything else is internal and ma
 from posync import migrations
 from posync.app import Posync, rebind_outlet
 from posync.capture import ChangeCapture, enqueue
+from posync.config_key import ConfigKey
 from posync.db import create_engine, write_transaction
 from posync.errors import (
     AuthenticationError,
     ClosedError,
+    ConfigKeyError,
     ConfigurationError,
     ConflictStateError,
     HOErrorResponse,
@@ -27,6 +29,7 @@ from posync.errors import (
 from posync.models import ConflictStrategy, Direction, ItemStatus, Op, SyncStatus, Tracked, posync_tables
 from posync.registry import Registry, TrackedEntity
 from posync.retry import OutagePolicy, RetryDecision, RetryPolicy
+from posync.services.config import settings_from_outlet
 from posync.services.resolve import Decision, LocalSide, Merge, RemoteSide, Resolver
 from posync.settings import PosyncSettings
 
@@ -36,6 +39,8 @@ __all__ = [
     "AuthenticationError",
     "ChangeCapture",
     "ClosedError",
+    "ConfigKey",
+    "ConfigKeyError",
     "ConfigurationError",
     "ConflictStateError",
     "ConflictStrategy",
@@ -72,5 +77,6 @@ __all__ = [
     "migrations",
     "posync_tables",
     "rebind_outlet",
+    "settings_from_outlet",
     "write_transaction",
 ]

@@ -2,6 +2,8 @@
 
     PosyncError
     ├── ConfigurationError          bad settings or an entity registered twice / not registered
+    │   ├── OutletMismatchError     the database belongs to another outlet than the settings name
+    │   └── ConfigKeyError          the config key is missing, malformed or cannot decrypt the stored credentials
     ├── ClosedError                 the Posync was closed: it syncs no more (capture goes on in the database)
     ├── UnsupportedWriteError       a write posync cannot capture correctly (names the pattern and the way)
     ├── StorageError                the outlet database refused posync's work (carries the operation)
@@ -32,6 +34,7 @@ from typing import Any
 __all__ = [
     "AuthenticationError",
     "ClosedError",
+    "ConfigKeyError",
     "ConfigurationError",
     "ConflictStateError",
     "DeleteCapExceeded",
@@ -78,6 +81,11 @@ class OutletMismatchError(ConfigurationError):
         said = ", ".join(f"{f} {self.bound[f]!r} (settings: {self.given[f]!r})" for f in fields)
         super().__init__(f"this database belongs to another outlet: {said}. If this outlet really moved, "
                          "re-bind it on purpose: posync.rebind_outlet(engine, settings) or `posync db rebind`")
+
+
+class ConfigKeyError(ConfigurationError):
+    """The config key (``POSYNC_CONFIG_KEY`` or ``POSYNC_CONFIG_KEY_FILE``) is missing, is not a Fernet key, or
+    cannot decrypt the credentials stored in ``posync_outlet``. The message never holds a key or a secret."""
 
 
 class ClosedError(PosyncError):

@@ -4,6 +4,16 @@ A keyword posync does not know is an error naming the closest one it does (a typ
 silently); unknown ``POSYNC_*`` variables are left alone (the CLI and hosts keep their own there).
 Validation errors never show the values given: a password must not reach a log through one.
 
+Where a setting comes from, first source first (each fills only what the ones before it left unset):
+
+1. keyword arguments (code): ``PosyncSettings(api_key=...)``;
+2. ``POSYNC_*`` environment variables;
+3. a ``.env`` file, then a secrets directory (one file per setting, named ``posync_<setting>``), both opt-in:
+   ``POSYNC_ENV_FILE`` / ``POSYNC_SECRETS_DIR``, or the constructor's ``_env_file`` / ``_secrets_dir``;
+4. the outlet database's config table, ``posync_outlet`` (HO URL, outlet id and code, company, store, brand,
+   sync switch, the encrypted credentials), only through ``posync.settings_from_outlet(engine)``: a
+   ``PosyncSettings(...)`` never connects to a database.
+
 One class declares each setting: :class:`PosyncSettings` holds HO's address, the outlet and the
 credentials for everything posync does; photo replication's own options are :class:`PhotoOptions`, nested
 as ``settings.photos``. Outside, a photo option keeps its flat name ``photo_<option>``: the keyword
@@ -16,17 +26,29 @@ from __future__ import annotations
 import difflib
 import logging
 import os
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from posync.errors import ConfigurationError
 from posync.retry import OutagePolicy, RetryPolicy
 
-__all__ = ["PhotoOptions", "PhotoSettings", "PosyncSettings", "StrictSettings"]
+__all__ = ["PhotoOptions", "PhotoSettings", "PosyncSettings", "Stored", "StrictSettings"]
 
 log = logging.getLogger("posync.settings")
 
@@ -38,7 +60,8 @@ class StrictSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="POSYNC_", extra="ignore", hide_input_in_errors=True)
 
-    def __init__(self, **values: Any) -> None:
+    def __init__(self, *, _env_file: str | Path | None = None, _secrets_dir: str | Path | None = None,
+                 **values: Any) -> None:
         name = type(self).__name__
         known = type(self)._keywords()
         unknown = sorted(set(values) - known)
@@ -48,9 +71,10 @@ class StrictSettings(BaseSettings):
                 close = difflib.get_close_matches(key, known, n=1)
                 hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
             raise ConfigurationError(f"{name} has no setting {', '.join(hints)}")
+        files = _files(_env_file, _secrets_dir)
         error: str | None = None
         try:
-            super().__init__(**type(self)._nested(values))
+            super().__init__(**files, **type(self)._nested(values))
         except ValidationError as exc:  # reported without the input values, outside the except block
             error = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
                               for e in exc.errors(include_input=False, include_url=False))
@@ -123,17 +147,59 @@ class PhotoOptions(BaseModel):
 
 class _PhotoVariables(PydanticBaseSettingsSource):
     """``POSYNC_PHOTO_STORE``, ``POSYNC_PHOTO_WORKERS``, ...: the nested photo options from their flat
-    variables (case-insensitive, as pydantic-settings reads the others). Keywords given go first: sources
-    are merged key by key, so ``photos`` from the keywords keeps the variables it does not set, unless it
-    is a whole PhotoOptions."""
+    variables (case-insensitive, as pydantic-settings reads the others), in the environment or (``variables``)
+    the ``.env`` file's. Keywords given go first: sources are merged key by key, so ``photos`` from the
+    keywords keeps the variables it does not set, unless it is a whole PhotoOptions."""
+
+    def __init__(self, settings_cls: type[BaseSettings],
+                 variables: Callable[[], Mapping[str, str | None]] = lambda: os.environ) -> None:
+        super().__init__(settings_cls)
+        self._variables = variables
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         return None, field_name, False  # not per field: __call__ builds ``photos`` whole
 
     def __call__(self) -> dict[str, Any]:
         options = {f"POSYNC_{flat}".upper(): name for flat, name in PhotoOptions.flat_names().items()}
-        found = {options[k.upper()]: v for k, v in os.environ.items() if k.upper() in options}
+        found = {options[k.upper()]: v for k, v in self._variables().items() if k.upper() in options}
         return {"photos": found} if found else {}
+
+
+class Stored:
+    """What ``posync_outlet`` holds for the settings (``posync.settings_from_outlet``): plain ``values``, and
+    ``credentials``, a function decrypting the stored ones (called only when no higher source gives any)."""
+
+    def __init__(self, values: Mapping[str, Any], credentials: Callable[[], Mapping[str, str]] | None) -> None:
+        self.values = dict(values)
+        self.credentials = credentials
+        self.used: set[str] = set()  # the fields the table gave
+
+    def __repr__(self) -> str:
+        return f"Stored({sorted(self.values)}, credentials={'stored' if self.credentials else None})"
+
+
+_STORED: ContextVar[Stored | None] = ContextVar("posync_stored_settings", default=None)
+CREDENTIALS = frozenset({"api_key", "username", "password"})
+
+
+class _StoredValues(PydanticBaseSettingsSource):
+    """The last source: the config table's values, for the fields no higher source gave. The credentials
+    are one unit: when a higher source gives any of api_key, username, password, the stored ones are not
+    read (nor decrypted)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        stored = _STORED.get()
+        if stored is None:
+            return {}
+        given = set(self.current_state)
+        values = {k: v for k, v in stored.values.items() if k not in given and v is not None}
+        if stored.credentials is not None and not given & CREDENTIALS:
+            values.update(stored.credentials())  # a wrong key: ConfigKeyError, before any validation
+        stored.used = set(values)
+        return values
 
 
 class PosyncSettings(StrictSettings):
@@ -142,6 +208,7 @@ class PosyncSettings(StrictSettings):
     # docs/seed-profile.md)
     ho_profile: Literal["posync", "seed"] = "posync"
     outlet_id: str = "outlet-1"
+    outlet_code: str | None = None  # seed 003's outlet code (informational: HO knows the outlet by outlet_id)
     company_id: str = "company-1"
     store_id: str | None = None  # defaults to outlet_id
     brand_id: str | None = None  # seed 004: products are served per brand (MISSING_BRAND_ID without it)
@@ -165,6 +232,9 @@ class PosyncSettings(StrictSettings):
     # the largest answer posync reads (a bigger one is a ProtocolError: lower pull_page_size)
     max_response_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     sync_interval_seconds: float = Field(30.0, gt=0)
+    # False: the scheduler runs no sync job (capture goes on). Unless a higher source gives it, the scheduler
+    # follows posync_outlet.sync_enabled live (`posync config set sync_enabled=false`), read every few seconds
+    sync_enabled: bool = True
     # several worker processes on one outlet database: one of them (the syncer lease's holder) runs the sync
     # jobs; after its death another takes over within syncer_lease_seconds + syncer_renew_seconds
     single_syncer: bool = True
@@ -197,7 +267,38 @@ class PosyncSettings(StrictSettings):
                                    dotenv_settings: PydanticBaseSettingsSource,
                                    file_secret_settings: PydanticBaseSettingsSource,
                                    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _PhotoVariables(settings_cls), dotenv_settings, file_secret_settings)
+        def dotenv_variables() -> Mapping[str, str | None]:
+            return getattr(dotenv_settings, "env_vars", {})
+
+        return (init_settings, env_settings, _PhotoVariables(settings_cls), dotenv_settings,
+                _PhotoVariables(settings_cls, dotenv_variables), file_secret_settings, _StoredValues(settings_cls))
+
+    _stored_fields: frozenset[str] = PrivateAttr(default=frozenset())
+
+    @classmethod
+    def from_stored(cls, stored: Stored, **values: Any) -> PosyncSettings:
+        """Settings whose lowest source is ``stored`` (the config table's values): what
+        ``posync.settings_from_outlet`` builds. ``values`` are keywords, as for the constructor."""
+        token = _STORED.set(stored)
+        try:
+            settings = cls(**values)
+        finally:
+            _STORED.reset(token)
+        settings._stored_fields = frozenset(stored.used)
+        return settings
+
+    @property
+    def stored_fields(self) -> frozenset[str]:
+        """The fields the config table gave (``posync.settings_from_outlet``); empty otherwise."""
+        return self._stored_fields
+
+    @property
+    def sync_enabled_given(self) -> bool | None:
+        """``sync_enabled`` when code, the environment or a file gave it (it then wins over the table's
+        switch), else ``None``: the scheduler follows ``posync_outlet.sync_enabled``."""
+        if "sync_enabled" in self.model_fields_set - self._stored_fields:
+            return self.sync_enabled
+        return None
 
     @classmethod
     def _keywords(cls) -> set[str]:
@@ -247,8 +348,23 @@ class PosyncSettings(StrictSettings):
 # PhotoSettings(...): photo code's name for PosyncSettings from before issue 16 (README, the CLI, hosts)
 PhotoSettings = PosyncSettings
 
-# POSYNC_* variables read elsewhere: the CLI's app, the tests' server
-_OTHER_VARIABLES = frozenset({"APP", "PG_URL", "CONVERGENCE_EXAMPLES", "NO_SHRINK"})
+# POSYNC_* variables read elsewhere: the CLI's app, the tests' server, the settings' files, the config key
+_OTHER_VARIABLES = frozenset({"APP", "PG_URL", "CONVERGENCE_EXAMPLES", "NO_SHRINK", "ENV_FILE", "SECRETS_DIR",
+                              "CONFIG_KEY", "CONFIG_KEY_FILE"})
+
+
+def _files(env_file: str | Path | None, secrets_dir: str | Path | None) -> dict[str, Any]:
+    """The ``.env`` file and the secrets directory to read, if any was asked for (argument, else
+    ``POSYNC_ENV_FILE`` / ``POSYNC_SECRETS_DIR``): a path that does not exist is an error, not silence."""
+    env_file = env_file or os.environ.get("POSYNC_ENV_FILE") or None
+    secrets_dir = secrets_dir or os.environ.get("POSYNC_SECRETS_DIR") or None
+    if env_file is not None and not Path(env_file).is_file():
+        raise ConfigurationError(f"the settings' .env file {str(env_file)!r} does not exist (POSYNC_ENV_FILE)")
+    if secrets_dir is not None and not Path(secrets_dir).is_dir():
+        raise ConfigurationError(f"the settings' secrets directory {str(secrets_dir)!r} does not exist "
+                                 "(POSYNC_SECRETS_DIR)")
+    return {"_env_file": env_file, "_secrets_dir": secrets_dir}
+
 
 
 def _warn_unknown_environment() -> None:

@@ -160,7 +160,9 @@ class Posync:
         if self._scheduler is None:
             self._scheduler = EmbeddedScheduler(self.worker, self.settings.sync_interval_seconds, scheduler,
                                                 housekeeping=self.housekeeping, photos=self.photos,
-                                                lease=self.lease, renew_seconds=self.settings.syncer_renew_seconds)
+                                                lease=self.lease, renew_seconds=self.settings.syncer_renew_seconds,
+                                                enabled=outlet.SyncSwitch(self.engine,
+                                                                          fixed=self.settings.sync_enabled_given))
             self._scheduler.start()
 
     def trigger(self) -> None:

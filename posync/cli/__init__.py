@@ -17,6 +17,7 @@ from typing import Any
 
 import typer
 
+from posync.cli.config import config_app
 from posync.cli.photos import photos_app
 from posync.errors import PosyncError
 
@@ -27,6 +28,7 @@ app = typer.Typer(help="posync: offline-first sync for point-of-sale outlets.", 
 db_app = typer.Typer(help="posync's own tables (Alembic, version table posync_alembic_version).")
 app.add_typer(db_app, name="db")
 app.add_typer(photos_app, name="photos", help="Product photos from HO to the edge store (posync.photos).")
+app.add_typer(config_app, name="config")
 
 DEMO_NEEDS = ("starlette", "uvicorn", "jwt", "urllib3")  # the extra "demo": server + photos
 

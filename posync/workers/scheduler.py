@@ -5,7 +5,9 @@ and items whose backoff has passed are due again. One cycle at a time per proces
 while a cycle still runs (a slow HO) returns at once, rather than APScheduler warning on every tick that
 it skipped one. With several processes on one outlet database (``uvicorn --workers 4``), only the holder
 of the syncer lease (posync/workers/leader.py) runs the sync cycle, housekeeping and the photo passes;
-the others renew-or-watch the lease and pass a trigger on to the holder through the database.
+the others renew-or-watch the lease and pass a trigger on to the holder through the database. ``enabled``
+(the outlet's sync switch, ``posync.services.outlet.SyncSwitch``) is asked before each of those jobs runs:
+switched off, they wait; the lease is still renewed and capture goes on.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ class EmbeddedScheduler:
     def __init__(self, worker: SyncWorker, interval_seconds: float, scheduler: Any | None = None, *,
                  housekeeping: Callable[[], None] | None = None, housekeeping_seconds: float = 3600.0,
                  photos: Any | None = None, lease: SyncerLease | None = None,
-                 renew_seconds: float = 1.5) -> None:
+                 renew_seconds: float = 1.5, enabled: Callable[[], bool] | None = None) -> None:
         try:
             from apscheduler.schedulers.background import BackgroundScheduler
         except ImportError as exc:  # pragma: no cover - the extra is not installed
@@ -49,11 +51,17 @@ class EmbeddedScheduler:
         self._forced = threading.Event()  # the next cycle was asked for (trigger), not just due
         self._lease = lease  # None: this process syncs whatever others do (a single-process host)
         self._renew_seconds = renew_seconds
+        self._enabled = enabled  # None: always on
 
     @property
     def syncer(self) -> bool:
         """Whether this process runs the sync jobs now (it holds the syncer lease, or there is none)."""
         return self._lease is None or self._lease.held
+
+    def may_sync(self) -> bool:
+        """Whether a sync job (cycle, housekeeping, photo pass) runs now: this process is the syncer and
+        the outlet's sync switch is on. Cheap: the switch reads the database at most every few seconds."""
+        return self.syncer and (self._enabled is None or self._enabled())
 
     @property
     def running(self) -> bool:
@@ -74,7 +82,7 @@ class EmbeddedScheduler:
 
             # the hourly incremental pass and the nightly full check, at the minute and hour the settings
             # gave the PhotoSync; always both: the legacy photo API's deletes are seen by the full check only
-            photo_jobs(self._scheduler, self._photos, when=lambda: self.syncer)
+            photo_jobs(self._scheduler, self._photos, when=self.may_sync)
         if self._owns_scheduler and not self._scheduler.running:
             self._scheduler.start()
 
@@ -103,7 +111,7 @@ class EmbeddedScheduler:
             self.trigger()  # a new holder drains what the old one left; another process asked for a cycle
 
     def _run_housekeeping(self) -> None:
-        if not self.syncer:
+        if not self.may_sync():
             return
         try:
             assert self._housekeeping is not None
@@ -112,8 +120,8 @@ class EmbeddedScheduler:
             log.exception("housekeeping failed")
 
     def _tick(self) -> None:
-        if not self.syncer:
-            return  # another process of this outlet syncs
+        if not self.may_sync():
+            return  # another process of this outlet syncs, or the outlet's sync is switched off
         if not self._cycle.acquire(blocking=False):
             return  # the cycle still running will see whatever this tick would have
         try:
