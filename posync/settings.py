@@ -270,8 +270,15 @@ class PosyncSettings(StrictSettings):
         def dotenv_variables() -> Mapping[str, str | None]:
             return getattr(dotenv_settings, "env_vars", {})
 
+        def secret_files() -> Mapping[str, str | None]:  # posync_photo_s3_secret_key, ...: one file each
+            found = getattr(file_secret_settings, "secrets_dir", None)
+            folders = [Path(d) for d in (found if isinstance(found, (list, tuple)) else [found]) if d]
+            return {f.name: f.read_text().strip() for d in folders if d.is_dir()
+                    for f in d.iterdir() if f.name.lower().startswith("posync_photo_") and f.is_file()}
+
         return (init_settings, env_settings, _PhotoVariables(settings_cls), dotenv_settings,
-                _PhotoVariables(settings_cls, dotenv_variables), file_secret_settings, _StoredValues(settings_cls))
+                _PhotoVariables(settings_cls, dotenv_variables), file_secret_settings,
+                _PhotoVariables(settings_cls, secret_files), _StoredValues(settings_cls))
 
     _stored_fields: frozenset[str] = PrivateAttr(default=frozenset())
 

@@ -154,9 +154,11 @@ def test_precedence_keyword_then_environment_then_files_then_the_table(engine: s
     secrets.mkdir()
     (secrets / "posync_api_key").write_text("from-the-secrets-dir")
     (secrets / "posync_outlet_id").write_text("o-secret")
+    (secrets / "posync_photo_s3_secret_key").write_text("minio-secret\n")  # a photo option, by its flat name
     s = posync.settings_from_outlet(engine, _secrets_dir=secrets)
     assert s.api_key is not None and s.api_key.get_secret_value() == "from-the-secrets-dir"
-    assert s.outlet_id == "o-secret"
+    assert s.outlet_id == "o-secret" and s.photos.store == "db"  # the .env file's photo option is kept
+    assert s.photos.s3_secret_key is not None and s.photos.s3_secret_key.get_secret_value() == "minio-secret"
 
     # the credentials are one unit: a higher source's username and password leave the stored ones unread,
     # so no key is needed then
