@@ -165,6 +165,10 @@ class PosyncSettings(StrictSettings):
     # the largest answer posync reads (a bigger one is a ProtocolError: lower pull_page_size)
     max_response_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     sync_interval_seconds: float = Field(30.0, gt=0)
+    # a committed change is pushed at once (push only, no pull), not at the next interval: the syncer hears
+    # this process's commits at once and other processes' within push_watch_interval_seconds (a local read)
+    push_on_commit: bool = True
+    push_watch_interval_seconds: float = Field(0.25, gt=0)
     # several worker processes on one outlet database: one of them (the syncer lease's holder) runs the sync
     # jobs; after its death another takes over within syncer_lease_seconds + syncer_renew_seconds
     single_syncer: bool = True
