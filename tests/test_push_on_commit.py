@@ -20,7 +20,12 @@ import sqlmodel
 
 from posync.demo.models import Order
 from posync.demo.outlet import prepare_database
+from posync.errors import TransportError
+from posync.retry import OutagePolicy
+from posync.services.pull import PullStats
+from posync.services.push import PushStats
 from posync.testing import ReferenceHO, serve_in_thread
+from posync.workers.sync_worker import CycleReport, SyncWorker
 from tests.support import API_KEY, Outlet, make_outlet
 from tests.test_one_syncer import Counting, _until
 
@@ -144,6 +149,64 @@ def test_the_watcher_starts_with_start_and_ends_in_close(sqlite_url: str) -> Non
             assert conn.execute(sa.text("SELECT count(*) FROM posync_outbox")).scalar() == 2
     finally:
         outlet.close()
+
+
+class _Push:
+    """A PushService stand-in: HO down (``down``), or a drain that holds until ``release``."""
+
+    def __init__(self) -> None:
+        self.drains = 0
+        self.down = False
+        self.hold = threading.Event()
+        self.release = threading.Event()
+
+    def drain(self) -> PushStats:
+        self.drains += 1
+        if self.down:
+            raise TransportError("HO unreachable")
+        if self.hold.is_set():
+            self.release.wait(10)
+        return PushStats(batches=1, sent=1)
+
+
+class _Pull:
+    def pull_all(self, force: bool = False) -> PullStats:
+        return PullStats()
+
+
+def _worker(push: _Push) -> SyncWorker:
+    return SyncWorker(push, _Pull(), outage=OutagePolicy(initial=60.0, maximum=60.0))  # type: ignore[arg-type]
+
+
+def test_a_push_on_commit_obeys_the_outage_backoff() -> None:
+    push = _Push()
+    push.down = True
+    worker = _worker(push)
+    first = worker.push_due()
+    assert first.ran and first.error and not worker.online
+    for _ in range(20):  # a busy till while HO is down: no attempt until the backoff has passed
+        assert not worker.push_due().ran
+    assert push.drains == 1
+    assert worker.run_cycle(force=True).ran and push.drains == 2  # a trigger does not wait it out
+
+
+def test_a_due_cycle_waits_for_a_running_push_instead_of_skipping_its_tick() -> None:
+    push = _Push()
+    push.hold.set()
+    worker = _worker(push)
+    pushing = threading.Thread(target=worker.push_due)
+    pushing.start()
+    _until(lambda: push.drains == 1, 10)
+    assert worker.push_due().busy  # a second push is not run beside it: the watcher asks again later
+    cycle: list[CycleReport] = []
+    ticking = threading.Thread(target=lambda: cycle.append(worker.run_cycle()))
+    ticking.start()
+    time.sleep(0.3)  # the tick meets the running push (an ordering, not a timed assertion)
+    push.hold.clear()
+    push.release.set()
+    pushing.join(10)
+    ticking.join(10)
+    assert cycle and cycle[0].ran and push.drains == 3  # the push, then the cycle's two
 
 
 # -- several worker processes on one outlet database ---------------------------------------------------

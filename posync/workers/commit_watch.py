@@ -128,6 +128,6 @@ class CommitWatcher:
             with self._engine.connect() as conn:
                 conn.execution_options(**{POSYNC: True})
                 return self._outbox.newest_id(conn)
-        except PosyncError as exc:  # busy or away: the next look tries again
+        except (PosyncError, sa.exc.SQLAlchemyError) as exc:  # busy or away: the next look tries again
             log.debug("outbox not read: %s", exc)
             return self._seen
