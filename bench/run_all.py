@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["capture", "push", "pull", "seed", "host_latency", "claim", "keys", "webhooks", "photo_transfer",
-         "photo_misc"]  # bench_webhooks.py is optional (written separately)
+ORDER = ["capture", "push", "pull", "seed", "host_latency", "commit_to_ho", "claim", "keys", "webhooks",
+         "photo_transfer", "photo_misc"]  # bench_webhooks.py is optional (written separately)
 
 
 def _takes_quick(script: Path) -> bool:

@@ -235,6 +235,10 @@ class PosyncSettings(StrictSettings):
     # False: the scheduler runs no sync job (capture goes on). Unless a higher source gives it, the scheduler
     # follows posync_outlet.sync_enabled live (`posync config set sync_enabled=false`), read every few seconds
     sync_enabled: bool = True
+    # a committed change is pushed at once (push only, no pull), not at the next interval: the syncer hears
+    # this process's commits at once and other processes' within push_watch_interval_seconds (a local read)
+    push_on_commit: bool = True
+    push_watch_interval_seconds: float = Field(0.25, gt=0)
     # several worker processes on one outlet database: one of them (the syncer lease's holder) runs the sync
     # jobs; after its death another takes over within syncer_lease_seconds + syncer_renew_seconds
     single_syncer: bool = True

@@ -4,7 +4,7 @@
     posync.migrations.upgrade(engine)                          # posync's tables
     Session = sessionmaker(engine, class_=sqlmodel.Session)
     sync = Posync(engine, registry, PosyncSettings(api_key="..."), sessionmaker=Session)
-    sync.start()      # embedded scheduler; or call sync.sync_now() yourself
+    sync.start()      # embedded scheduler and push on commit; or call sync.sync_now() yourself
     ...
     sync.close()      # stops the scheduler and the HTTP client (bounded); never disposes the host's engine
 
@@ -50,6 +50,7 @@ from posync.services.manage import SyncManager
 from posync.services.pull import PullService
 from posync.services.push import PushOptions, PushService
 from posync.settings import PosyncSettings
+from posync.workers.commit_watch import CommitWatcher
 from posync.workers.leader import SyncerLease
 from posync.workers.scheduler import EmbeddedScheduler
 from posync.workers.sync_worker import CycleReport, SyncWorker
@@ -138,6 +139,7 @@ class Posync:
         if photos is not None and photos.gate is None:  # its writes go after the till's, as push's and pull's
             photos.gate = self.gate
         self._scheduler: EmbeddedScheduler | None = None
+        self._watcher: CommitWatcher | None = None
         self._receipts: Any | None = None
         self._closed = False
 
@@ -158,11 +160,18 @@ class Posync:
         """Start the embedded scheduler (or add the job to the host's APScheduler)."""
         self._open()
         if self._scheduler is None:
+            lease = self.lease
+            # the outlet's sync switch (posync_outlet.sync_enabled): off, no sync job and no push runs
+            switch = outlet.SyncSwitch(self.engine, fixed=self.settings.sync_enabled_given)
+            # push on commit: a committed change goes to HO at once (push only), not at the next interval
+            self._watcher = CommitWatcher(self.engine, self.worker,
+                                          interval=self.settings.push_watch_interval_seconds,
+                                          active=lambda: (lease is None or lease.held) and switch()) \
+                if self.settings.push_on_commit else None
             self._scheduler = EmbeddedScheduler(self.worker, self.settings.sync_interval_seconds, scheduler,
                                                 housekeeping=self.housekeeping, photos=self.photos,
                                                 lease=self.lease, renew_seconds=self.settings.syncer_renew_seconds,
-                                                enabled=outlet.SyncSwitch(self.engine,
-                                                                          fixed=self.settings.sync_enabled_given))
+                                                enabled=switch, watcher=self._watcher)
             self._scheduler.start()
 
     def trigger(self) -> None:
@@ -181,6 +190,7 @@ class Posync:
         if self._scheduler is not None:
             self._scheduler.stop()
             self._scheduler = None
+            self._watcher = None
 
     def close(self, timeout: float | None = None) -> None:
         """Stop syncing: the scheduler, a running cycle (asked to finish, waited for at most ``timeout``,
@@ -194,8 +204,13 @@ class Posync:
             return
         self._closed = True
         started = self._scheduler is not None
+        watcher = self._watcher
         self.stop()
-        idle = self.worker.stop(self.settings.close_timeout if timeout is None else timeout)
+        budget = self.settings.close_timeout if timeout is None else timeout
+        deadline = time.monotonic() + budget
+        idle = self.worker.stop(budget)
+        if watcher is not None:  # its push (if any) is over or cut off: the thread ends at once
+            watcher.join(deadline - time.monotonic())
         if started and self.lease is not None:
             # the next syncer takes over at once; when nothing of ours is on the wire, what we claimed and
             # did not send is due again now (else it is given back when the next syncer takes over)

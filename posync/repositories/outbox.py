@@ -262,6 +262,11 @@ class OutboxRepository:
         return set(conn.execute(sa.select(T.c.entity_id).where(T.c.resource == resource,
                                                                T.c.status.in_(list(statuses)))).scalars())
 
+    def newest_id(self, conn: Connection) -> int | None:
+        """The highest item id: it moves when a change is queued (the primary key's last entry: O(1))."""
+        newest = conn.execute(sa.select(sa.func.max(T.c.id))).scalar()
+        return None if newest is None else int(newest)
+
     def counts(self, conn: Connection) -> dict[str, int]:
         rows = conn.execute(sa.select(T.c.status, sa.func.count()).group_by(T.c.status))
         return {status: int(n) for status, n in rows}

@@ -7,7 +7,8 @@ it skipped one. With several processes on one outlet database (``uvicorn --worke
 of the syncer lease (posync/workers/leader.py) runs the sync cycle, housekeeping and the photo passes;
 the others renew-or-watch the lease and pass a trigger on to the holder through the database. ``enabled``
 (the outlet's sync switch, ``posync.services.outlet.SyncSwitch``) is asked before each of those jobs runs:
-switched off, they wait; the lease is still renewed and capture goes on.
+switched off, they wait; the lease is still renewed and capture goes on. Between
+ticks, a committed change is pushed at once (push on commit: posync/workers/commit_watch.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from posync.errors import ConfigurationError
+from posync.workers.commit_watch import CommitWatcher
 from posync.workers.leader import SyncerLease
 from posync.workers.sync_worker import SyncWorker
 
@@ -34,7 +36,8 @@ class EmbeddedScheduler:
     def __init__(self, worker: SyncWorker, interval_seconds: float, scheduler: Any | None = None, *,
                  housekeeping: Callable[[], None] | None = None, housekeeping_seconds: float = 3600.0,
                  photos: Any | None = None, lease: SyncerLease | None = None,
-                 renew_seconds: float = 1.5, enabled: Callable[[], bool] | None = None) -> None:
+                 renew_seconds: float = 1.5, enabled: Callable[[], bool] | None = None,
+                 watcher: CommitWatcher | None = None) -> None:
         try:
             from apscheduler.schedulers.background import BackgroundScheduler
         except ImportError as exc:  # pragma: no cover - the extra is not installed
@@ -52,6 +55,7 @@ class EmbeddedScheduler:
         self._lease = lease  # None: this process syncs whatever others do (a single-process host)
         self._renew_seconds = renew_seconds
         self._enabled = enabled  # None: always on
+        self._watcher = watcher  # push on commit: its thread runs beside the jobs, pushing for the syncer only
 
     @property
     def syncer(self) -> bool:
@@ -72,6 +76,8 @@ class EmbeddedScheduler:
             self._lease.renew()
             self._scheduler.add_job(self._renew, "interval", seconds=self._renew_seconds, id=LEASE_ID,
                                     replace_existing=True, max_instances=1, coalesce=True)
+        if self._watcher is not None:  # before the first cycle: what it does not push, the watcher sees
+            self._watcher.start()
         self._scheduler.add_job(self._tick, "interval", seconds=self._interval, id=JOB_ID, replace_existing=True,
                                 max_instances=2, coalesce=True, next_run_time=datetime.now(UTC))
         if self._housekeeping is not None:
@@ -94,7 +100,10 @@ class EmbeddedScheduler:
 
     def stop(self) -> None:
         """Remove posync's jobs (and stop the scheduler posync started) without waiting for a running
-        cycle: the worker is asked to stop and waited for, with a bound, by ``Posync.close``."""
+        cycle: the worker is asked to stop and waited for, with a bound, by ``Posync.close``; so is the
+        commit watcher's thread."""
+        if self._watcher is not None:
+            self._watcher.stop()
         for job_id in (JOB_ID, HOUSEKEEPING_ID, LEASE_ID):
             if self._scheduler.get_job(job_id) is not None:
                 self._scheduler.remove_job(job_id)

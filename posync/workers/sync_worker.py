@@ -1,4 +1,5 @@
-"""One sync cycle (push, pull, push what conflicts re-queued) and what to do when HO is away.
+"""One sync cycle (push, pull, push what conflicts re-queued), a push on its own (push on commit:
+posync/workers/commit_watch.py), and what to do when HO is away.
 
 An outage is the normal case for a POS: the cycle gives up quietly, the queue waits, the next attempt
 backs off (OutagePolicy, at least HO's Retry-After). One warning when HO goes away, one line when it
@@ -29,6 +30,8 @@ __all__ = ["CycleReport", "SyncWorker"]
 log = logging.getLogger("posync.worker")
 # a reconciliation that failed (a foreign key, its cap) is tried again this soon, not at its next interval
 RECONCILE_RETRY = 60.0
+# how long a due cycle waits for a push on commit to end before it skips its tick
+PUSH_WAIT = 30.0
 
 
 @dataclass
@@ -41,6 +44,7 @@ class CycleReport:
     reconciled: list[str] = field(default_factory=list)
     reconcile_failed: dict[str, str] = field(default_factory=dict)
     removed: int = 0  # local rows the reconciliation removed (HO no longer has them)
+    busy: bool = False  # not run: another cycle or push was running
 
 
 class SyncWorker:
@@ -58,7 +62,8 @@ class SyncWorker:
         self._next_reconcile = 0.0
         self._failures = 0
         self._not_before = 0.0
-        self._lock = threading.Lock()  # one cycle at a time in this process
+        self._lock = threading.Lock()  # one cycle (or push on commit) at a time in this process
+        self._running_push = False  # what holds the lock is a push on commit, not a cycle
         self._stop = threading.Event()
         self._idle = threading.Event()
         self._idle.set()
@@ -66,6 +71,9 @@ class SyncWorker:
         self._after_lock = threading.Lock()
         self.last_error: str | None = None
         self.auth_error: str | None = None
+        # runs that may have removed outbox items (sent, folded, or a pull's conflicts): SQLite numbers new
+        # items after the highest left, so the commit watcher's mark is stale after one of these
+        self.outbox_runs = 0
 
     @property
     def online(self) -> bool:
@@ -90,21 +98,39 @@ class SyncWorker:
         fn()
 
     def run_cycle(self, *, force: bool = False) -> CycleReport:
+        """Push, pull, push; ``force`` (a trigger, sync_now) does not wait out the outage backoff."""
+        return self._run(force=force, push_only=False)
+
+    def push_due(self) -> CycleReport:
+        """Push what is due, no pull: a committed change on its way to HO (push on commit). It obeys the
+        outage backoff (HO away: a busy till makes no request storm) and never waits for a running cycle
+        (``ran=False``, ``busy=True``: its last push may have missed the change; ask again after it)."""
+        return self._run(force=False, push_only=True)
+
+    def _run(self, *, force: bool, push_only: bool) -> CycleReport:
         now = self._monotonic()
         if self._stop.is_set():
             return CycleReport(ran=False, error="stopped")
         if not force and now < self._not_before:
             return CycleReport(ran=False, next_attempt_in=self._not_before - now)
-        if not self._lock.acquire(blocking=False):
-            return CycleReport(ran=False, error="a cycle is already running")
+        if not self._enter(wait=not push_only):
+            return CycleReport(ran=False, error="a cycle is already running", busy=True)
+        if self._stop.is_set():  # asked to stop while it waited for a push to end
+            self._running_push = False
+            self._lock.release()
+            return CycleReport(ran=False, error="stopped")
         with self._after_lock:
             self._idle.clear()
         report = CycleReport(ran=True)
+        before = self._state()
         try:
-            report.push.add(self._push.drain())
-            report.pull = self._pull.pull_all(force=force)
-            self._maybe_reconcile(report, force)
-            report.push.add(self._push.drain())
+            if push_only:
+                report.push.add(self._push.drain())
+            else:
+                report.push.add(self._push.drain())
+                report.pull = self._pull.pull_all(force=force)
+                self._maybe_reconcile(report, force)
+                report.push.add(self._push.drain())
         except PosyncError as exc:
             self._failed(exc, report)
         except Exception as exc:  # a bug: never out of sync_now(), shown with its traceback once per kind
@@ -113,15 +139,15 @@ class SyncWorker:
             self.last_error = type(exc).__name__
             self._failed(exc, report, quiet=True)
         else:
-            if self._failures:
-                log.info("head office reachable again after %d failed attempts", self._failures)
-            if self.auth_error:
-                log.info("head office accepts the credentials again")
-            self._failures = 0
-            self._not_before = 0.0
-            self.last_error = self.auth_error = None
+            if not push_only or report.push.batches:  # a push that sent nothing learnt nothing of HO
+                self._succeeded()
         finally:
-            self._report_state()
+            if not push_only or report.push.sent or report.push.coalesced_away:
+                self.outbox_runs += 1
+            # a push on commit records the outlet's state only when it changed (not one write per sale)
+            if not push_only or self._state() != before:
+                self._report_state()
+            self._running_push = False
             self._lock.release()
             with self._after_lock:
                 self._idle.set()
@@ -129,6 +155,29 @@ class SyncWorker:
             for fn in after:
                 fn()
         return report
+
+    def _enter(self, *, wait: bool) -> bool:
+        """Take the one-at-a-time lock. A cycle waits (bounded) for a push on commit to end, rather than
+        skip its tick: pushes are short, and a till that sells all day must not starve pull."""
+        if self._lock.acquire(blocking=False):
+            self._running_push = not wait
+            return True
+        if wait and self._running_push and self._lock.acquire(timeout=PUSH_WAIT):
+            self._running_push = False
+            return True
+        return False
+
+    def _state(self) -> tuple[bool, str | None, str | None]:
+        return self.online, self.last_error, self.auth_error
+
+    def _succeeded(self) -> None:
+        if self._failures:
+            log.info("head office reachable again after %d failed attempts", self._failures)
+        if self.auth_error:
+            log.info("head office accepts the credentials again")
+        self._failures = 0
+        self._not_before = 0.0
+        self.last_error = self.auth_error = None
 
     def _report_state(self) -> None:
         if self._on_cycle is None:
