@@ -82,17 +82,19 @@ class RetryPolicy:
 class OutagePolicy:
     """When HO is unreachable the whole queue waits; nothing is dead-lettered for an outage.
 
-    Backs off from ``initial`` to ``maximum``; a Retry-After from HO is a floor.
+    Backs off from ``initial`` to ``maximum``; a Retry-After from HO is a floor, capped at
+    ``max_retry_after`` (an HO that asks for a day would otherwise hold an outlet's sales for a day).
     """
 
     initial: float = 2.0
     maximum: float = 300.0
     multiplier: float = 2.0
+    max_retry_after: float = 900.0
 
     def delay(self, consecutive_failures: int, retry_after: float | None = None,
               rng: random.Random | None = None) -> float:
         jittered = backoff(consecutive_failures, self.initial, self.maximum, self.multiplier, rng)
-        return max(jittered, retry_after or 0.0)
+        return max(jittered, min(retry_after or 0.0, self.max_retry_after))
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:

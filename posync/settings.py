@@ -259,6 +259,8 @@ class PosyncSettings(StrictSettings):
     # while HO is unreachable the whole queue waits, backing off from the first to the second figure
     outage_initial_backoff_seconds: float = Field(2.0, gt=0)
     outage_max_backoff_seconds: float = Field(300.0, gt=0)
+    # HO's Retry-After is obeyed up to this (a longer one is HO's mistake, not a reason to stop selling to it)
+    max_retry_after_seconds: float = Field(900.0, ge=0)
 
     max_retries: int = Field(3, ge=0)
     initial_backoff_seconds: float = Field(60.0, ge=0)
@@ -353,7 +355,8 @@ class PosyncSettings(StrictSettings):
 
     def outage_policy(self) -> OutagePolicy:
         return OutagePolicy(self.outage_initial_backoff_seconds,
-                            max(self.outage_initial_backoff_seconds, self.outage_max_backoff_seconds))
+                            max(self.outage_initial_backoff_seconds, self.outage_max_backoff_seconds),
+                            max_retry_after=self.max_retry_after_seconds)
 
 
 # PhotoSettings(...): photo code's name for PosyncSettings from before issue 16 (README, the CLI, hosts)

@@ -52,7 +52,7 @@ def test_every_policy_stays_under_its_maximum(n: int, seed: int, floor: float | 
     assert decision is not None and 0 <= decision.delay <= retry.max_backoff
     outage = OutagePolicy()
     assert outage.delay(n, floor, rng) <= max(outage.maximum, floor or 0.0)
-    assert outage.delay(n, floor, rng) >= (floor or 0.0)
+    assert outage.delay(n, floor, rng) >= min(floor or 0.0, outage.max_retry_after)  # capped (issue 17)
     transfer = TransferPolicy()
     assert transfer.backoff_initial / 2 <= transfer.backoff(n) <= transfer.backoff_max
     assert timedelta(seconds=30) <= retry_after(n) <= timedelta(hours=1)
@@ -94,3 +94,19 @@ def test_garbage_is_none(value: str) -> None:
 def test_absent_or_garbled_is_none() -> None:
     for value in (None, "", "soon", "1e3", "inf", "nan", "²", "١٢", "Mon, 99 Foo 2026 25:61:61 GMT"):
         assert parse_retry_after(value, time.time()) is None, value
+
+
+@given(st.integers(1, 10_000), st.integers(0, 2**32), st.floats(0, 10**9))
+def test_retry_after_is_obeyed_up_to_its_cap(n: int, seed: int, retry_after: float) -> None:
+    """Issue 17 item 6: ``Retry-After: 86400`` no longer puts the next try a day away."""
+    policy = OutagePolicy(initial=2.0, maximum=300.0, max_retry_after=900.0)
+    delay = policy.delay(n, retry_after, random.Random(seed))
+    assert delay <= max(300.0, 900.0)
+    assert delay >= min(retry_after, 900.0)  # a Retry-After below the cap is still a floor
+
+
+def test_the_cap_is_a_setting() -> None:
+    import posync
+
+    settings = posync.PosyncSettings(api_key="k", max_retry_after_seconds=60)
+    assert settings.outage_policy().delay(1, 86_400, random.Random(0)) <= 60
