@@ -215,7 +215,10 @@ class SyncWorker:
                           exc)
             self.auth_error = str(exc)
         elif self._failures == 1:
-            if isinstance(exc, TransportError):
+            if isinstance(exc, HOUnavailableError) and exc.status == 429:
+                log.warning("head office asks posync to slow down (429, rate limit); changes stay queued, next try "
+                            "in %.0fs", delay)
+            elif isinstance(exc, TransportError):
                 log.warning("head office unreachable (%s); changes stay queued, next try in %.0fs", exc, delay)
             else:
                 log.warning("sync cycle failed (%s); changes stay queued, next try in %.0fs", exc, delay)
