@@ -1,4 +1,4 @@
-"""Claim cost vs queue size: ``sync.push.claim(500)`` with a small and a huge outbox.
+"""Claim cost vs queue size: ``SyncHarness(sync).claim(500)`` with a small and a huge outbox.
 
     python bench/bench_claim.py [--quick] [--rounds N]
 
@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from _common import Outlet, Timing, bench_args, make_outlet, prepare_database, print_header, workdir
+
+from posync.testing import SyncHarness
 
 BATCH = 500
 _DT = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's SQLite DATETIME storage format
@@ -46,7 +48,7 @@ def build(path: Path, n: int, due_at: float) -> Outlet:
 
 def claim_round(outlet: Outlet, due_at: float) -> tuple[float, int]:
     started = time.perf_counter()
-    leases, _ = outlet.sync.push.claim(BATCH)
+    leases, _ = SyncHarness(outlet.sync).claim(BATCH)
     elapsed = time.perf_counter() - started
     ids = [lease.item_id for lease in leases]
     with outlet.engine.begin() as conn:  # put the queue back as it was: pending, no key, no payload, no lease

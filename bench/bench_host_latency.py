@@ -23,6 +23,7 @@ from _common import bench_args, head_office, make_outlet, print_header, workdir
 from bench_pull import seed_ho
 
 from posync.demo.models import Order
+from posync.testing import SyncHarness
 
 
 class HostWriter:
@@ -114,10 +115,11 @@ def main() -> None:
                         print(phase(f"idle (baseline) [{tag}]", outlet.Session, lambda: time.sleep(2.0),
                                     args.interval), flush=True)
                         queue_orders(outlet, changes, prefix=f"q-{int(gate)}-{size}-")
-                        print(phase(f"drain {changes:,} [{tag}]", outlet.Session, outlet.sync.push.drain,
+                        print(phase(f"drain {changes:,} [{tag}]", outlet.Session, SyncHarness(outlet.sync).drain,
                                     args.interval), flush=True)
                         print(phase(f"pull {records:,} [{tag}]", outlet.Session,
-                                    lambda o=outlet: o.sync.pull.pull_all(force=True), args.interval), flush=True)
+                                    lambda o=outlet: SyncHarness(o.sync).pull_all(force=True), args.interval),
+                              flush=True)
                     finally:
                         outlet.close()
                         for f in Path(tmp).glob(db.name + "*"):

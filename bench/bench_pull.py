@@ -6,9 +6,9 @@ Setup (untimed): the reference HO's database is seeded with N ``products`` throu
 transaction, one change_seq per record), then served by ``python -m posync.testing`` in its own process.
 
 Figures (every round into a fresh, empty outlet database with ``pos_registry()``):
-* ``sync.pull.pull_all()`` end to end (version check, pages of ``pull_page_size``, apply + checkpoint
+* ``SyncHarness(sync).pull_all()`` end to end (version check, pages of ``pull_page_size``, apply + checkpoint
   per page), for each page size;
-* HTTP only: the same pages fetched with ``sync.client.pull`` and kept in memory;
+* HTTP only: the same pages fetched with ``SyncHarness(sync).client.pull`` and kept in memory;
 * apply only: ``RemoteApplier.apply`` + checkpoint save on those pre-fetched pages, one transaction per page,
   as the pull does;
 * baseline, same pages: the seeds' naive apply (seed 001's ``update_or_create``): per record an ORM
@@ -32,7 +32,7 @@ from posync.db import write_transaction
 from posync.demo.models import Product
 from posync.ho import PullPage
 from posync.repositories import CheckpointRepository
-from posync.testing import ReferenceHO
+from posync.testing import ReferenceHO, SyncHarness
 from posync.testing.schema import records as ho_records
 
 RESOURCE = "products"
@@ -61,7 +61,7 @@ def pull_all_round(tmp: Path, url: str, n: int, page_size: int, tag: str) -> flo
     outlet = make_outlet(f"sqlite:///{tmp / f'outlet-{tag}.db'}", url, pull_page_size=page_size)
     try:
         started = time.perf_counter()
-        stats = outlet.sync.pull.pull_all()
+        stats = SyncHarness(outlet.sync).pull_all()
         elapsed = time.perf_counter() - started
     finally:
         outlet.close()
@@ -77,7 +77,7 @@ def fetch_pages(tmp: Path, url: str, page_size: int) -> tuple[float, list[PullPa
         cursor = None
         started = time.perf_counter()
         while True:
-            page = outlet.sync.client.pull(RESOURCE, cursor, page_size)
+            page = SyncHarness(outlet.sync).client.pull(RESOURCE, cursor, page_size)
             pages.append(page)
             cursor = page.next_cursor or cursor
             if not page.has_more:
@@ -96,7 +96,7 @@ def apply_round(tmp: Path, pages: list[PullPage], tag: str) -> float:
         started = time.perf_counter()
         for page in pages:
             with write_transaction(outlet.engine) as conn:
-                outlet.sync.applier.apply(conn, entity, page.records, page.deleted, source="pull")
+                SyncHarness(outlet.sync).applier.apply(conn, entity, page.records, page.deleted, source="pull")
                 checkpoints.save(conn, RESOURCE, cursor=page.next_cursor, last_pull_at=datetime.now(UTC))
         return time.perf_counter() - started
     finally:

@@ -5,7 +5,7 @@
 Setup (untimed): one outlet database with N ``pos_order`` rows written with Core, and their N outbox
 items (written by posync's capture triggers, as for any write), copied afresh for every round. Each
 round starts a fresh ``python -m posync.testing`` process on an empty HO database, then times
-``sync.push.drain()`` (claim, send, settle, batch after batch).
+``SyncHarness(sync).drain()`` (claim, send, settle, batch after batch).
 Each round runs both baselines, then posync at every batch size (``push_batch_size``), and prints its
 own ratios: the machine drifts, and interleaving puts the drift on both sides of every ratio.
 
@@ -27,7 +27,6 @@ import statistics
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -48,6 +47,7 @@ from _common import (
 
 import posync
 from posync.demo.models import Order, pos_registry
+from posync.testing import SyncHarness
 
 OUTLET = "outlet-1"
 
@@ -65,20 +65,6 @@ def build_template(path: Path, n: int) -> None:
     engine.dispose()
 
 
-def _wrap(obj: Any, name: str, into: dict[str, float], key: str) -> None:
-    """Time an instance method into ``into[key]`` (read-only instrumentation for the breakdown)."""
-    inner: Callable[..., Any] = getattr(obj, name)
-
-    def timed(*a: Any, **kw: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            return inner(*a, **kw)
-        finally:
-            into[key] += time.perf_counter() - started
-
-    setattr(obj, name, timed)
-
-
 PAUSE_GC = False  # --pause-gc: posync's opt-in GC pause (PosyncSettings.pause_gc; off by default)
 
 
@@ -90,12 +76,9 @@ def posync_round(tmp: Path, template: Path, n: int, batch_size: int, tag: str) -
         outlet = make_outlet(f"sqlite:///{db}", ho.url, engine=posync.create_engine(f"sqlite:///{db}"),
                              outlet_id=OUTLET, push_batch_size=batch_size, pause_gc=PAUSE_GC)
         try:
-            push = outlet.sync.push  # claiming, the wire, settling
-            for part, name, key in ((push._claimer, "claim", "claim"), (push._sender, "send", "send"),
-                                    (push._settler, "record", "settle")):
-                _wrap(part, name, parts, key)
+            SyncHarness(outlet.sync).time_push(parts)  # claiming, the wire, settling
             started = time.perf_counter()
-            stats = outlet.sync.push.drain()
+            stats = SyncHarness(outlet.sync).drain()
             elapsed = time.perf_counter() - started
             pending = outlet.sync.manager.status().pending
         finally:

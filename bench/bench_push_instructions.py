@@ -2,7 +2,7 @@
 
     python bench/bench_push_instructions.py [--against GIT_REF]
 
-``sync.push.drain()`` of queued ``Order`` creates, with HO's answer stubbed at the wire (``Sender.send``
+``SyncHarness(sync).drain()`` of queued ``Order`` creates, with HO's answer stubbed at the wire (``Sender.send``
 answers ``applied`` for every change) so that only the outlet's own work is counted: claim, lease,
 settle, the GC, SQLite. Each drain runs under ``valgrind --tool=callgrind``; the figure is the difference
 between a 6,000-change and a 1,000-change drain, divided by 5,000, so that start-up (imports, engine,
@@ -61,11 +61,20 @@ if PushResult is not None:
 else:
     def applied(key): return {"idempotency_key": key, "status": "applied", "cloud_version": 1}
 def stub(leases): return [applied(le.change["idempotency_key"]) for le in leases]
-if hasattr(outlet.sync.push, "_sender"):  # the one call that reaches HO: Sender.send since issue 16's split
-    outlet.sync.push._sender.send = stub
+try:  # the one call that reaches HO (Sender.send), stubbed through the harness (issue 16)
+    from posync.testing import SyncHarness
+except ImportError:  # a tree from before the harness (a baseline): the stub goes where that tree sends
+    push = outlet.sync.push
+    if hasattr(push, "_sender"):
+        push._sender.send = stub
+    else:
+        push._send = stub
+    drain = push.drain
 else:
-    outlet.sync.push._send = stub
-stats = outlet.sync.push.drain()
+    harness = SyncHarness(outlet.sync)
+    harness.stub_send(stub)
+    drain = harness.drain
+stats = drain()
 assert stats.applied == n, stats
 outlet.close()
 os.unlink(db)

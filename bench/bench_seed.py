@@ -6,7 +6,7 @@ and what a no-op sync costs against each.
 Setup (untimed): one HO database with N ``products``, served by ``python -m posync.testing`` in its own
 process, once as the posync profile and once as the seed profile (``--profile seed``: ``updated_since`` +
 offset pages over the live query, no record versions, one scalar version). Each round pulls everything
-into a fresh, empty outlet (``sync.pull.pull_all()``), for each profile in turn.
+into a fresh, empty outlet (``SyncHarness(sync).pull_all()``), for each profile in turn.
 
 Figures: records/s end to end per profile (target >= 20,000/s for both), the ratio seed / posync; then,
 after a full sync, a no-op sync against each: HTTP requests and response bytes (the seed profile's
@@ -23,7 +23,7 @@ from _common import Timing, bench_args, fmt_rate, head_office, make_outlet, prin
 from bench_pull import seed_ho
 
 from posync.demo.models import pos_registry, seed_registry
-from posync.testing import DEFAULT_PASSWORD, DEFAULT_USERNAME
+from posync.testing import DEFAULT_PASSWORD, DEFAULT_USERNAME, SyncHarness
 
 SEED = {"ho_profile": "seed", "api_key": None, "username": DEFAULT_USERNAME, "password": DEFAULT_PASSWORD,
         "company_id": "company-1", "store_id": "store-1",
@@ -43,7 +43,7 @@ class Wire:
     def __init__(self, outlet: Any) -> None:
         self.requests = 0
         self.bytes = 0
-        outlet.sync.client._core._http.event_hooks["response"].append(self._seen)
+        SyncHarness(outlet.sync).http.event_hooks["response"].append(self._seen)
 
     def _seen(self, response: Any) -> None:
         self.requests += 1
@@ -54,7 +54,7 @@ def pull_round(tmp: Path, url: str, profile: str, n: int, page_size: int, tag: s
     outlet = outlet_for(tmp, url, profile, page_size, tag)
     try:
         started = time.perf_counter()
-        stats = outlet.sync.pull.pull_all()
+        stats = SyncHarness(outlet.sync).pull_all()
         elapsed = time.perf_counter() - started
         if stats.applied.written != n:
             raise RuntimeError(f"{profile}: pulled {stats.applied.written} records, expected {n} ({stats.failed})")

@@ -37,6 +37,7 @@ from sqlalchemy.orm import sessionmaker
 
 import posync
 from posync.demo.models import Order, Product, PromotionUsage, pos_registry, seed_registry
+from posync.testing import SyncHarness
 
 OUTLET_ID = "outlet-crash"
 API_KEY = "crash-test-api-key-0123456789"
@@ -129,8 +130,8 @@ def work(args: argparse.Namespace, run: int) -> None:
             make(Session, rng, run, n, journal)
             if n % 2 == 0:
                 try:
-                    sync.push.drain(max_batches=3)
-                    sync.pull.pull_all()
+                    SyncHarness(sync).drain(max_batches=3)
+                    SyncHarness(sync).pull_all()
                 except posync.TransportError:
                     time.sleep(0.05)
 

@@ -22,6 +22,7 @@ from posync.ho import PushResult
 from posync.models import OutboxItem
 from posync.services.push import Lease, PushStats
 from posync.services.push.claim import MAX_SCAN
+from posync.testing import SyncHarness
 from tests.support import Outlet, make_outlet
 
 OUTBOX = OutboxItem.__table__  # type: ignore[attr-defined]
@@ -65,7 +66,7 @@ def test_a_claim_takes_the_heads_of_claimable_entities_and_no_more(tmp_path: Pat
                                                                    script: list[tuple[str, Any]]) -> None:
     outlet = make_outlet(f"sqlite:///{tmp_path / f'claim-{uuid.uuid4().hex}.db'}",
                          initial_backoff_seconds=0.0, max_backoff_seconds=0.0)
-    push = outlet.sync.push
+    push = SyncHarness(outlet.sync)
     in_flight: list[list[Lease]] = []
     totals: dict[str, int] = {}
     try:
@@ -79,7 +80,7 @@ def test_a_claim_takes_the_heads_of_claimable_entities_and_no_more(tmp_path: Pat
                         order.total += 1
                     s.commit()
             elif kind == "claim":
-                heads, due = claimable_heads(outlet, push._uow.clock())
+                heads, due = claimable_heads(outlet, push.now())
                 leases, _ = push.claim(arg)
                 taken = [le.entity_id for le in leases]
                 assert len(taken) == len(set(taken)), "two changes of one entity in one batch"

@@ -16,7 +16,7 @@ import pytest
 from posync import ConflictStrategy
 from posync.demo.models import Category, Order, Product, pos_registry
 from posync.services.push import PushStats
-from posync.testing import ReferenceHO, Rejection, ServerHandle, serve_in_thread
+from posync.testing import ReferenceHO, Rejection, ServerHandle, SyncHarness, serve_in_thread
 from tests.support import API_KEY, make_outlet
 
 DAY = 86400.0
@@ -84,10 +84,10 @@ def test_a_crashed_workers_lease_does_not_outlast_a_clock_set_back(sqlite_url: s
         with o.Session() as s:
             s.add(Order(id="o1", total=1))
             s.commit()
-        leases, _ = o.sync.push.claim()  # a worker leases it for 60 s (of the fast clock) and dies
+        leases, _ = SyncHarness(o.sync).claim()  # a worker leases it for 60 s (of the fast clock) and dies
         assert len(leases) == 1
         now[0] = time.time()
-        assert o.sync.push.drain().applied == 1
+        assert SyncHarness(o.sync).drain().applied == 1
     finally:
         o.close()
 
@@ -98,11 +98,11 @@ def test_the_outage_backoff_is_not_fooled_by_the_wall_clock(sqlite_url: str, ho:
                     outage_max_backoff_seconds=0.2)
     try:
         ho.ref.faults.update(error_rate=1.0, error_status=503)
-        assert o.sync.worker.run_cycle().error is not None
+        assert SyncHarness(o.sync).run_cycle().error is not None
         ho.ref.faults.reset()
         now[0] = time.time()  # the clock is set back a day
         time.sleep(1.2)  # the 503 said Retry-After: 1
-        assert o.sync.worker.run_cycle().ran  # monotonic: due now, whatever the wall clock says
+        assert SyncHarness(o.sync).run_cycle().ran  # monotonic: due now, whatever the wall clock says
     finally:
         o.close()
 
@@ -122,11 +122,11 @@ def test_another_processes_push_in_flight_is_not_a_conflict(db_url: str, ho: HO,
         with first.Session() as s:
             s.get(Product, "p1").price = 12
             s.commit()
-        leases, _ = first.sync.push.claim()
-        results = first.sync.client.push([le.change for le in leases])  # HO applies it: version 2
-        stats = second.sync.pull.pull_all()
+        leases, _ = SyncHarness(first.sync).claim()
+        results = SyncHarness(first.sync).client.push([le.change for le in leases])  # HO applies it: version 2
+        stats = SyncHarness(second.sync).pull_all()
         assert stats.applied.conflicts == 0
-        first.sync.push.settle(leases, results, PushStats(), 0.0)
+        SyncHarness(first.sync).settle(leases, results, PushStats(), 0.0)
         first.sync.sync_now()
         assert first.sync.manager.conflicts() == [] and first.sync.manager.status().queue == {}
         record = ho.ref.get("products", "p1")
@@ -147,7 +147,7 @@ def test_newest_wins_compares_in_hos_clock(db_url: str, ho: HO) -> None:
         ho.ref.faults.update(clock_skew=3 * 3600)
         ho.ref.put("categories", "c1", {"id": "c1", "name": "Bowls"})
         o.sync.sync_now()
-        assert abs(o.sync.client.clock.seconds - 3 * 3600) < 5
+        assert abs(SyncHarness(o.sync).client.clock.seconds - 3 * 3600) < 5
         ho.ref.put("categories", "c1", {"id": "c1", "name": "HO's rename"})
         time.sleep(1.1)
         with o.Session() as s:
@@ -172,7 +172,7 @@ def test_an_earlier_outlet_edit_still_loses_to_a_later_ho_edit(db_url: str, ho: 
             s.commit()
         time.sleep(1.1)
         ho.ref.put("categories", "c1", {"id": "c1", "name": "HO later"})
-        o.sync.pull.pull_all()
+        SyncHarness(o.sync).pull_all()
         with o.Session() as s:
             assert s.get(Category, "c1").name == "HO later"
     finally:

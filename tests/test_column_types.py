@@ -29,7 +29,7 @@ from sqlmodel import Field
 import posync
 from posync import ConflictStrategy, Direction, Registry, Tracked, TrackedEntity
 from posync.capture import suppressed
-from posync.testing import ReferenceHO, ServerHandle, serve_in_thread
+from posync.testing import ReferenceHO, ServerHandle, SyncHarness, serve_in_thread
 from tests.support import API_KEY, Outlet, make_outlet
 
 
@@ -196,7 +196,7 @@ def test_a_timestamp_with_an_offset_from_ho_is_one_instant(env: Env) -> None:
     ho.put("typed", key, {"id": key, "name": "from HO", "qty": 1, "big": 2, "ratio": 0.5, "price": "10.50",
                           "flag": True, "color": "blue", "aware": "2026-01-01T08:00:00+07:00",
                           "stamp": "2026-01-01T08:00:00+07:00", "naive": "2026-01-01T08:00:00+07:00"})
-    outlet.sync.pull.pull_all(force=True)
+    SyncHarness(outlet.sync).pull_all(force=True)
     row = _read(outlet, uuid.UUID(key))
     assert row is not None
     moment = datetime(2026, 1, 1, 1, 0, tzinfo=UTC)
@@ -227,11 +227,11 @@ def test_a_value_that_does_not_fit_fails_the_page_and_changes_nothing(env: Env, 
     good, bad = str(uuid.uuid4()), str(uuid.uuid4())
     ho.put("typed", good, {"id": good, "name": "good"})
     ho.put("typed", bad, {"id": bad, "name": "bad", field: value})
-    stats = outlet.sync.pull.pull_all(force=True)
+    stats = SyncHarness(outlet.sync).pull_all(force=True)
     assert reason in stats.failed.get("typed", ""), stats.failed
     assert _read(outlet, uuid.UUID(good)) is None  # the page failed as a whole
     ho.put("typed", bad, {"id": bad, "name": "fixed"})  # HO fixes the record: the resource recovers
-    stats = outlet.sync.pull.pull_all(force=True)
+    stats = SyncHarness(outlet.sync).pull_all(force=True)
     assert stats.failed == {}
     assert _read(outlet, uuid.UUID(good)) is not None and _read(outlet, uuid.UUID(bad))["name"] == "fixed"
 
@@ -241,10 +241,10 @@ def test_model_fields_ho_does_not_send_are_left_alone(env: Env, tmp_path: Path) 
     outlet, ho = env.outlet, env.ho
     key = str(uuid.uuid4())
     ho.put("typed", key, {"id": key, "name": "first", "qty": 5, "unknown_to_the_outlet": [1, 2]})
-    outlet.sync.pull.pull_all(force=True)
+    SyncHarness(outlet.sync).pull_all(force=True)
     with outlet.engine.begin() as conn, suppressed(conn):
         conn.execute(TYPED.update().where(TYPED.c.id == uuid.UUID(key)).values(note="local note"))
     ho.put("typed", key, {"id": key, "name": "second"})
-    outlet.sync.pull.pull_all(force=True)
+    SyncHarness(outlet.sync).pull_all(force=True)
     row = _read(outlet, uuid.UUID(key))
     assert row is not None and (row["name"], row["qty"], row["note"]) == ("second", 5, "local note")

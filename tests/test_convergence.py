@@ -23,7 +23,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from posync import ConflictStrategy, HOUnavailableError
 from posync.demo.models import Order, Product, pos_registry
-from posync.testing import ReferenceHO, serve_in_thread
+from posync.testing import ReferenceHO, SyncHarness, serve_in_thread
 from tests.support import API_KEY, Outlet, make_outlet
 
 _run_ids = itertools.count()
@@ -134,7 +134,7 @@ class SyncMachine(RuleBasedStateMachine):
     @rule()
     def pull_only(self) -> None:
         with contextlib.suppress(HOUnavailableError):  # an outage mid-run is allowed: convergence is
-            self.outlet.sync.pull.pull_all()             # checked once the run is over
+            SyncHarness(self.outlet.sync).pull_all()             # checked once the run is over
 
     @precondition(lambda self: self.strategy is ConflictStrategy.MANUAL)
     @rule(choice=st.sampled_from(["local", "remote", "merged"]))

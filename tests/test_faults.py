@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 
 from posync import ItemStatus
 from posync.demo.models import Order, Product
-from posync.testing import Burst, ReferenceHO, ServerHandle, serve_in_thread
+from posync.testing import Burst, ReferenceHO, ServerHandle, SyncHarness, serve_in_thread
 from posync.workers.sync_worker import CycleReport
 from tests.support import API_KEY, Outlet, make_outlet
 
@@ -281,7 +281,7 @@ def test_clock_skew_between_outlet_and_ho(db_url: str, tmp_path: Path, skew: flo
 def test_the_next_attempt_waits_for_retry_after(sqlite_url: str, tmp_path: Path, status: int) -> None:
     retry_after = 2
     with open_env(sqlite_url, tmp_path / "ho.db", seed=7) as env:
-        worker, ho = env.outlet.sync.worker, env.ho
+        worker, ho = SyncHarness(env.outlet.sync), env.ho
         env.local_changes()
         ho.faults.burst = Burst(status, count=1, retry_after=retry_after)
         failed_at = time.monotonic()
@@ -325,7 +325,7 @@ def test_an_outage_dead_letters_nothing_and_warns_once(db_url: str, tmp_path: Pa
             report = env.cycle()
             assert report.error is not None
         for _ in range(3):  # and the scheduler's own cycles, which back off
-            env.outlet.sync.worker.run_cycle()
+            SyncHarness(env.outlet.sync).run_cycle()
         assert_no_dead(env.outlet)
         assert env.outlet.sync.manager.status().pending > 0
         posync_records = [r for r in caplog.records if r.name.startswith("posync")]

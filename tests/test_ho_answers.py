@@ -28,7 +28,7 @@ from posync.errors import HOUnavailableError, ProtocolError
 from posync.ho import ApiKeyAuth, HttpCore
 from posync.ho.photos import V1Source
 from posync.models import OutboxItem
-from posync.testing import ServerHandle, serve_in_thread
+from posync.testing import ServerHandle, SyncHarness, serve_in_thread
 from tests.scripted_ho import ScriptedHO, drip
 from tests.support import Outlet, make_outlet
 
@@ -266,7 +266,7 @@ def test_a_malformed_version_answer_is_reported(scripted: Scripted, answer: Any)
 def test_a_401_that_is_not_json_is_an_authentication_error_with_method_and_path(scripted: Scripted) -> None:
     scripted.ho.on(PULL, (401, b"<html>login required</html>"))
     with pytest.raises(posync.AuthenticationError) as info:
-        scripted.outlet.sync.client.pull(scripted.outlet.sync.registry["products"], 10)
+        SyncHarness(scripted.outlet.sync).client.pull(scripted.outlet.sync.registry["products"], 10)
     assert (info.value.method, info.value.path) == ("GET", "/api/v1/sync/products/")
 
 
@@ -274,7 +274,7 @@ def test_an_error_body_in_the_seed_shape_keeps_its_message(scripted: Scripted) -
     """Issue #11 item 5: ``{"error", "code"}`` kept the code and dropped the message."""
     scripted.ho.on(PULL, (400, {"error": "Brand ID is required", "code": "MISSING_BRAND_ID"}))
     with pytest.raises(posync.HOErrorResponse) as info:
-        scripted.outlet.sync.client.pull(scripted.outlet.sync.registry["products"], 10)
+        SyncHarness(scripted.outlet.sync).client.pull(scripted.outlet.sync.registry["products"], 10)
     assert info.value.code == "MISSING_BRAND_ID" and "Brand ID is required" in str(info.value)
 
 

@@ -36,6 +36,7 @@ import json, os, signal, sys, threading, time
 from pathlib import Path
 import posync
 from posync.demo.models import pos_registry
+from posync.testing import SyncHarness
 
 url, ho_url, control = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 engine = posync.create_engine(url)
@@ -44,7 +45,8 @@ sync = posync.Posync(engine, pos_registry(), posync.PosyncSettings(
 done = threading.Event()
 signal.signal(signal.SIGTERM, lambda *_: done.set())
 sync.start()
-print(sync.lease.holder if sync.lease else "-", flush=True)
+lease = SyncHarness(sync).lease
+print(lease.holder if lease else "-", flush=True)
 ask, tell = control / f"trigger-{os.getpid()}", control / f"status-{os.getpid()}"
 while not done.wait(0.1):
     if ask.exists():

@@ -15,6 +15,7 @@ from posync.models import OutboxItem
 from posync.repositories import OutboxRepository
 from posync.services.push import PushStats
 from posync.services.push.keys import idempotency_keys
+from posync.testing import SyncHarness
 from tests.support import Outlet, make_outlet
 
 OUTBOX = OutboxItem.__table__  # type: ignore[attr-defined]
@@ -44,7 +45,7 @@ def test_claim_takes_one_folded_change_per_entity_in_order(outlet: Outlet) -> No
     with outlet.Session() as s:
         s.get(Order, "a").total = 5
         s.commit()
-    leases, nothing = outlet.sync.push.claim(10)
+    leases, nothing = SyncHarness(outlet.sync).claim(10)
     assert nothing == 0
     assert [(le.entity_id, le.op.value) for le in leases] == [("a", "create"), ("b", "create")]
     assert leases[0].change["data"]["total"] == 5  # the latest state, folded
@@ -53,11 +54,11 @@ def test_claim_takes_one_folded_change_per_entity_in_order(outlet: Outlet) -> No
 
 def test_a_change_made_while_its_entity_is_in_flight_waits_its_turn(outlet: Outlet) -> None:
     add_orders(outlet, ["a"])
-    first, _ = outlet.sync.push.claim(10)
+    first, _ = SyncHarness(outlet.sync).claim(10)
     with outlet.Session() as s:
         s.get(Order, "a").total = 9
         s.commit()
-    again, _ = outlet.sync.push.claim(10)
+    again, _ = SyncHarness(outlet.sync).claim(10)
     assert again == []  # never two changes of one entity in flight
     assert [i["op"] for i in items(outlet)] == ["create", "update"]
     assert first[0].change["data"]["total"] == 1
@@ -67,13 +68,13 @@ def test_a_claim_reads_past_due_items_it_cannot_take_to_fill_its_batch(outlet: O
     """The oldest due items belong to an entity in flight: the claim's first window takes nothing, the
     next ones fill the batch."""
     add_orders(outlet, ["a"])
-    first, _ = outlet.sync.push.claim(1)
+    first, _ = SyncHarness(outlet.sync).claim(1)
     for total in (2, 3, 4):  # three edits of "a" queue up behind its change in flight
         with outlet.Session() as s:
             s.get(Order, "a").total = total
             s.commit()
     add_orders(outlet, ["b", "c", "d", "e"])
-    leases, _ = outlet.sync.push.claim(3)
+    leases, _ = SyncHarness(outlet.sync).claim(3)
     assert [le.entity_id for le in leases] == ["b", "c", "d"]
     assert [le.entity_id for le in first] == ["a"]
 
@@ -83,29 +84,29 @@ def test_create_then_delete_before_sending_sends_nothing(outlet: Outlet) -> None
     with outlet.Session() as s:
         s.delete(s.get(Order, "a"))
         s.commit()
-    leases, nothing = outlet.sync.push.claim(10)
+    leases, nothing = SyncHarness(outlet.sync).claim(10)
     assert leases == [] and nothing == 2 and items(outlet) == []
 
 
 def test_outage_gives_the_batch_back_untouched(outlet: Outlet) -> None:
     add_orders(outlet, ["a", "b"])
     with pytest.raises(HOUnavailableError):
-        outlet.sync.push.push_once()
+        SyncHarness(outlet.sync).push_once()
     rows = items(outlet)
     assert [r["status"] for r in rows] == ["pending", "pending"]
     assert [r["attempts"] for r in rows] == [0, 0]  # an outage is not the change's fault
     keys = [r["idempotency_key"] for r in rows]
     assert all(keys)
     with pytest.raises(HOUnavailableError):
-        outlet.sync.push.push_once()
+        SyncHarness(outlet.sync).push_once()
     assert [r["idempotency_key"] for r in items(outlet)] == keys  # resent under the same keys
 
 
 def test_sync_cycle_during_outage_backs_off_quietly(outlet: Outlet, caplog: pytest.LogCaptureFixture) -> None:
     add_orders(outlet, ["a"])
     caplog.set_level("DEBUG", logger="posync")
-    first = outlet.sync.worker.run_cycle()
-    second = outlet.sync.worker.run_cycle()
+    first = SyncHarness(outlet.sync).run_cycle()
+    second = SyncHarness(outlet.sync).run_cycle()
     assert first.ran and first.error and first.next_attempt_in > 0
     assert not second.ran  # inside the backoff window: nothing attempted
     assert sum(r.levelname == "WARNING" for r in caplog.records) == 1
@@ -115,12 +116,12 @@ def test_sync_cycle_during_outage_backs_off_quietly(outlet: Outlet, caplog: pyte
 def test_expired_lease_is_reclaimed_with_the_same_key(db_url: str) -> None:
     clock = [1000.0]
     o = make_outlet(db_url, lease_seconds=10)
-    o.sync.push._uow.clock = lambda: clock[0]
+    SyncHarness(o.sync).set_clock(lambda: clock[0])
     try:
         add_orders(o, ["a"])
-        first, _ = o.sync.push.claim(10)
+        first, _ = SyncHarness(o.sync).claim(10)
         clock[0] += 11  # the worker that took it died
-        again, _ = o.sync.push.claim(10)
+        again, _ = SyncHarness(o.sync).claim(10)
         assert [le.change for le in again] == [le.change for le in first]
     finally:
         o.close()
@@ -175,19 +176,20 @@ def test_a_settle_after_the_lease_ran_out_changes_nothing(db_url: str, returning
     clock = [time.time() + 5]  # past the capture time of the orders below
     slow, fast = make_outlet(db_url, lease_seconds=10), make_outlet(db_url, lease_seconds=10)
     for o in (slow, fast):
-        o.sync.push._uow.clock = lambda: clock[0]
+        SyncHarness(o.sync).set_clock(lambda: clock[0])
         o.engine.dialect.delete_returning = returning and o.engine.dialect.delete_returning
     try:
         add_orders(slow, ["a", "b"])
-        mine, _ = slow.sync.push.claim(1)  # "a"
+        mine, _ = SyncHarness(slow.sync).claim(1)  # "a"
         clock[0] += 11
-        theirs, _ = fast.sync.push.claim(10)  # "a" again (lease ran out) and "b"
+        theirs, _ = SyncHarness(fast.sync).claim(10)  # "a" again (lease ran out) and "b"
         assert sorted(le.entity_id for le in theirs) == ["a", "b"]
         stats = PushStats()
-        slow.sync.push.settle(mine, [PushResult(status="applied", cloud_version=1)], stats, 1.0)
+        SyncHarness(slow.sync).settle(mine, [PushResult(status="applied", cloud_version=1)], stats, 1.0)
         assert stats.applied == 0
-        assert [(i["status"], i["lease_owner"]) for i in items(slow)] == [("inflight", fast.sync.push.owner)] * 2
-        fast.sync.push.settle(theirs, [PushResult(status="applied", cloud_version=1)] * 2, stats, 1.0)
+        fast_owner = SyncHarness(fast.sync).owner
+        assert [(i["status"], i["lease_owner"]) for i in items(slow)] == [("inflight", fast_owner)] * 2
+        SyncHarness(fast.sync).settle(theirs, [PushResult(status="applied", cloud_version=1)] * 2, stats, 1.0)
         assert stats.applied == 2 and items(fast) == []
         with fast.engine.connect() as conn:
             rows = conn.execute(sa.select(Order.sync_status, Order.cloud_version).order_by(Order.id)).all()

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from posync.demo.models import Product
-from posync.testing import ReferenceHO, serve_in_thread
+from posync.testing import ReferenceHO, SyncHarness, serve_in_thread
 from tests.support import API_KEY, make_outlet
 
 Edit = tuple[str, int, int]  # (put|delete, product number, price)
@@ -76,9 +76,9 @@ def test_no_update_is_lost_while_pages_are_read(editing_ho: tuple[EditingHO, str
     try:
         products = outlet.sync.registry["products"]
         ho.script = list(during)
-        outlet.sync.pull.pull(products)  # HO changes between the pages of this pass
+        SyncHarness(outlet.sync).pull(products)  # HO changes between the pages of this pass
         ho.script = []
-        outlet.sync.pull.pull(products)  # HO quiet now
+        SyncHarness(outlet.sync).pull(products)  # HO quiet now
         with outlet.Session() as s:
             local = {p.id: p.price for p in s.exec(sqlmodel.select(Product)).all() if p.id.startswith(ho.prefix)}
         remote = {k: r.data["price"] for k, r in ho.ref.records("products").items()

@@ -217,6 +217,7 @@ from pathlib import Path
 import sqlmodel
 import posync
 from posync.demo.models import Order, pos_registry
+from posync.testing import SyncHarness
 
 url, ho_url, control = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 engine = posync.create_engine(url)
@@ -225,7 +226,8 @@ sync = posync.Posync(engine, pos_registry(), posync.PosyncSettings(
 done = threading.Event()
 signal.signal(signal.SIGTERM, lambda *_: done.set())
 sync.start()
-print(sync.lease.holder if sync.lease else "-", flush=True)
+lease = SyncHarness(sync).lease
+print(lease.holder if lease else "-", flush=True)
 ask = control / f"sell-{os.getpid()}"
 while not done.wait(0.02):
     if ask.exists():

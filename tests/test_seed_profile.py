@@ -23,7 +23,15 @@ from hypothesis import strategies as st
 
 import posync
 from posync.demo.models import Category, Product, Promotion, PromotionUsage, seed_registry
-from posync.testing import DEFAULT_PASSWORD, DEFAULT_USERNAME, ReferenceHO, ServerHandle, serve_in_thread
+from posync.ho.seed_dialect import SeedHO as SeedClient
+from posync.testing import (
+    DEFAULT_PASSWORD,
+    DEFAULT_USERNAME,
+    ReferenceHO,
+    ServerHandle,
+    SyncHarness,
+    serve_in_thread,
+)
 from tests.support import Outlet, make_outlet
 
 SEED = {"ho_profile": "seed", "api_key": None, "username": DEFAULT_USERNAME, "password": DEFAULT_PASSWORD,
@@ -309,7 +317,7 @@ def test_ho_edits_between_page_reads_end_with_the_outlet_equal_to_ho(seed: SeedE
                                                                       edits: list[tuple[str, int, int]]) -> None:
     """Hypothesis: random HO edits and deletes land between page reads; after a sync plus the
     reconciliation the outlet equals HO."""
-    seed.outlet.sync.pull.page_size = 5
+    SyncHarness(seed.outlet.sync).set_page_size(5)
     for pid in list(seed.ho.records("products")):
         seed.ho.delete("products", pid)
     seed.products(25)
@@ -442,13 +450,15 @@ def test_a_failing_resource_stays_in_status_until_it_works(db_url: str, tmp_path
         env.products(12)
         time.sleep(1.1)
         env.outlet.sync.sync_now()
-        env.outlet.sync.pull.client._brand_id = None  # as if restarted without brand_id
+        client = SyncHarness(env.outlet.sync).client
+        assert isinstance(client, SeedClient)
+        client.brand_id = None  # as if restarted without brand_id
         for _ in range(3):
             report = env.outlet.sync.sync_now()
             time.sleep(0.02)
             assert "brand_id" in report.pull.failed.get("products", ""), report.pull
         assert "products" in env.outlet.sync.manager.status().resources
-        env.outlet.sync.pull.client._brand_id = "brand-1"
+        client.brand_id = "brand-1"
         time.sleep(0.05)
         env.outlet.sync.sync_now()
         assert "products" not in env.outlet.sync.manager.status().resources
@@ -497,14 +507,13 @@ def test_records_dated_ahead_of_hos_clock_still_let_the_checkpoint_move_and_the_
     seed.products(5)
     seed.ho.faults.reset()
     seed.products(3, prefix="q")
-    stats = seed.outlet.sync.pull.pull_all(force=True)
+    stats = SyncHarness(seed.outlet.sync).pull_all(force=True)
     assert seed.local_prices() == seed.ho_prices()
     assert stats.passes_read_again <= 1
-    with seed.outlet.engine.connect() as conn:
-        checkpoint = seed.outlet.sync.pull.checkpoints.get(conn, "products")
+    checkpoint = SyncHarness(seed.outlet.sync).checkpoint("products")
     assert checkpoint is not None and checkpoint["cursor"], checkpoint
     report = seed.outlet.sync.reconcile("products", force=True)[0]
     assert report.error is None and report.removed == 0
     seed.ho.put("products", "q000", {"name": "edited", "sku": "S0", "price": 42})  # later edits still arrive
-    seed.outlet.sync.pull.pull_all()
+    SyncHarness(seed.outlet.sync).pull_all()
     assert seed.local_prices()["q000"] == 42

@@ -16,7 +16,7 @@ import posync
 from posync import ConflictStrategy, ItemStatus
 from posync.demo.models import Category, Order, Product, Promotion, PromotionUsage, pos_registry
 from posync.models import OutboxItem
-from posync.testing import Burst, Faults, ReferenceHO, Rejection, serve_in_thread
+from posync.testing import Burst, Faults, ReferenceHO, Rejection, SyncHarness, serve_in_thread
 from tests.support import API_KEY, Outlet, make_outlet
 
 OUTBOX = OutboxItem.__table__  # type: ignore[attr-defined]
@@ -69,7 +69,7 @@ def test_push_reaches_ho_and_marks_rows_synced(outlet: Outlet, ho: HO) -> None:
         s.get(Order, "o2").total = 25
         s.delete(s.get(Order, "o3"))
         s.commit()
-    stats = outlet.sync.push.drain()
+    stats = SyncHarness(outlet.sync).drain()
     assert stats.applied == 2 and stats.coalesced_away == 2  # o3 never reached HO
     assert {k: v["total"] for k, v in ho_data(ho, "orders").items()} == {"o1": 10, "o2": 25}
     with outlet.Session() as s:
@@ -80,7 +80,7 @@ def test_push_reaches_ho_and_marks_rows_synced(outlet: Outlet, ho: HO) -> None:
         s.get(Order, "o1").total = 11
         s.delete(s.get(Order, "o2"))
         s.commit()
-    outlet.sync.push.drain()
+    SyncHarness(outlet.sync).drain()
     assert {k: v["total"] for k, v in ho_data(ho, "orders").items()} == {"o1": 11}
     assert ho.ref.get("orders", "o2").deleted
 
@@ -94,7 +94,7 @@ def test_drain_stops_after_max_batches_and_leaves_nothing_leased(sqlite_url: str
         with outlet.Session() as s:
             s.add_all([Order(id=f"o{i:02d}", total=i) for i in range(20)])
             s.commit()
-        stats = outlet.sync.push.drain(max_batches=max_batches)
+        stats = SyncHarness(outlet.sync).drain(max_batches=max_batches)
         assert (stats.batches, stats.applied) == (max_batches, 3 * max_batches)
         assert sorted(ho_data(ho, "orders")) == [f"o{i:02d}" for i in range(3 * max_batches)]
         statuses = [i["status"] for i in outbox(outlet)]
@@ -120,12 +120,12 @@ def test_an_outage_mid_drain_gives_back_every_queued_batch(tmp_path: Path) -> No
             s.add_all([Order(id=f"o{i:02d}", total=i) for i in range(30)])
             s.commit()
         with pytest.raises(posync.TransportError):
-            outlet.sync.push.drain()
+            SyncHarness(outlet.sync).drain()
         items = outbox(outlet)
         assert {i["status"] for i in items} == {"pending"}  # nothing left leased
         assert [i["entity_id"] for i in items] == [f"o{i:02d}" for i in range(6, 30)]  # two batches settled
         ho.ref.faults.burst = None
-        stats = outlet.sync.push.drain()
+        stats = SyncHarness(outlet.sync).drain()
         assert (stats.applied, stats.duplicates) == (24, 0)
         assert sorted(ho_data(ho, "orders")) == [f"o{i:02d}" for i in range(30)]
         assert outbox(outlet) == []
@@ -170,7 +170,7 @@ def test_by_default_posync_never_touches_the_collector(sqlite_url: str, tmp_path
             s.commit()
         for i in range(60):
             slow.ref.put("products", f"p{i:03d}", {"id": f"p{i:03d}", "name": f"P{i}", "price": i})
-        outlet.sync.pull.page_size = 2
+        SyncHarness(outlet.sync).set_page_size(2)
         collections: list[int] = []
 
         def watch(phase: str, info: dict[str, int]) -> None:
@@ -181,8 +181,8 @@ def test_by_default_posync_never_touches_the_collector(sqlite_url: str, tmp_path
         gc.callbacks.append(watch)
         try:
             with _GcSampler() as sampler:
-                stats = outlet.sync.push.drain()
-                pulled = outlet.sync.pull.pull(pos_registry()["products"])
+                stats = SyncHarness(outlet.sync).drain()
+                pulled = SyncHarness(outlet.sync).pull(pos_registry()["products"])
         finally:
             gc.callbacks.remove(watch)
         assert (stats.applied, pulled.applied.written) == (60, 60)
@@ -190,7 +190,7 @@ def test_by_default_posync_never_touches_the_collector(sqlite_url: str, tmp_path
         assert collections, "automatic collections stopped during the drain"
         gc.disable()
         try:
-            outlet.sync.push.drain()
+            SyncHarness(outlet.sync).drain()
             assert not gc.isenabled()
         finally:
             gc.enable()
@@ -211,7 +211,7 @@ def test_the_opt_in_pause_covers_only_posyncs_database_work(sqlite_url: str, tmp
             s.commit()
         gc.enable()
         with _GcSampler() as sampler:
-            stats = outlet.sync.push.drain()
+            stats = SyncHarness(outlet.sync).drain()
         assert stats.applied == 40 and gc.isenabled()
         off = sampler.samples.count(False) / len(sampler.samples)
         assert 0 < off < 0.5, f"the collector was off {off:.0%} of the drain"
@@ -224,10 +224,10 @@ def test_a_batch_delivered_twice_applies_once(outlet: Outlet, ho: HO) -> None:
     with outlet.Session() as s:
         s.add_all([Order(id=f"o{i}", total=i) for i in range(5)])
         s.commit()
-    leases, _ = outlet.sync.push.claim(10)
+    leases, _ = SyncHarness(outlet.sync).claim(10)
     changes = [le.change for le in leases]
-    first = outlet.sync.client.push(changes)
-    second = outlet.sync.client.push(changes)  # e.g. the first answer was lost
+    first = SyncHarness(outlet.sync).client.push(changes)
+    second = SyncHarness(outlet.sync).client.push(changes)  # e.g. the first answer was lost
     assert {r.status for r in first} == {"applied"}
     assert {r.status for r in second} == {"duplicate"}
     assert [r.cloud_version for r in first] == [r.cloud_version for r in second]
@@ -238,16 +238,16 @@ def test_an_edit_made_while_the_push_is_in_flight_is_not_lost(outlet: Outlet, ho
     with outlet.Session() as s:
         s.add(Order(id="o1", total=10))
         s.commit()
-    leases, _ = outlet.sync.push.claim(10)
+    leases, _ = SyncHarness(outlet.sync).claim(10)
     with outlet.Session() as s:  # the cashier edits while the batch is on the wire
         s.get(Order, "o1").total = 99
         s.commit()
-    results = outlet.sync.client.push([le.change for le in leases])
-    outlet.sync.push.settle(leases, results, posync.services.push.PushStats(), 0.0)
+    results = SyncHarness(outlet.sync).client.push([le.change for le in leases])
+    SyncHarness(outlet.sync).settle(leases, results, posync.services.push.PushStats(), 0.0)
     with outlet.Session() as s:
         row = s.get(Order, "o1")
         assert (row.total, row.sync_status, row.cloud_version) == (99, "pending", 1)
-    outlet.sync.push.drain()
+    SyncHarness(outlet.sync).drain()
     assert ho_data(ho, "orders")["o1"]["total"] == 99
     with outlet.Session() as s:
         assert s.get(Order, "o1").sync_status == "synced"
@@ -256,28 +256,28 @@ def test_an_edit_made_while_the_push_is_in_flight_is_not_lost(outlet: Outlet, ho
 def test_pull_is_incremental_applies_tombstones_and_skips_when_nothing_changed(outlet: Outlet, ho: HO) -> None:
     for i in range(7):
         ho.ref.put("products", f"p{i}", {"id": f"p{i}", "name": f"P{i}", "price": i})
-    outlet.sync.pull.page_size = 3
-    stats = outlet.sync.pull.pull_all()
+    SyncHarness(outlet.sync).set_page_size(3)
+    stats = SyncHarness(outlet.sync).pull_all()
     assert stats.pages >= 3 and stats.applied.written == 7
     ho.ref.put("products", "p1", {"id": "p1", "name": "P1 new", "price": 100})
     ho.ref.delete("products", "p2")
-    stats = outlet.sync.pull.pull_all()
+    stats = SyncHarness(outlet.sync).pull_all()
     assert (stats.applied.written, stats.applied.deleted) == (1, 1)
     with outlet.Session() as s:
         assert s.get(Product, "p1").price == 100 and s.get(Product, "p2") is None
         assert s.get(Product, "p1").sync_status == "synced"
-    again = outlet.sync.pull.pull_all()
+    again = SyncHarness(outlet.sync).pull_all()
     assert "products" in again.skipped_resources and again.pages == 0
     assert outbox(outlet) == []  # applying HO's changes is never captured as a local change
 
 
 def test_pulling_the_same_page_twice_applies_once(outlet: Outlet, ho: HO) -> None:
     ho.ref.put("products", "p1", {"id": "p1", "name": "A", "price": 1})
-    page = outlet.sync.client.pull(outlet.sync.registry["products"], 100)
+    page = SyncHarness(outlet.sync).client.pull(outlet.sync.registry["products"], 100)
     entity = outlet.sync.registry["products"]
     for _ in range(2):
         with posync.write_transaction(outlet.engine) as conn:
-            stats = outlet.sync.applier.apply(conn, entity, page.records, page.deleted)
+            stats = SyncHarness(outlet.sync).applier.apply(conn, entity, page.records, page.deleted)
     assert (stats.written, stats.skipped) == (0, 1)
     with outlet.Session() as s:
         assert s.get(Product, "p1").version == 1
@@ -305,7 +305,7 @@ def test_cloud_wins_drops_the_local_change(db_url: str, ho: HO, via: str) -> Non
     o = conflict_outlet(db_url, ho, ConflictStrategy.CLOUD_WINS)
     try:
         make_conflict(o, ho)
-        o.sync.push.drain() if via == "push" else o.sync.pull.pull_all()
+        SyncHarness(o.sync).drain() if via == "push" else SyncHarness(o.sync).pull_all()
         o.sync.sync_now()
         with o.Session() as s:
             assert s.get(Product, "p1").price == 222
@@ -320,7 +320,7 @@ def test_local_wins_rebases_and_pushes(db_url: str, ho: HO, via: str) -> None:
     o = conflict_outlet(db_url, ho, ConflictStrategy.LOCAL_WINS)
     try:
         make_conflict(o, ho)
-        o.sync.push.drain() if via == "push" else o.sync.pull.pull_all()
+        SyncHarness(o.sync).drain() if via == "push" else SyncHarness(o.sync).pull_all()
         o.sync.sync_now()
         assert ho_data(ho, "products")["p1"]["price"] == 111
         with o.Session() as s:
@@ -468,15 +468,15 @@ def test_retryable_rejections_back_off_by_time_then_dead_letter(sqlite_url: str,
         def state() -> list[tuple[str, int]]:
             return [(i["status"], i["attempts"]) for i in outbox(o)]
 
-        o.sync.push.drain()
+        SyncHarness(o.sync).drain()
         assert state() == [("pending", 1)]
-        o.sync.push.drain()  # not due yet: a retry waits for its time, not for the next write
+        SyncHarness(o.sync).drain()  # not due yet: a retry waits for its time, not for the next write
         assert state() == [("pending", 1)]
         time.sleep(0.35)
-        o.sync.push.drain()
+        SyncHarness(o.sync).drain()
         assert state() == [("pending", 2)]
         time.sleep(0.35)
-        o.sync.push.drain()
+        SyncHarness(o.sync).drain()
         assert state() == [("dead", 2)]
     finally:
         o.close()
@@ -489,13 +489,13 @@ def test_jwt_auth_refreshes_on_401(db_url: str, ho: HO) -> None:
         with o.Session() as s:
             s.add(Order(id="o1", total=1))
             s.commit()
-        assert o.sync.push.drain().applied == 1
+        assert SyncHarness(o.sync).drain().applied == 1
         ho.ref.revoke_access_tokens()  # every token issued so far now answers 401
         with o.Session() as s:
             s.get(Order, "o1").total = 2
             s.commit()
-        assert o.sync.push.drain().applied == 1
-        assert "posync-password" not in repr(o.sync.client._core._http.auth)
+        assert SyncHarness(o.sync).drain().applied == 1
+        assert "posync-password" not in repr(SyncHarness(o.sync).http.auth)
     finally:
         o.close()
 
@@ -507,7 +507,7 @@ def test_wrong_credentials_are_an_authentication_error_not_a_failed_change(db_ur
             s.add(Order(id="o1", total=1))
             s.commit()
         with pytest.raises(posync.AuthenticationError):
-            o.sync.push.drain()
+            SyncHarness(o.sync).drain()
         assert [(i["status"], i["attempts"]) for i in outbox(o)] == [("pending", 0)]
     finally:
         o.close()
@@ -517,7 +517,7 @@ def test_usage_logs_push_as_append_only(outlet: Outlet, ho: HO) -> None:
     with outlet.Session() as s:
         s.add_all([PromotionUsage(promotion_id="promo1", bill_id=f"B{i}", discount_amount=1.5) for i in range(3)])
         s.commit()
-    stats = outlet.sync.push.drain()
+    stats = SyncHarness(outlet.sync).drain()
     assert stats.applied == 3 and len(ho.ref.usages()) == 3
 
 
@@ -534,7 +534,7 @@ def test_expired_cursor_triggers_a_full_resync(db_url: str, tmp_path: Path) -> N
             s.add(Product(id="local-only", name="x"))
             s.commit()
         h.ref.purge_tombstones(0.0)  # HO forgets the deletion of p2
-        stats = o.sync.pull.pull_all()
+        stats = SyncHarness(o.sync).pull_all()
         assert stats.resynced == ["products"]
         with o.Session() as s:
             ids = {p.id for p in s.exec(sa.select(Product)).scalars()}
@@ -580,12 +580,12 @@ def test_pull_from_an_ho_without_cursors_uses_updated_since_and_offsets(db_url: 
     try:
         for i in range(7):
             ref.put("products", f"p{i}", {"id": f"p{i}", "name": f"P{i}", "price": i})
-        o.sync.pull.page_size = 3
-        stats = o.sync.pull.pull(o.sync.registry["products"])
+        SyncHarness(o.sync).set_page_size(3)
+        stats = SyncHarness(o.sync).pull(o.sync.registry["products"])
         assert stats.applied.written == 7 and stats.pages == 3
         ref.put("products", "p1", {"id": "p1", "name": "P1 new", "price": 100})
         ref.delete("products", "p2")
-        stats = o.sync.pull.pull(o.sync.registry["products"])
+        stats = SyncHarness(o.sync).pull(o.sync.registry["products"])
         assert stats.applied.written == 1 and stats.applied.deleted == 1  # the overlap re-reads, by version
         with o.Session() as s:
             assert s.get(Product, "p1").price == 100 and s.get(Product, "p2") is None
@@ -606,7 +606,7 @@ def test_a_change_that_makes_ho_fail_with_500_is_isolated_and_the_rest_flow(sqli
         with o.Session() as s:
             s.add_all([Order(id=i, total=1) for i in ("a", "b", "boom", "c", "d", "e")])
             s.commit()
-        o.sync.push.drain()
+        SyncHarness(o.sync).drain()
         assert set(ho_data(h, "orders")) == {"a", "b", "c", "d", "e"}
         [dead] = o.sync.manager.queue(ItemStatus.DEAD)
         assert dead["entity_id"] == "boom" and "HO failed on this change" in dead["last_error"]
@@ -626,7 +626,7 @@ def test_two_terminals_sharing_one_database_push_each_change_once(db_url: str, h
 
         def drain(o: Outlet) -> None:
             try:
-                o.sync.push.drain()
+                SyncHarness(o.sync).drain()
             except BaseException as exc:  # surfaced below
                 errors.append(exc)
 
@@ -636,7 +636,7 @@ def test_two_terminals_sharing_one_database_push_each_change_once(db_url: str, h
         for t in threads:
             t.join(120)
         assert errors == []
-        first.sync.push.drain()
+        SyncHarness(first.sync).drain()
         assert len(ho_data(ho, "orders")) == 400
         assert set(ho.ref.applied_counts("outlet-1").values()) == {1}
         assert sum(ho.ref.applied_counts("outlet-1").values()) == 400

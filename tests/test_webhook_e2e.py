@@ -14,7 +14,7 @@ from starlette.routing import Mount
 
 from posync import ConflictStrategy
 from posync.demo.models import Product, pos_registry
-from posync.testing import ChangeEvent, ReferenceHO, serve_in_thread
+from posync.testing import ChangeEvent, ReferenceHO, SyncHarness, serve_in_thread
 from posync.webhooks import StandardWebhookSigner, StandardWebhookVerifier, WebhookSender
 from posync.webhooks.asgi import create_asgi_app
 from posync.webhooks.testing import signed_headers
@@ -63,12 +63,12 @@ def test_ho_change_arrives_by_webhook_and_the_pull_applies_nothing_twice(setup: 
     with setup.outlet.Session() as s:
         row = s.get(Product, "p1")
         assert (row.price, row.cloud_version, row.version) == (12, 2, 2)
-    stats = setup.outlet.sync.pull.pull_all()
+    stats = SyncHarness(setup.outlet.sync).pull_all()
     assert stats.applied.written == 0 and stats.applied.skipped >= 1  # already there, by version
     setup.ho.delete("products", "p1")
     with setup.outlet.Session() as s:
         assert s.get(Product, "p1") is None
-    assert setup.outlet.sync.pull.pull_all().applied.deleted == 0
+    assert SyncHarness(setup.outlet.sync).pull_all().applied.deleted == 0
 
 
 def test_a_replayed_webhook_is_acknowledged_and_not_applied(setup: Setup) -> None:

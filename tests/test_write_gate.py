@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 import posync
 from posync.db import WriteGate
+from posync.testing import SyncHarness
 
 T = sa.Table("till", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True))
 
@@ -129,7 +130,8 @@ def test_a_photo_write_waits_behind_a_host_write_when_posync_wires_the_photos(tm
     pos = posync.Posync(engine, posync.Registry([]), settings, photos=photos)
     events: list[str] = []
     at_gate = threading.Event()
-    enter = pos.gate.posync
+    gate = SyncHarness(pos).gate
+    enter = gate.posync
 
     @contextmanager
     def watched() -> Iterator[None]:
@@ -143,7 +145,7 @@ def test_a_photo_write_waits_behind_a_host_write_when_posync_wires_the_photos(tm
         if statement == "BEGIN IMMEDIATE":  # SQLite gave a posync write transaction its lock
             events.append("photo write began")
 
-    pos.gate.posync = watched  # type: ignore[method-assign]
+    gate.posync = watched  # type: ignore[method-assign]
     reports: list[Any] = []
     passing = threading.Thread(target=lambda: reports.append(photos.sync()))
     try:

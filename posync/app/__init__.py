@@ -95,49 +95,49 @@ class Posync:
         self.capture = ChangeCapture(registry, clock)
         if sessionmaker is not None:
             self.capture.attach(sessionmaker)
-        self.gate = WriteGate()
+        self._gate = WriteGate()
         if settings.yield_to_host:
-            self.gate.attach(engine)
-        self.client = client or build_client(settings, transport)
+            self._gate.attach(engine)
+        self._client = client or build_client(settings, transport)
         outbox, entities, logs = OutboxRepository(), EntityRepository(), LogRepository()
         conflicts, checkpoints = ConflictRepository(), CheckpointRepository()
-        self.conflict_handler = ConflictHandler(registry, outbox, entities, conflicts, logs, clock,
-                                                ho_clock_offset=lambda: self.client.clock.seconds)
-        self.applier = RemoteApplier(outbox, entities, self.conflict_handler, clock)
+        self._conflict_handler = ConflictHandler(registry, outbox, entities, conflicts, logs, clock,
+                                                 ho_clock_offset=lambda: self._client.clock.seconds)
+        self._applier = RemoteApplier(outbox, entities, self._conflict_handler, clock)
 
         def stopping() -> bool:
-            return self.worker.stopping
+            return self._worker.stopping
 
         # who this process is, to the outbox's item leases and to the syncer lease alike
         owner = owner or f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.push = PushService(UnitOfWork(engine, gate=self.gate, pause_gc=settings.pause_gc, clock=clock),
-                                registry, self.client, outbox, entities, self.conflict_handler, logs,
-                                PushOptions(retry=settings.retry_policy(), owner=owner,
-                                            lease_seconds=settings.lease_seconds, batch_size=settings.push_batch_size),
-                                stopping=stopping)
-        self.pull = PullService(engine, registry, self.client, self.applier, checkpoints, entities, logs,
-                                outbox=outbox, page_size=settings.pull_page_size,
-                                apply_chunk=settings.apply_chunk_size, since_overlap=settings.since_overlap_seconds,
-                                clock=clock, pause_gc=settings.pause_gc, gate=self.gate,
-                                backoff=settings.outage_policy(), stopping=stopping)
+        self._push = PushService(UnitOfWork(engine, gate=self._gate, pause_gc=settings.pause_gc, clock=clock),
+                                 registry, self._client, outbox, entities, self._conflict_handler, logs,
+                                 PushOptions(retry=settings.retry_policy(), owner=owner,
+                                             lease_seconds=settings.lease_seconds, batch_size=settings.push_batch_size),
+                                 stopping=stopping)
+        self._pull = PullService(engine, registry, self._client, self._applier, checkpoints, entities, logs,
+                                 outbox=outbox, page_size=settings.pull_page_size,
+                                 apply_chunk=settings.apply_chunk_size, since_overlap=settings.since_overlap_seconds,
+                                 clock=clock, pause_gc=settings.pause_gc, gate=self._gate,
+                                 backoff=settings.outage_policy(), stopping=stopping)
         # an HO that never reports deletes (seed 004) gets the id reconciliation on a schedule
         reconcile_every = settings.reconcile_interval_seconds if settings.ho_profile == "seed" else None
-        self.worker = SyncWorker(self.push, self.pull, outage=settings.outage_policy(),
-                                 reconcile_every=reconcile_every,
-                                 reconcile_max_delete_fraction=settings.reconcile_max_delete_fraction,
-                                 on_cycle=lambda w: outlet.record_cycle(engine, online=w.online,
-                                                                        last_error=w.last_error,
-                                                                        auth_error=w.auth_error))
+        self._worker = SyncWorker(self._push, self._pull, outage=settings.outage_policy(),
+                                  reconcile_every=reconcile_every,
+                                  reconcile_max_delete_fraction=settings.reconcile_max_delete_fraction,
+                                  on_cycle=lambda w: outlet.record_cycle(engine, online=w.online,
+                                                                         last_error=w.last_error,
+                                                                         auth_error=w.auth_error))
         self.manager = SyncManager(engine, registry, outbox, entities, conflicts, logs, checkpoints,
-                                   self.conflict_handler, clock, gate=self.gate, worker=self.worker, pull=self.pull)
+                                   self._conflict_handler, clock, gate=self._gate, worker=self._worker, pull=self._pull)
         # a posync.photos.PhotoSync (build_photo_sync): scheduled with the sync cycle, shown in status;
         # the host built it and closes it
         self.photos = photos
-        self.lease = SyncerLease(engine, owner, seconds=settings.syncer_lease_seconds, clock=clock) \
+        self._lease = SyncerLease(engine, owner, seconds=settings.syncer_lease_seconds, clock=clock) \
             if settings.single_syncer else None
         self.manager.photos = photos
         if photos is not None and photos.gate is None:  # its writes go after the till's, as push's and pull's
-            photos.gate = self.gate
+            photos.gate = self._gate
         self._scheduler: EmbeddedScheduler | None = None
         self._watcher: CommitWatcher | None = None
         self._receipts: Any | None = None
@@ -154,23 +154,23 @@ class Posync:
         """One full cycle now (push, pull, push), ignoring any backoff. HO's problems are reported in the
         answer, never raised."""
         self._open()
-        return self.worker.run_cycle(force=True)
+        return self._worker.run_cycle(force=True)
 
     def start(self, scheduler: Any | None = None) -> None:
         """Start the embedded scheduler (or add the job to the host's APScheduler)."""
         self._open()
         if self._scheduler is None:
-            lease = self.lease
+            lease = self._lease
             # the outlet's sync switch (posync_outlet.sync_enabled): off, no sync job and no push runs
             switch = outlet.SyncSwitch(self.engine, fixed=self.settings.sync_enabled_given)
             # push on commit: a committed change goes to HO at once (push only), not at the next interval
-            self._watcher = CommitWatcher(self.engine, self.worker,
+            self._watcher = CommitWatcher(self.engine, self._worker,
                                           interval=self.settings.push_watch_interval_seconds,
                                           active=lambda: (lease is None or lease.held) and switch()) \
                 if self.settings.push_on_commit else None
-            self._scheduler = EmbeddedScheduler(self.worker, self.settings.sync_interval_seconds, scheduler,
+            self._scheduler = EmbeddedScheduler(self._worker, self.settings.sync_interval_seconds, scheduler,
                                                 housekeeping=self.housekeeping, photos=self.photos,
-                                                lease=self.lease, renew_seconds=self.settings.syncer_renew_seconds,
+                                                lease=self._lease, renew_seconds=self.settings.syncer_renew_seconds,
                                                 enabled=switch, watcher=self._watcher)
             self._scheduler.start()
 
@@ -183,8 +183,8 @@ class Posync:
         elif self._scheduler.syncer:
             self._scheduler.trigger()
         else:
-            assert self.lease is not None
-            self.lease.ask_for_cycle()
+            assert self._lease is not None
+            self._lease.ask_for_cycle()
 
     def stop(self) -> None:
         if self._scheduler is not None:
@@ -208,14 +208,14 @@ class Posync:
         self.stop()
         budget = self.settings.close_timeout if timeout is None else timeout
         deadline = time.monotonic() + budget
-        idle = self.worker.stop(budget)
+        idle = self._worker.stop(budget)
         if watcher is not None:  # its push (if any) is over or cut off: the thread ends at once
             watcher.join(deadline - time.monotonic())
-        if started and self.lease is not None:
+        if started and self._lease is not None:
             # the next syncer takes over at once; when nothing of ours is on the wire, what we claimed and
             # did not send is due again now (else it is given back when the next syncer takes over)
-            self.lease.release(give_back=idle)
-        self.worker.when_idle(self.client.close)
+            self._lease.release(give_back=idle)
+        self._worker.when_idle(self._client.close)
 
     def __enter__(self) -> Posync:
         return self
@@ -228,12 +228,12 @@ class Posync:
     def reconcile(self, resource: str | None = None, *, force: bool = False) -> list[Any]:
         """The id reconciliation now (deletes HO never reported): one resource or every pulled one."""
         self._open()
-        return self.pull.reconcile(resource, force=force,
+        return self._pull.reconcile(resource, force=force,
                                    max_delete_fraction=self.settings.reconcile_max_delete_fraction)
 
     def reset_checkpoint(self, resource: str | None = None) -> list[str]:
         """Forget where a resource's pulls stand (default: all): the next pull reads it in full."""
-        return self.pull.reset(resource)
+        return self._pull.reset(resource)
 
     def enqueue(self, conn: Connection, resource: str, entity_ids: Iterable[str], op: Op | str = Op.UPDATE) -> int:
         """Queue a push of these entities as they are now (``posync.capture.enqueue``). Rarely needed:
@@ -265,9 +265,9 @@ class Posync:
             raise ProtocolError("a webhook record needs a version (or an updated_at)")
         conn = session.connection()
         if str(event.type) == "delete":
-            self.applier.apply(conn, entity, [], [record], source="webhook")
+            self._applier.apply(conn, entity, [], [record], source="webhook")
         else:  # "update", and "conflict" (HO telling us its side): both are HO's current record
-            self.applier.apply(conn, entity, [record], source="webhook")
+            self._applier.apply(conn, entity, [record], source="webhook")
 
     def housekeeping(self) -> None:
         """Periodic clean-up: forget webhook receipts older than their retention window."""

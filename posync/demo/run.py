@@ -17,7 +17,7 @@ import sqlmodel
 import posync
 from posync.demo.models import Category, Order, Product, Promotion, PromotionUsage
 from posync.demo.outlet import make_outlet
-from posync.testing import HOOptions, PosyncHO, ReferenceHO, serve_in_thread
+from posync.testing import HOOptions, PosyncHO, ReferenceHO, SyncHarness, serve_in_thread
 
 __all__ = ["run_demo"]
 
@@ -108,8 +108,8 @@ def _conflicts(sync: posync.Posync, Session: Any, ho: ReferenceHO, say: Callable
         _get(s, Product, "p1").price = 39000
         s.commit()
     ho.put("products", "p1", {"id": "p1", "sku": "P1", "name": "ASAHI SALMON BOWL", "price": 45000})
-    sync.pull.pull_all()
-    sync.push.drain()
+    SyncHarness(sync).pull_all()
+    SyncHarness(sync).drain()
     with Session() as s:
         out["cloud_wins"] = f"products/p1 price {_get(s, Product, 'p1').price} (HO's)"
     # local_wins (orders): HO voided the order, the cashier changed it; the outlet's version is pushed on top

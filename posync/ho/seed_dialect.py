@@ -34,7 +34,7 @@ class SeedHO:
         self.clock = core.clock
         self._company_id = company_id
         self._store_id = store_id
-        self._brand_id = brand_id
+        self.brand_id = brand_id  # read on every request: a test may change it on a live client
         self._usage_id_field = usage_id_field
 
     def close(self) -> None:
@@ -46,8 +46,8 @@ class SeedHO:
 
     def params(self, entity: TrackedEntity) -> dict[str, str]:
         params = {"company_id": self._company_id, "store_id": self._store_id}
-        if self._brand_id:
-            params["brand_id"] = self._brand_id
+        if self.brand_id:
+            params["brand_id"] = self.brand_id
         elif entity.resource in NEEDS_BRAND and "brand_id" not in entity.params:
             raise ConfigurationError(f"the seed HO needs brand_id to serve {entity.resource}: set "
                                      "PosyncSettings(brand_id=...) or the entity's params")

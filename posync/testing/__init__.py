@@ -14,6 +14,10 @@ the seeds' head office as docs/seed-profile.md describes it. ``ReferenceHO(...)`
 profile names; typed code calls :func:`reference_ho` (the same keywords) or builds a subclass with
 :class:`HOOptions` (and :class:`SeedOptions`). ``posync.testing.photos`` is the photo side.
 
+:class:`SyncHarness` drives the outlet's side in a test: ``SyncHarness(sync).drain()``, ``pull_all()``,
+``claim()``/``settle()``, ``run_cycle()``, ``set_clock()``, and typed access to the HO client and the
+applier (``Posync``'s parts are private; ``harness``).
+
 What is importable from here is the public surface; the modules behind it are the HO's parts. The posync
 HO: ``posync_ho`` and ``posync_routes`` over ``changes`` (pure push rules) and ``exactly_once`` (applying
 them). The seed HO: ``seed_ho``, ``seed_routes``, ``seed_rules`` (pure), ``seed_store``. Shared:
@@ -25,6 +29,7 @@ client). Needs the ``server`` extra (starlette, uvicorn) and PyJWT.
 
 from posync.testing.changes import Change, Rejection, Validator
 from posync.testing.faults import Burst, Faults
+from posync.testing.harness import SyncHarness
 from posync.testing.head_office import ChangeEvent, Profile, ReferenceHO
 from posync.testing.options import DEFAULT_API_KEY, DEFAULT_PASSWORD, DEFAULT_USERNAME, HOOptions, SeedOptions
 from posync.testing.posync_ho import PosyncHO
@@ -52,6 +57,7 @@ __all__ = [
     "SeedHO",
     "SeedOptions",
     "ServerHandle",
+    "SyncHarness",
     "Validator",
     "reference_ho",
     "serve_in_thread",
