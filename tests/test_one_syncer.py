@@ -25,6 +25,7 @@ import sqlmodel
 from posync.demo.models import Order
 from posync.demo.outlet import prepare_database
 from posync.testing import ReferenceHO, serve_in_thread
+from tests.processes import stop
 from tests.support import API_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -155,17 +156,7 @@ class Fleet:
         return None if online is None else bool(online)
 
     def close(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-            if p.stdout is not None:
-                p.stdout.close()
+        stop(self.procs)
         self.engine.dispose()
 
 

@@ -18,6 +18,7 @@ import sqlmodel
 import posync
 from posync.demo.models import pos_registry
 from posync.migrations import upgrade
+from tests.processes import finish
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = {"api_key": "k", "outlet_id": "outlet-1", "company_id": "c-1", "store_id": "s-1",
@@ -92,15 +93,7 @@ def _start_together(url: str, tmp_path: Path, outlets: list[str]) -> list[subpro
     procs = [subprocess.Popen([sys.executable, str(script), url, str(start_at)], cwd=ROOT, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(outlet_id=o))
              for o in outlets]
-    done = []
-    for proc in procs:
-        try:
-            out, err = proc.communicate(timeout=120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
-        done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
-    return done
+    return finish(procs)
 
 
 def test_workers_started_together_bind_once_and_one_with_another_outlet_is_refused(db_url: str,

@@ -6,7 +6,6 @@ deadlines are liveness bounds, not speed; the measured latencies are printed."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ from posync.services.pull import PullStats
 from posync.services.push import PushStats
 from posync.testing import ReferenceHO, serve_in_thread
 from posync.workers.sync_worker import CycleReport, SyncWorker
+from tests.processes import stop
 from tests.support import API_KEY, Outlet, make_outlet
 from tests.test_one_syncer import Counting, _until
 
@@ -275,17 +275,7 @@ class Workers:
         return time.monotonic()
 
     def close(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-            if p.stdout is not None:
-                p.stdout.close()
+        stop(self.procs)
         self.engine.dispose()
 
 

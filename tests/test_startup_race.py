@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from tests.processes import finish
+
 ROOT = Path(__file__).resolve().parent.parent
 PROCESSES = 6
 
@@ -52,15 +54,7 @@ def _start_together(url: str, tmp_path: Path, mode: str) -> list[subprocess.Comp
     procs = [subprocess.Popen([sys.executable, str(script), url, str(start_at), f"o{n}", mode], cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for n in range(PROCESSES)]
-    done = []
-    for proc in procs:
-        try:
-            out, err = proc.communicate(timeout=120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
-        done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
-    return done
+    return finish(procs)
 
 
 def _check(url: str, tmp_path: Path, mode: str) -> None:

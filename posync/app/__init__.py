@@ -139,7 +139,11 @@ class Posync:
         if photos is not None and photos.gate is None:  # its writes go after the till's, as push's and pull's
             photos.gate = self._gate
         self._scheduler: EmbeddedScheduler | None = None
-        self._watcher: CommitWatcher | None = None
+        # the outlet's sync switch (posync_outlet.sync_enabled): off, no sync job and no push runs
+        self._switch = outlet.SyncSwitch(engine, fixed=settings.sync_enabled_given)
+        # push on commit: built here, so its commit listener joins the host's engine before the host's threads
+        # commit on it (a listener added or removed during a commit makes that commit fail)
+        self._watcher = self._commit_watcher() if settings.push_on_commit else None
         self._receipts: Any | None = None
         self._closed = False
 
@@ -156,23 +160,34 @@ class Posync:
         self._open()
         return self._worker.run_cycle(force=True)
 
+    def sync_here_or_ask(self) -> CycleReport | None:
+        """A cycle now, where the outlet syncs: here when this process is the outlet's syncer (or has no
+        scheduler), else the syncer is asked through the database and this returns None at once (an
+        operator's "sync now" from any worker of a multi-worker server)."""
+        self._open()
+        if self._scheduler is not None and not self._scheduler.syncer:
+            assert self._lease is not None
+            self._lease.ask_for_cycle()
+            return None
+        return self._worker.run_cycle(force=True)
+
     def start(self, scheduler: Any | None = None) -> None:
         """Start the embedded scheduler (or add the job to the host's APScheduler)."""
         self._open()
         if self._scheduler is None:
-            lease = self._lease
-            # the outlet's sync switch (posync_outlet.sync_enabled): off, no sync job and no push runs
-            switch = outlet.SyncSwitch(self.engine, fixed=self.settings.sync_enabled_given)
-            # push on commit: a committed change goes to HO at once (push only), not at the next interval
-            self._watcher = CommitWatcher(self.engine, self._worker,
-                                          interval=self.settings.push_watch_interval_seconds,
-                                          active=lambda: (lease is None or lease.held) and switch()) \
-                if self.settings.push_on_commit else None
-            self._scheduler = EmbeddedScheduler(self._worker, self.settings.sync_interval_seconds, scheduler,
-                                                housekeeping=self.housekeeping, photos=self.photos,
-                                                lease=self._lease, renew_seconds=self.settings.syncer_renew_seconds,
-                                                enabled=switch, watcher=self._watcher)
-            self._scheduler.start()
+            if self._watcher is not None and self._watcher.stopped:  # started again after stop()
+                self._watcher = self._commit_watcher()
+            scheduler_ = EmbeddedScheduler(self._worker, self.settings.sync_interval_seconds, scheduler,
+                                           housekeeping=self.housekeeping, photos=self.photos,
+                                           lease=self._lease, renew_seconds=self.settings.syncer_renew_seconds,
+                                           enabled=self._switch, watcher=self._watcher)
+            scheduler_.start()
+            self._scheduler = scheduler_  # only once it runs: a start() that failed may be called again
+
+    def _commit_watcher(self) -> CommitWatcher:
+        lease, switch = self._lease, self._switch
+        return CommitWatcher(self.engine, self._worker, interval=self.settings.push_watch_interval_seconds,
+                             active=lambda: (lease is None or lease.held) and switch())
 
     def trigger(self) -> None:
         """A cycle soon: here if this process is the outlet's syncer, else by the syncer (asked through the
@@ -190,7 +205,6 @@ class Posync:
         if self._scheduler is not None:
             self._scheduler.stop()
             self._scheduler = None
-            self._watcher = None
 
     def close(self, timeout: float | None = None) -> None:
         """Stop syncing: the scheduler, a running cycle (asked to finish, waited for at most ``timeout``,
@@ -206,6 +220,8 @@ class Posync:
         started = self._scheduler is not None
         watcher = self._watcher
         self.stop()
+        if watcher is not None:  # never started, or started: its listener does nothing from now on
+            watcher.stop()
         budget = self.settings.close_timeout if timeout is None else timeout
         deadline = time.monotonic() + budget
         idle = self._worker.stop(budget)

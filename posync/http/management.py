@@ -83,7 +83,8 @@ def management_app(sync: Posync | Callable[[], Posync], authorize: Authorize | N
             if authorize is not None and not await _allowed(authorize, request):
                 return _error(403, "FORBIDDEN", "management needs an administrator")
             try:
-                return JSONResponse(await fn(request))
+                answer = await fn(request)
+                return answer if isinstance(answer, Response) else JSONResponse(answer)
             except NotFoundError as exc:
                 return _error(404, "NOT_FOUND", str(exc))
             except ConflictStateError as exc:
@@ -103,7 +104,9 @@ def management_app(sync: Posync | Callable[[], Posync], authorize: Authorize | N
         return (await run_in_threadpool(outlet().manager.status)).as_dict()
 
     async def trigger(request: Request) -> Any:
-        report = await run_in_threadpool(outlet().sync_now)
+        report = await run_in_threadpool(outlet().sync_here_or_ask)
+        if report is None:  # another worker process is the outlet's syncer: it was asked, and runs one soon
+            return JSONResponse({"asked": True}, status_code=202)
         return {"pushed": report.push.applied, "pulled": report.pull.applied.written, "error": report.error}
 
     async def logs(request: Request) -> Any:

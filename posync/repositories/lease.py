@@ -35,7 +35,8 @@ class LeaseRepository:
         condition is checked by the UPDATE itself, under the row's write lock: two takers, one wins."""
         taken = conn.execute(
             T.update()
-            .where(T.c.name == name, sa.or_(T.c.holder == holder, T.c.holder.is_(None), T.c.expires_at <= now))
+            .where(T.c.name == name, sa.or_(T.c.holder == holder, T.c.holder.is_(None), T.c.expires_at <= now,
+                                            T.c.expires_at > now + seconds + 1.0))  # a clock set back
             .values(expires_at=now + seconds,
                     token=sa.case((T.c.holder == holder, T.c.token), else_=T.c.token + 1),
                     holder=holder))
@@ -44,6 +45,11 @@ class LeaseRepository:
     def give_up(self, conn: Connection, name: str, holder: str) -> bool:
         return bool(conn.execute(T.update().where(T.c.name == name, T.c.holder == holder)
                                  .values(holder=None, expires_at=0.0)).rowcount)
+
+    def run_out(self, conn: Connection, name: str, holder: str) -> bool:
+        """The lease ends now but still names ``holder``: whoever takes it next gives its changes back."""
+        return bool(conn.execute(T.update().where(T.c.name == name, T.c.holder == holder)
+                                 .values(expires_at=0.0)).rowcount)
 
     def ask_for_cycle(self, conn: Connection, name: str, now: float) -> None:
         conn.execute(T.update().where(T.c.name == name).values(trigger_at=now))

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from posync.db import write_transaction
 from posync.errors import OutletMismatchError, StorageError
@@ -76,8 +77,8 @@ class SyncSwitch:
                 try:
                     with self._engine.connect() as conn:
                         stored = _repo.sync_enabled(conn)
-                except StorageError as exc:
-                    log.warning("cannot read the sync switch (%s); keeping sync %s", exc,
+                except (StorageError, SQLAlchemyError) as exc:  # connecting is outside the repository
+                    log.warning("cannot read the sync switch (%s); keeping sync %s", type(exc).__name__,
                                 "on" if self._enabled else "off")
                     return self._enabled
                 enabled = stored is not False  # a database bound to no outlet yet: on

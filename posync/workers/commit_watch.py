@@ -41,6 +41,9 @@ BATCH_CAP = 0.2  # ... but never longer than this after the first
 class CommitWatcher:
     def __init__(self, engine: Engine, worker: SyncWorker, *, interval: float = 0.25,
                  active: Callable[[], bool] = lambda: True) -> None:
+        """Listens to ``engine``'s commits from now on. The listener is never removed: SQLAlchemy iterates
+        an engine's listeners during every commit, on the host's threads, and removing one meanwhile makes
+        that commit fail. Stopped, it does nothing."""
         self._engine = engine
         self._worker = worker
         self._interval = interval
@@ -51,6 +54,11 @@ class CommitWatcher:
         self._thread: threading.Thread | None = None
         self._seen: int | None = None  # the outbox's highest id at the last look
         self._runs = 0  # the worker's outbox_runs at the last look
+        sa.event.listen(self._engine, "commit", self._committed)
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopping.is_set()
 
     @property
     def running(self) -> bool:
@@ -63,7 +71,6 @@ class CommitWatcher:
             return
         self._runs = self._worker.outbox_runs
         self._seen = self._newest()
-        sa.event.listen(self._engine, "commit", self._committed)
         self._thread = threading.Thread(target=self._watch, name="posync-commit-watch", daemon=True)
         self._thread.start()
 
@@ -72,8 +79,6 @@ class CommitWatcher:
         ``SyncWorker.stop`` cuts short). ``join`` waits for it."""
         self._stopping.set()
         self._wake.set()
-        if sa.event.contains(self._engine, "commit", self._committed):
-            sa.event.remove(self._engine, "commit", self._committed)
 
     def join(self, timeout: float) -> bool:
         if self._thread is not None:
@@ -83,8 +88,8 @@ class CommitWatcher:
     # -- the host's thread: at every commit on its engine --------------------------------------------
 
     def _committed(self, conn: Connection) -> None:
-        if not conn.get_execution_options().get(POSYNC):  # posync's own transactions queue nothing
-            self._wake.set()
+        if not self._stopping.is_set() and not conn.get_execution_options().get(POSYNC):
+            self._wake.set()  # posync's own transactions queue nothing
 
     # -- the watching thread -------------------------------------------------------------------------
 
@@ -94,11 +99,11 @@ class CommitWatcher:
             woken = self._wake.wait(self._interval)
             if self._stopping.is_set():
                 return
-            if not self._active():
-                self._wake.clear()
-                pending = False  # the syncer that takes over runs a cycle
-                continue
             try:
+                if not self._active():
+                    self._wake.clear()
+                    pending = False  # the syncer that takes over runs a cycle
+                    continue
                 if woken:
                     self._gather()
                 runs = self._worker.outbox_runs
