@@ -77,7 +77,7 @@ def fetch_pages(tmp: Path, url: str, page_size: int) -> tuple[float, list[PullPa
         cursor = None
         started = time.perf_counter()
         while True:
-            page = SyncHarness(outlet.sync).client.pull(RESOURCE, cursor, page_size)
+            page = SyncHarness(outlet.sync).client.pull(outlet.sync.registry[RESOURCE], page_size, cursor=cursor)
             pages.append(page)
             cursor = page.next_cursor or cursor
             if not page.has_more:
