@@ -32,6 +32,32 @@ HOUSEKEEPING_ID = "posync-housekeeping"
 LEASE_ID = "posync-syncer-lease"
 
 
+JOBS_LOGGER = "posync.jobs"  # APScheduler's per-run lines for posync's jobs ("Running job", "executed")
+
+
+def _quiet(name: str) -> logging.Logger:
+    """The logger of the APScheduler posync owns. Its INFO lines come twice a cycle: they are off unless the
+    host set a level on this logger itself (``logging.getLogger("posync.jobs").setLevel(logging.INFO)``);
+    warnings and errors go through as posync's own. Only posync's own logger is touched."""
+    quiet = logging.getLogger(name)
+    if quiet.level == logging.NOTSET:
+        quiet.setLevel(logging.WARNING)
+    return quiet
+
+
+def _quiet_executor() -> Any:
+    from apscheduler.executors.pool import ThreadPoolExecutor
+
+    class QuietExecutor(ThreadPoolExecutor):  # type: ignore[misc]
+        """posync's jobs on threads named ``posync-job_N``, logging to ``posync.jobs``."""
+
+        def start(self, scheduler: Any, alias: str) -> None:
+            super().start(scheduler, alias)
+            self._logger = _quiet(JOBS_LOGGER)  # run_job looks the logger up by this one's name
+
+    return QuietExecutor(max_workers=10, pool_kwargs={"thread_name_prefix": "posync-job"})
+
+
 class EmbeddedScheduler:
     def __init__(self, worker: SyncWorker, interval_seconds: float, scheduler: Any | None = None, *,
                  housekeeping: Callable[[], None] | None = None, housekeeping_seconds: float = 3600.0,
@@ -48,7 +74,8 @@ class EmbeddedScheduler:
         self._housekeeping_seconds = housekeeping_seconds
         # a host that already runs an APScheduler can pass it in; we then never shut it down
         self._owns_scheduler = scheduler is None
-        self._scheduler = scheduler or BackgroundScheduler(timezone="UTC")
+        self._scheduler = scheduler or BackgroundScheduler(timezone="UTC", logger=_quiet(JOBS_LOGGER),
+                                                           executors={"default": _quiet_executor()})
         self._photos = photos  # a posync.photos.PhotoSync: its hourly and nightly passes join the schedule
         self._cycle = threading.Lock()
         self._forced = threading.Event()  # the next cycle was asked for (trigger), not just due
