@@ -66,8 +66,8 @@ class EmbeddedScheduler:
                  watcher: CommitWatcher | None = None) -> None:
         try:
             from apscheduler.schedulers.background import BackgroundScheduler
-        except ImportError as exc:  # pragma: no cover - the extra is not installed
-            raise ConfigurationError("the scheduler needs APScheduler: pip install 'posync[scheduler]'") from exc
+        except ImportError as exc:  # pragma: no cover - a broken install
+            raise ConfigurationError("APScheduler is missing (a dependency of posync): reinstall posync") from exc
         self._worker = worker
         self._interval = interval_seconds
         self._housekeeping = housekeeping
