@@ -10,8 +10,10 @@ SQLite has one writer at a time, and a writer that finds the lock taken sleeps i
 the till's writer could keep waking up to a lock that is taken again and wait for seconds.
 :class:`WriteGate` lets the till go first: in this process, a host write statement waits (on a
 condition, woken the moment posync commits) only for posync's current transaction, and posync starts
-its next one only when no host write is waiting or open. Other processes still meet SQLite's busy
-handler; posync keeps each of its write transactions short for them (bench/README.md).
+its next one only when no host write is waiting or open. Across processes (``uvicorn --workers 4``) the
+same order holds through a lock file beside the database (posync/host_writes.py): every posync write
+transaction, in any process, first waits for the host writes open in any process where a gate is attached,
+and keeps itself short while the host is writing (bench/README.md).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from posync import _gc
+from posync.host_writes import HostWrites, host_writes
 
 __all__ = ["UnitOfWork", "WriteGate", "committed", "create_engine", "is_sqlite", "write_transaction"]
 
@@ -76,18 +79,32 @@ def create_engine(url: str, **kwargs: Any) -> Engine:
     return sa.create_engine(url, **kwargs)
 
 
+HOST_PATIENCE = 2.0  # seconds a posync write transaction waits for the host's open writes, at most
+
+
 @contextmanager
-def write_transaction(engine: Engine) -> Iterator[Connection]:
+def write_transaction(engine: Engine, *, defer_to_host: bool = True) -> Iterator[Connection]:
     """A transaction that commits on success and rolls back on any exception.
 
-    On SQLite it starts with BEGIN IMMEDIATE so the write lock is held from the first read.
+    On SQLite it starts with BEGIN IMMEDIATE so the write lock is held from the first read, after the
+    host's writes open in any process have ended (bounded; posync/host_writes.py) unless the caller has
+    waited for them already (``defer_to_host=False``).
     """
+    if defer_to_host:
+        defer(engine)
     with engine.connect() as conn:
         conn.execution_options(**{POSYNC: True})
         if is_sqlite(conn):
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         with committed(conn):
             yield conn
+
+
+def defer(engine: Engine | Connection) -> None:
+    """Wait (bounded) until no host write is open in any process on ``engine``'s SQLite database."""
+    writes = host_writes(engine)
+    if writes is not None:
+        writes.wait_for_host(HOST_PATIENCE)
 
 
 @contextmanager
@@ -118,7 +135,9 @@ class UnitOfWork:
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
-        with self.gate.posync(), _gc.paused(self.pause_gc), write_transaction(self.engine) as conn:
+        defer(self.engine)  # other processes' host writes first, then this process's (the gate)
+        with (self.gate.posync(), _gc.paused(self.pause_gc),
+              write_transaction(self.engine, defer_to_host=False) as conn):
             yield conn
 
 
@@ -141,11 +160,13 @@ class WriteGate:
         # when the statement runs, so "not in a transaction" does not mean done for these
         self._running: set[int] = set()
         self._last_host_write = float("-inf")
+        self._across: HostWrites | None = None  # the same, seen by posync in the other processes
         self.attached = False
 
     def attach(self, engine: Engine) -> None:
         if not is_sqlite(engine) or self.attached:
             return
+        self._across = host_writes(engine)
         sa.event.listen(engine, "before_cursor_execute", self._before)
         sa.event.listen(engine, "after_cursor_execute", self._after)
         sa.event.listen(engine, "commit", self._ended)
@@ -173,12 +194,18 @@ class WriteGate:
     def host_busy(self, within: float = 2.0) -> bool:
         """Has the host written in this process within the last ``within`` seconds? posync then keeps its
         own write transactions small."""
-        return self.attached and time.monotonic() - self._last_host_write < within
+        if not self.attached:
+            return False
+        if time.monotonic() - self._last_host_write < within:
+            return True
+        return self._across is not None and self._across.recently(within)
 
     def _busy_host(self) -> bool:
         for key, dbapi in list(self._open.items()):
             if key not in self._running and not getattr(dbapi, "in_transaction", False):
                 del self._open[key]  # committed or rolled back where no event said so
+                if self._across is not None:
+                    self._across.host_ended()
         return bool(self._open)
 
     @staticmethod
@@ -209,6 +236,8 @@ class WriteGate:
             self._open[id(dbapi)] = dbapi
             self._running.add(id(dbapi))
             self._cond.notify_all()
+        if self._across is not None:
+            self._across.host_began()
 
     def _after(self, conn: Connection, cursor: Any, statement: str, parameters: Any, context: Any,
                executemany: bool) -> None:
@@ -232,6 +261,8 @@ class WriteGate:
 
     def _release(self, dbapi: Any) -> None:
         with self._cond:
-            self._open.pop(id(dbapi), None)
+            was_open = self._open.pop(id(dbapi), None) is not None
             self._running.discard(id(dbapi))
             self._cond.notify_all()
+        if was_open and self._across is not None:
+            self._across.host_ended()

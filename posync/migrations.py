@@ -35,7 +35,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from posync.db import committed
+from posync.db import committed, defer
 from posync.errors import ConfigurationError, StorageError
 
 if TYPE_CHECKING:
@@ -78,6 +78,7 @@ def _take_lock(conn: Connection) -> None:
         return
     if conn.dialect.name != "sqlite":
         return  # another database: its own DDL locking decides
+    defer(conn)  # a till already writing in another worker goes first
     give_up = time.monotonic() + LOCK_WAIT
     while True:  # the busy timeout (5 s by default) may be shorter than another process's migration
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, RowMapping
 
 from posync.models.checkpoint import Checkpoint
@@ -21,6 +22,13 @@ class CheckpointRepository:
         return conn.execute(sa.select(T).where(T.c.resource == resource)).mappings().first()
 
     def save(self, conn: Connection, resource: str, **values: Any) -> None:
+        """Insert or update in one statement: two syncers saving a resource's first checkpoint at once
+        (``single_syncer=False``) must not meet on its primary key."""
+        if conn.dialect.name in ("postgresql", "sqlite"):
+            insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+            stmt = insert(T).values(resource=resource, **values)
+            conn.execute(stmt.on_conflict_do_update(index_elements=[T.c.resource], set_=values))
+            return
         res = conn.execute(T.update().where(T.c.resource == resource).values(**values))
         if not res.rowcount:
             conn.execute(T.insert().values(resource=resource, **values))

@@ -115,12 +115,17 @@ class SyncWorker:
             return CycleReport(ran=False, next_attempt_in=self._not_before - now)
         if not self._enter(wait=not push_only):
             return CycleReport(ran=False, error="a cycle is already running", busy=True)
-        if self._stop.is_set():  # asked to stop while it waited for a push to end
+        with self._after_lock:  # busy first, then look at the flag: stop() sets it, then waits for idle
+            self._idle.clear()
+        if self._stop.is_set():  # asked to stop (while it waited for a push to end, say)
             self._running_push = False
             self._lock.release()
+            with self._after_lock:
+                self._idle.set()
+                after, self._after = self._after, []
+            for fn in after:
+                fn()
             return CycleReport(ran=False, error="stopped")
-        with self._after_lock:
-            self._idle.clear()
         report = CycleReport(ran=True)
         before = self._state()
         try:
