@@ -135,7 +135,7 @@ class SyncWorker:
             self._failed(exc, report)
         except Exception as exc:  # a bug: never out of sync_now(), shown with its traceback once per kind
             if self.last_error != f"{type(exc).__name__}":
-                log.exception("sync cycle failed")
+                log.exception("sync cycle failed", extra={"event": "sync.cycle_crashed", "error": type(exc).__name__})
             self.last_error = type(exc).__name__
             self._failed(exc, report, quiet=True)
         else:
@@ -172,9 +172,10 @@ class SyncWorker:
 
     def _succeeded(self) -> None:
         if self._failures:
-            log.info("head office reachable again after %d failed attempts", self._failures)
+            log.info("head office reachable again after %d failed attempts", self._failures,
+                     extra={"event": "ho.reachable", "failures": self._failures})
         if self.auth_error:
-            log.info("head office accepts the credentials again")
+            log.info("head office accepts the credentials again", extra={"event": "ho.auth_accepted"})
         self._failures = 0
         self._not_before = 0.0
         self.last_error = self.auth_error = None
@@ -212,16 +213,19 @@ class SyncWorker:
         if isinstance(exc, AuthenticationError):
             if self.auth_error is None:
                 log.error("head office refuses posync's credentials (%s); fix the settings. Changes stay queued.",
-                          exc)
+                          exc, extra={"event": "ho.auth_refused", "error": str(exc)})
             self.auth_error = str(exc)
         elif self._failures == 1:
             if isinstance(exc, HOUnavailableError) and exc.status == 429:
                 log.warning("head office asks posync to slow down (429, rate limit); changes stay queued, next try "
-                            "in %.0fs", delay)
+                            "in %.0fs", delay,
+                            extra={"event": "ho.rate_limited", "error": str(exc), "retry_in_seconds": delay})
             elif isinstance(exc, TransportError):
-                log.warning("head office unreachable (%s); changes stay queued, next try in %.0fs", exc, delay)
+                log.warning("head office unreachable (%s); changes stay queued, next try in %.0fs", exc, delay,
+                            extra={"event": "ho.unreachable", "error": str(exc), "retry_in_seconds": delay})
             else:
-                log.warning("sync cycle failed (%s); changes stay queued, next try in %.0fs", exc, delay)
+                log.warning("sync cycle failed (%s); changes stay queued, next try in %.0fs", exc, delay,
+                            extra={"event": "sync.cycle_failed", "error": str(exc), "retry_in_seconds": delay})
         else:
             log.debug("still failing (%s); next try in %.0fs", exc, delay)
         self.last_error = str(exc)
