@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,3 +194,24 @@ def test_usage_errors_are_exit_2(outlet: Outlet) -> None:
     with pytest.raises(SystemExit) as ended:
         main(["status", "--app", "no_such_module:build"])
     assert ended.value.code == 2
+
+
+def test_sync_asks_the_outlets_syncer_when_another_process_holds_the_lease(outlet: Outlet) -> None:
+    """One syncer per outlet: the POS's server runs the scheduler (an hour's interval, no push on commit);
+    ``posync sync`` asks it for the cycle through the database and reports the cycle it ran."""
+    pos = make_outlet(outlet.db_url, outlet.server.url, sync_interval_seconds=3600, push_on_commit=False)
+    try:
+        pos.sync.start()
+        deadline = time.monotonic() + 30
+        while pos.sync.manager.status().last_cycle_at is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # its first cycle runs at start
+        with pos.Session() as s:
+            s.add(Order(id="o9", table_no="T9", total=59000))
+            s.commit()
+        done = outlet.run("sync", "--json", "--wait", "30")
+        assert done.code == 0, done.out + done.err
+        result = done.json()
+        assert result["where"] == "syncer" and result["ran"] is True and result["syncer"]
+        assert "o9" in outlet.ho.records("orders")
+    finally:
+        pos.close()

@@ -25,6 +25,7 @@ JsonOption = typer.Option(False, "--json", help="one JSON document (sorted keys)
 # (key in the row, heading); the heading defaults to the key
 Column = str | tuple[str, str]
 MAX_CELL = 60  # characters a table cell shows
+MIN_KEPT = 24  # characters a column other than the last keeps on a narrow terminal
 
 
 def console(*, stderr: bool = False) -> Console:
@@ -79,13 +80,15 @@ def print_rows(rows: Sequence[Mapping[str, Any]], columns: Iterable[Column], *, 
         out.print(f"{title}: {empty}" if title else empty)
         return
     table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
-    keys = []
-    for column in columns:
-        key, heading = column if isinstance(column, tuple) else (column, column)
-        keys.append(key)
-        table.add_column(heading, no_wrap=True, overflow="ellipsis")
-    for row in rows:
-        table.add_row(*(cell(row.get(key)) for key in keys))
+    heads = [column if isinstance(column, tuple) else (column, column) for column in columns]
+    cells = [[cell(row.get(key)) for key, _ in heads] for row in rows]
+    for n, (_, heading) in enumerate(heads):
+        # on a narrow terminal the last column (an error, a detail) gives way first
+        wide = max(len(heading), *(len(line[n]) for line in cells))
+        table.add_column(heading, no_wrap=True, overflow="ellipsis",
+                         min_width=None if n == len(heads) - 1 else min(wide, MIN_KEPT))
+    for line in cells:
+        table.add_row(*line)
     out.print(table)
 
 
