@@ -135,7 +135,7 @@ def conflicts(app_spec: str = AppOption, all_: bool = typer.Option(False, "--all
 def checkpoints(app_spec: str = AppOption, as_json: bool = JsonOption) -> None:
     """Where each pulled resource stands (posync reset-checkpoint reads one again in full)."""
     with open_posync(app_spec) as sync:
-        rows = sync.manager.status().checkpoints
+        rows = sync.status().checkpoints
     rows = json.loads(json.dumps(rows, default=str))
     if as_json:
         print_json(rows)

@@ -120,7 +120,7 @@ def _ask(sync: Any, holder: str, wait: float, progress: bool) -> dict[str, Any]:
     """Ask the outlet's syncer for a cycle through the database; wait (bounded) until it has recorded one."""
     from posync.workers.leader import SyncerLease
 
-    before = sync.manager.status().last_cycle_at
+    before = sync.status().last_cycle_at
     asked = time.monotonic()
     SyncerLease(sync.engine, "posync-cli").ask_for_cycle()
     out = console(stderr=True)
@@ -128,7 +128,7 @@ def _ask(sync: Any, holder: str, wait: float, progress: bool) -> dict[str, Any]:
     with out.status(f"asked the outlet's syncer ({holder}) for a cycle…",
                     ) if progress and out.is_terminal else _nothing():
         while time.monotonic() - asked < wait:
-            state = sync.manager.status()
+            state = sync.status()
             if state.last_cycle_at is not None and (before is None or state.last_cycle_at > before):
                 seen = state
                 break
