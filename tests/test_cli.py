@@ -11,12 +11,16 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from posync.cli import main
+from posync.cli.render import print_json, print_rows
 from posync.demo.models import Order
 from posync.testing import ReferenceHO, Rejection, ServerHandle, serve_in_thread
 from tests import cli_host
@@ -227,3 +231,23 @@ def test_the_demo_ends_with_the_status_table(tmp_path: Path, capsys: pytest.Capt
     out = capsys.readouterr().out
     tail = out[out.index("-- 6."):]
     assert "posync status" in tail and "healthy" in tail and "head office" in tail and "reachable" in tail
+
+
+_values = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=200),
+                    st.dictionaries(st.text(max_size=10), st.text(max_size=50), max_size=3),
+                    st.datetimes(timezones=st.just(UTC)).map(lambda d: d.isoformat()))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.fixed_dictionaries({"id": st.integers(), "a": _values, "b": _values}), min_size=1,
+                     max_size=6))
+def test_a_table_has_one_line_per_row_and_json_round_trips(rows: list[dict[str, Any]],
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """Whatever a cell holds (newlines, long JSON, wide text), a row is one line; --json is one document."""
+    capsys.readouterr()
+    print_rows(rows, ["id", "a", "b"], title="t")
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert len(lines) == 3 + len(rows), lines  # the title, the header, its rule, one line per row
+    print_json(rows)
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and json.loads(out) == rows

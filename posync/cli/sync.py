@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from typing import Any
 
@@ -125,8 +126,8 @@ def _ask(sync: Any, holder: str, wait: float, progress: bool) -> dict[str, Any]:
     SyncerLease(sync.engine, "posync-cli").ask_for_cycle()
     out = console(stderr=True)
     seen = None
-    with out.status(f"asked the outlet's syncer ({holder}) for a cycle…",
-                    ) if progress and out.is_terminal else _nothing():
+    line = out.status(f"asked the outlet's syncer ({holder}) for a cycle…")
+    with line if progress and out.is_terminal else nullcontext():
         while time.monotonic() - asked < wait:
             state = sync.status()
             if state.last_cycle_at is not None and (before is None or state.last_cycle_at > before):
@@ -141,14 +142,6 @@ def _ask(sync: Any, holder: str, wait: float, progress: bool) -> dict[str, Any]:
     else:
         result["error"] = seen.auth_error or (seen.last_error if not seen.online else None)
     return result
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _result(report: Any) -> dict[str, Any]:
@@ -180,4 +173,6 @@ def _show(result: dict[str, Any]) -> None:
     rows += [(f"failed: {resource}", error) for resource, error in result["failed"].items()]
     if result["error"]:
         rows.append(("error", result["error"]))
+    if result["seconds"] is not None:
+        rows.append(("took", f"{result['seconds']:.2f}s"))
     print_fields(rows, title="posync sync")
