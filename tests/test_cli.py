@@ -67,6 +67,17 @@ def refuse_negative(change: Any) -> Rejection | None:
 @pytest.fixture
 def outlet(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
            capsys: pytest.CaptureFixture[str]) -> Iterator[Outlet]:
+    yield from _outlet(db_url, tmp_path, monkeypatch, capsys)
+
+
+@pytest.fixture
+def sqlite_outlet(sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                  capsys: pytest.CaptureFixture[str]) -> Iterator[Outlet]:
+    yield from _outlet(sqlite_url, tmp_path, monkeypatch, capsys)
+
+
+def _outlet(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+            capsys: pytest.CaptureFixture[str]) -> Iterator[Outlet]:
     ho = ReferenceHO(f"sqlite:///{tmp_path / 'ho.db'}", api_keys={API_KEY: None},
                      validators={"orders": refuse_negative})
     server = serve_in_thread(ho.app)
@@ -182,9 +193,10 @@ def test_a_dead_letter_makes_the_outlet_unhealthy_exit_5(outlet: Outlet) -> None
     assert outlet.run("retry", "--all", "--json").json() == {"retried": 1}
 
 
-def test_the_real_command_in_a_process_gives_the_same_exit_code(outlet: Outlet) -> None:
-    """``python -m posync.cli`` (what the console script runs): HO down is 3, and stdout is the JSON."""
-    outlet.server.stop()
+def test_the_real_command_in_a_process_gives_the_same_exit_code(sqlite_outlet: Outlet) -> None:
+    """``python -m posync.cli`` (what the console script runs): HO down is 3, and stdout is the JSON (the
+    entry point is the same on both databases: the in-process tests cover PostgreSQL)."""
+    sqlite_outlet.server.stop()
     done = subprocess.run([sys.executable, "-m", "posync.cli", "status", "--json", "--app", APP], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 3, done.stderr
