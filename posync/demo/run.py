@@ -27,9 +27,11 @@ API_KEY = "demo-outlet-key"
 
 
 def run_demo(data_dir: Path | None = None, say: Callable[[str], None] = print,
-             progress: Callable[[Any], None] | None = None) -> dict[str, Any]:
+             progress: Callable[[Any], None] | None = None,
+             show_status: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run the story; returns the figures it printed (the tests check them). ``progress`` gets the photo
-    sync's progress (``posync.photos.Progress``), e.g. a progress bar."""
+    sync's progress (``posync.photos.Progress``), e.g. a progress bar. The story ends with the outlet's
+    status (HO checked live), given to ``show_status`` (``posync demo``: the status table)."""
     workdir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="posync-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
     for old in workdir.glob("*.db*"):
@@ -87,7 +89,6 @@ def run_demo(data_dir: Path | None = None, say: Callable[[str], None] = print,
         figures["converged"] = agree
         say(f"-- 4. Done: {status.pending} pending, {status.open_conflicts} open conflicts, "
             f"outlet and HO agree: {agree} (last cycle error: {final.error})")
-        server.stop()
         say("-- 5. Product photos: from HO's object storage to the edge store, MD5 verified")
         from posync.demo.photos import run_photo_demo
 
@@ -95,7 +96,18 @@ def run_demo(data_dir: Path | None = None, say: Callable[[str], None] = print,
         figures["photos"] = {"converged": photos.get("converged"), "noop_requests": photos.get("noop_requests"),
                              "synced": (photos.get("first") or {}).get("synced")}
         figures["converged"] = figures["converged"] and bool(photos.get("converged"))
+
+        say("-- 6. The outlet's status, as `posync status` shows it")
+        outlet_status = sync.status(check_ho=True).as_dict()
+        figures["healthy"] = outlet_status["healthy"]
+        if show_status is not None:
+            show_status(outlet_status)
+        else:
+            say(f"   healthy: {outlet_status['healthy']} {outlet_status['reasons']}")
+        if not outlet_status["healthy"]:  # the attempt made offline in step 1 counts in the window
+            say("   (the failed cycle is step 1's attempt while offline: the rate falls as cycles succeed)")
     finally:
+        server.stop()  # idempotent
         outlet.close()
         ho.close()
     return figures

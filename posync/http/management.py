@@ -1,6 +1,6 @@
 """Seed 003's management endpoints as a Starlette app the host mounts (FastAPI: ``app.mount``):
 
-    GET  /status    POST /trigger    GET /logs    GET /queue
+    GET  /status[?check_ho=1]    POST /trigger    GET /logs    GET /queue
     POST /retry/{id}    POST /retry (all dead)    GET /conflicts    POST /resolve/{id}
     POST /checkpoints/reset[?resource=]    POST /reconcile[?resource=&force=1]
 
@@ -48,6 +48,13 @@ def _int(request: Request, name: str, default: int, maximum: int = 1000) -> int:
     if not raw.isdigit() or not 0 < int(raw) <= maximum:
         raise ValueError(f"{name} must be a whole number from 1 to {maximum}")
     return int(raw)
+
+
+def _flag(request: Request, name: str) -> bool:
+    raw = request.query_params.get(name, "0").lower()
+    if raw not in ("0", "1", "true", "false", "yes", "no", ""):
+        raise ValueError(f"{name} must be 1 or 0")
+    return raw in ("1", "true", "yes")
 
 
 async def _allowed(authorize: Authorize, request: Request) -> bool:
@@ -101,7 +108,8 @@ def management_app(sync: Posync | Callable[[], Posync], authorize: Authorize | N
         return endpoint
 
     async def status(request: Request) -> Any:
-        return (await run_in_threadpool(outlet().manager.status)).as_dict()
+        check_ho = _flag(request, "check_ho")
+        return (await run_in_threadpool(lambda: outlet().status(check_ho=check_ho))).as_dict()
 
     async def trigger(request: Request) -> Any:
         report = await run_in_threadpool(outlet().sync_here_or_ask)

@@ -113,6 +113,9 @@ class ConflictHandler:
                 self._entities.set_status(conn, entity, entity_id, SyncStatus.CONFLICT)
             self._logs.add(conn, LogKind.CONFLICT, now, resource=entity.resource, entity_id=entity_id,
                            detail=f"{source}: conflict #{cid} waits for a manual resolution")
+            log.warning("conflict #%s on %s:%s waits for a manual resolution (posync resolve)", cid, entity.resource,
+                        entity_id, extra={"event": "conflict.opened", "conflict_id": cid, "resource": entity.resource,
+                                          "entity_id": entity_id, "source": source})
         else:
             exists = local.row is not None
             if isinstance(decision, Merge):

@@ -91,7 +91,8 @@ class SyncerLease:
             if state.holder not in (None, self.holder):
                 given = self._outbox.give_back(conn, state.holder, now)
                 log.info("took the syncer lease over from %s (it stopped renewing); %d in-flight changes "
-                         "are due again", state.holder, given)
+                         "are due again", state.holder, given,
+                         extra={"event": "syncer.taken_over", "previous": state.holder, "given_back": given})
         self._held_until = started + self.seconds - MARGIN
         asked = state.trigger_at is not None and state.trigger_at > self._asked_at
         if state.trigger_at is not None:

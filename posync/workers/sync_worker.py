@@ -45,15 +45,18 @@ class CycleReport:
     reconcile_failed: dict[str, str] = field(default_factory=dict)
     removed: int = 0  # local rows the reconciliation removed (HO no longer has them)
     busy: bool = False  # not run: another cycle or push was running
+    duration: float = 0.0  # seconds the run took (the worker's monotonic clock)
 
 
 class SyncWorker:
     def __init__(self, push: PushService, pull: PullService, *, outage: OutagePolicy | None = None,
                  reconcile_every: float | None = None, reconcile_max_delete_fraction: float = 0.5,
                  monotonic: Callable[[], float] = time.monotonic,
-                 on_cycle: Callable[[SyncWorker], None] | None = None) -> None:
+                 on_cycle: Callable[[SyncWorker, CycleReport | None], None] | None = None) -> None:
         self._push = push
-        self._on_cycle = on_cycle  # told after every cycle that ran (the outlet's status in its database)
+        # told after every cycle that ran, with its report (a push on its own: None, and only when the state
+        # changed): the outlet's status and the cycle's record in its database
+        self._on_cycle = on_cycle
         self._pull = pull
         self._outage = outage or OutagePolicy()
         self._monotonic = monotonic
@@ -127,7 +130,7 @@ class SyncWorker:
                 fn()
             return CycleReport(ran=False, error="stopped")
         report = CycleReport(ran=True)
-        before = self._state()
+        started, before = self._monotonic(), self._state()
         try:
             if push_only:
                 report.push.add(self._push.drain())
@@ -140,18 +143,19 @@ class SyncWorker:
             self._failed(exc, report)
         except Exception as exc:  # a bug: never out of sync_now(), shown with its traceback once per kind
             if self.last_error != f"{type(exc).__name__}":
-                log.exception("sync cycle failed")
+                log.exception("sync cycle failed", extra={"event": "sync.cycle_crashed", "error": type(exc).__name__})
             self.last_error = type(exc).__name__
             self._failed(exc, report, quiet=True)
         else:
             if not push_only or report.push.batches:  # a push that sent nothing learnt nothing of HO
                 self._succeeded()
         finally:
+            report.duration = self._monotonic() - started
             if not push_only or report.push.sent or report.push.coalesced_away:
                 self.outbox_runs += 1
             # a push on commit records the outlet's state only when it changed (not one write per sale)
             if not push_only or self._state() != before:
-                self._report_state()
+                self._report_state(None if push_only else report)
             self._running_push = False
             self._lock.release()
             with self._after_lock:
@@ -177,18 +181,19 @@ class SyncWorker:
 
     def _succeeded(self) -> None:
         if self._failures:
-            log.info("head office reachable again after %d failed attempts", self._failures)
+            log.info("head office reachable again after %d failed attempts", self._failures,
+                     extra={"event": "ho.reachable", "failures": self._failures})
         if self.auth_error:
-            log.info("head office accepts the credentials again")
+            log.info("head office accepts the credentials again", extra={"event": "ho.auth_accepted"})
         self._failures = 0
         self._not_before = 0.0
         self.last_error = self.auth_error = None
 
-    def _report_state(self) -> None:
+    def _report_state(self, report: CycleReport | None) -> None:
         if self._on_cycle is None:
             return
         try:
-            self._on_cycle(self)
+            self._on_cycle(self, report)
         except Exception as exc:  # the database is busy or away: the next cycle reports again
             log.debug("cycle state not recorded: %s", exc)
 
@@ -217,16 +222,19 @@ class SyncWorker:
         if isinstance(exc, AuthenticationError):
             if self.auth_error is None:
                 log.error("head office refuses posync's credentials (%s); fix the settings. Changes stay queued.",
-                          exc)
+                          exc, extra={"event": "ho.auth_refused", "error": str(exc)})
             self.auth_error = str(exc)
         elif self._failures == 1:
             if isinstance(exc, HOUnavailableError) and exc.status == 429:
                 log.warning("head office asks posync to slow down (429, rate limit); changes stay queued, next try "
-                            "in %.0fs", delay)
+                            "in %.0fs", delay,
+                            extra={"event": "ho.rate_limited", "error": str(exc), "retry_in_seconds": delay})
             elif isinstance(exc, TransportError):
-                log.warning("head office unreachable (%s); changes stay queued, next try in %.0fs", exc, delay)
+                log.warning("head office unreachable (%s); changes stay queued, next try in %.0fs", exc, delay,
+                            extra={"event": "ho.unreachable", "error": str(exc), "retry_in_seconds": delay})
             else:
-                log.warning("sync cycle failed (%s); changes stay queued, next try in %.0fs", exc, delay)
+                log.warning("sync cycle failed (%s); changes stay queued, next try in %.0fs", exc, delay,
+                            extra={"event": "sync.cycle_failed", "error": str(exc), "retry_in_seconds": delay})
         else:
             log.debug("still failing (%s); next try in %.0fs", exc, delay)
         self.last_error = str(exc)

@@ -116,7 +116,10 @@ class PhotoSync:
             self._save_summary(report)
         log.info("photo pass (%s): %d listed, %d synced, %d failed, %d deleted, %d not synced, %.1f MB in %.2fs",
                  "full" if full else "incremental", report.listed, report.synced, report.failed, report.deleted,
-                 report.unsynced, report.bytes / 1e6, report.seconds)
+                 report.unsynced, report.bytes / 1e6, report.seconds,
+                 extra={"event": "photos.pass", "full": full, "listed": report.listed, "synced": report.synced,
+                        "failed": report.failed, "deleted": report.deleted, "unsynced": report.unsynced,
+                        "bytes": report.bytes, "seconds": round(report.seconds, 3)})
         return report
 
     def _requeue_missing(self, report: SyncReport) -> None:

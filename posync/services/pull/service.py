@@ -130,7 +130,9 @@ class PullService:
             health.since = self.now()
             self._forget_version(resource)
             log.warning("%s %s failed (%s); the other resources go on, %s is tried again in %.0fs",
-                        what, resource, exc, resource, delay)
+                        what, resource, exc, resource, delay,
+                        extra={"event": "pull.resource_failed", "resource": resource, "error": str(exc),
+                               "retry_in_seconds": delay})
         else:
             log.debug("%s %s failed again (%s); next try in %.0fs", what, resource, exc, delay)
 
@@ -146,7 +148,8 @@ class PullService:
     def _recovered(self, resource: str) -> None:
         health = self.health.pop(resource, None)
         if health is not None:
-            log.info("pulling %s works again after %d failed attempts", resource, health.failures)
+            log.info("pulling %s works again after %d failed attempts", resource, health.failures,
+                     extra={"event": "pull.resource_recovered", "resource": resource, "failures": health.failures})
 
     # -- one resource ----------------------------------------------------------------------------------
 

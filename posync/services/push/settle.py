@@ -143,4 +143,6 @@ class Settler:
             self._entities.set_status(conn, self._registry[lease.resource], lease.entity_id, SyncStatus.FAILED)
         self._logs.add(conn, LogKind.DEAD, datetime.fromtimestamp(now, UTC), resource=lease.resource,
                        entity_id=lease.entity_id, detail=reason)
-        log.warning("change set aside: %s %s:%s (%s)", lease.op.value, lease.resource, lease.entity_id, reason)
+        log.warning("change set aside: %s %s:%s (%s)", lease.op.value, lease.resource, lease.entity_id, reason,
+                    extra={"event": "push.dead_letter", "resource": lease.resource, "entity_id": lease.entity_id,
+                           "op": lease.op.value, "reason": reason})
