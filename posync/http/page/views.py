@@ -42,7 +42,7 @@ def show_value(value: Any) -> str:
     if value is None:
         return "(none)"
     if isinstance(value, str):
-        return value
+        return value or '""'
     return json.dumps(value, sort_keys=True, default=str)
 
 
