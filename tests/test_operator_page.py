@@ -68,6 +68,8 @@ def test_an_operator_resolves_a_conflict_field_by_field_and_retries_a_dead_lette
         served: tuple[Work, str], operator: BrowserContext, db_url: str) -> None:
     work, url = served
     page = operator.new_page()
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
     page.goto(url + "/")
     assert page.inner_text("#dead") == "1" and page.inner_text("#conflicts") == "1"
     assert page.inner_text("#pending") == "0"
@@ -107,6 +109,7 @@ def test_an_operator_resolves_a_conflict_field_by_field_and_retries_a_dead_lette
     assert "1 pushed" in page.inner_text(".notice")
     assert work.ho.records("orders")["o-bad"].data["total"] == 7
     assert page.inner_text("#dead") == "0"
+    assert requested and all(u.startswith(url) for u in requested), requested  # nothing from outside
 
 
 def test_an_anonymous_visitor_and_a_post_without_the_pages_token_are_refused(

@@ -69,6 +69,7 @@ def test_the_page_is_locked_by_default_and_refuses_a_caller_the_host_did_not_adm
                 answer = client.get(path.format(conflict=work.conflict))
                 assert answer.status_code == status, (path, answer.text)
                 assert "csrf_token" not in answer.text and "Tea" not in answer.text
+                assert "posync_csrf" not in answer.headers.get("set-cookie", "")
             for path in POSTS:
                 answer = client.post(path.format(conflict=work.conflict),
                                      data={"choice": "local", "all": "1", "confirm": "yes"})
@@ -164,6 +165,11 @@ def test_values_from_the_database_and_ho_are_escaped_and_no_secret_is_shown(work
             assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; Tea &amp; &#34;Co&#34;" in conflict_page
             assert HOSTILE_NAME not in conflict_page
             assert "NEGATIVE_TOTAL" in pages[GETS.index("/queue?status=dead")]  # HO's refusal, shown
+            answer = httpx.get(server.url + "/", timeout=30)  # a first visit: the cookie is set
+            assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
+            assert answer.headers["x-frame-options"] == "DENY" and answer.headers["cache-control"] == "no-store"
+            cookie = answer.headers["set-cookie"].lower()
+            assert "httponly" in cookie and "samesite=strict" in cookie
             for html in pages:
                 assert "<script" not in html
                 assert API_KEY not in html

@@ -39,6 +39,14 @@ from posync.models.enums import ItemStatus
 __all__ = ["operator_page"]
 
 MAX_FORM_BYTES = 64 * 1024
+# the browser's own guard: nothing loads from anywhere (the CSS is inline), forms post only here, no other
+# site frames the page (clickjacking), and nothing an operator saw is kept in a cache
+SECURITY_HEADERS = {
+    "content-security-policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+                               "frame-ancestors 'none'; base-uri 'none'",
+    "x-frame-options": "DENY", "x-content-type-options": "nosniff", "referrer-policy": "no-referrer",
+    "cache-control": "no-store",
+}
 PAGE_SIZE = 200
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -87,21 +95,23 @@ def operator_page(sync: Posync | Callable[[], Posync], authorize: Authorize | No
             tokens.append(CsrfTokens(given_key or key_from_settings(outlet().settings)))
         return tokens[0]
 
-    def render(request: Request, template: str, http_status: int = 200, **context: Any) -> HTMLResponse:
+    def render(request: Request, template: str, http_status: int = 200, *, forms: bool = True,
+               **context: Any) -> HTMLResponse:
         base = request.scope.get("root_path", "").rstrip("/")
         cookie = request.cookies.get(COOKIE)
         token: str | None = None
-        with contextlib.suppress(PosyncError):  # posync not started yet: the page says so, no forms
-            token = cookie if csrf().valid(cookie) else csrf().issue()
+        if forms:
+            with contextlib.suppress(PosyncError):  # posync not started yet: the page says so, no forms
+                token = cookie if csrf().valid(cookie) else csrf().issue()
         html = env.get_template(template).render(base=base, csrf_field=FIELD, csrf_token=token, **context)
-        response = HTMLResponse(html, status_code=http_status)
+        response = HTMLResponse(html, status_code=http_status, headers=SECURITY_HEADERS)
         if token is not None and token != cookie:
             response.set_cookie(COOKIE, token, path=base or "/", httponly=True, samesite="strict",
                                 secure=request.url.scheme == "https")
         return response
 
     def error(request: Request, status: int, message: str) -> HTMLResponse:
-        return render(request, "error.html", status, status_code=status, message=message)
+        return render(request, "error.html", status, forms=False, status_code=status, message=message)
 
     def redirect(request: Request, path: str, **query: Any) -> RedirectResponse:
         base = request.scope.get("root_path", "").rstrip("/")
