@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from posync.testing import serve_in_thread
 from posync.testing.photos import PhotoHO
 from tests.page_support import HOSTILE_NAME, Work, outlet_with_work
 from tests.support import API_KEY, UNREACHABLE
+from tests.test_embedding import BIN, ROOT, free_port, wait_for
 
 GETS = ["/", "/queue", "/queue?status=dead", "/retry?all=1", "/conflicts", "/conflicts/{conflict}", "/photos"]
 POSTS = ["/sync", "/retry", "/conflicts/{conflict}", "/photos/reconcile"]
@@ -38,6 +40,13 @@ TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 @pytest.fixture
 def work(db_url: str, tmp_path: Path) -> Iterator[Work]:
     with outlet_with_work(db_url, tmp_path) as w:
+        yield w
+
+
+@pytest.fixture
+def sqlite_work(sqlite_url: str, tmp_path: Path) -> Iterator[Work]:
+    """For what the outlet's database does not touch (rendering, the CSRF key): SQLite only, to keep it fast."""
+    with outlet_with_work(sqlite_url, tmp_path) as w:
         yield w
 
 
@@ -156,11 +165,11 @@ def test_bad_input_is_a_clear_4xx_that_changes_nothing(work: Work) -> None:
         server.stop()
 
 
-def test_values_from_the_database_and_ho_are_escaped_and_no_secret_is_shown(work: Work) -> None:
-    server = _served(operator_page(work.outlet.sync, allow_anonymous=True))
+def test_values_from_the_database_and_ho_are_escaped_and_no_secret_is_shown(sqlite_work: Work) -> None:
+    server = _served(operator_page(sqlite_work.outlet.sync, allow_anonymous=True))
     try:
         with httpx.Client(base_url=server.url, timeout=30) as client:
-            pages = [client.get(p.format(conflict=work.conflict)).text for p in GETS]
+            pages = [client.get(p.format(conflict=sqlite_work.conflict)).text for p in GETS]
             conflict_page = pages[GETS.index("/conflicts/{conflict}")]
             assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; Tea &amp; &#34;Co&#34;" in conflict_page
             assert HOSTILE_NAME not in conflict_page
@@ -178,37 +187,38 @@ def test_values_from_the_database_and_ho_are_escaped_and_no_secret_is_shown(work
         server.stop()
 
 
-def test_a_token_from_one_worker_is_good_in_another_and_the_host_may_give_the_key(work: Work) -> None:
+def test_a_token_from_one_worker_is_good_in_another_and_the_host_may_give_the_key(sqlite_work: Work) -> None:
     """Two page apps built from the same settings stand for two worker processes: the key both derive from
     posync's settings is the same, so a form served by one is accepted by the other. A host's own key
     replaces it."""
-    one = _served(operator_page(work.outlet.sync, allow_anonymous=True))
-    two = _served(operator_page(lambda: work.outlet.sync, allow_anonymous=True))
-    own = _served(operator_page(work.outlet.sync, allow_anonymous=True, csrf_secret="the host's own key, 32 bytes"))
+    one = _served(operator_page(sqlite_work.outlet.sync, allow_anonymous=True))
+    two = _served(operator_page(lambda: sqlite_work.outlet.sync, allow_anonymous=True))
+    own = _served(operator_page(sqlite_work.outlet.sync, allow_anonymous=True,
+                                csrf_secret="the host's own key, 32 bytes"))
     try:
         with httpx.Client(base_url=one.url, timeout=30) as client:
             token = _token(client)
         with httpx.Client(base_url=own.url, timeout=30, cookies={"posync_csrf": token}) as other:
             refused = other.post("/retry", data={"all": "1", "confirm": "yes", "csrf_token": token})
             assert refused.status_code == 403
-        _untouched(work)
+        _untouched(sqlite_work)
         with httpx.Client(base_url=two.url, timeout=30, cookies={"posync_csrf": token}) as other:
             answer = other.post("/retry", data={"all": "1", "confirm": "yes", "csrf_token": token})
             assert answer.status_code == 303, answer.text
-        assert work.outlet.sync.manager.queue(posync.ItemStatus.DEAD, 10) == []
+        assert sqlite_work.outlet.sync.manager.queue(posync.ItemStatus.DEAD, 10) == []
     finally:
         for server in (one, two, own):
             server.stop()
 
 
-def test_a_page_mounted_before_posync_is_built_answers_503_then_serves(work: Work) -> None:
+def test_a_page_mounted_before_posync_is_built_answers_503_then_serves(sqlite_work: Work) -> None:
     built: list[posync.Posync] = []
     server = _served(operator_page(lambda: built[0] if built else None,  # type: ignore[arg-type,return-value]
                                    allow_anonymous=True))
     try:
         early = httpx.get(server.url + "/", timeout=30)
         assert early.status_code == 503 and "not started" in early.text
-        built.append(work.outlet.sync)
+        built.append(sqlite_work.outlet.sync)
         assert httpx.get(server.url + "/", timeout=30).status_code == 200
     finally:
         server.stop()
@@ -268,3 +278,57 @@ def test_photos_show_counts_failures_and_a_reconcile_dry_run_that_changes_nothin
         sync.close()
         photos.close()
         engine.dispose()
+
+
+def test_a_form_served_by_one_worker_process_posts_to_another(sqlite_url: str, tmp_path: Path) -> None:
+    """Two uvicorn processes of the same POS on one database (the workers of a multi-worker server, or two
+    behind a balancer): the CSRF key both derive is the same, so a form one served posts to the other.
+    (The key does not come from the database: SQLite only.)"""
+    db_url = sqlite_url
+    port_a, port_b = free_port(), free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "POS_DATABASE_URL": db_url, "POS_ADMIN_TOKEN": "admin-token",
+           "POS_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "POSYNC_HO_URL": UNREACHABLE,
+           "POSYNC_API_KEY": API_KEY}
+    prepare_database(db_url).dispose()  # migrated once, before the two start
+    processes = []
+    logs = []
+    try:
+        for port in (port_a, port_b):
+            log = (tmp_path / f"uvicorn-{port}.log").open("wb")
+            logs.append(log)
+            processes.append(subprocess.Popen(
+                [str(BIN / "uvicorn"), "tests.page_app:app", "--host", "127.0.0.1", "--port", str(port),
+                 "--log-level", "warning"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+        admin = {"authorization": "Bearer admin-token"}
+        urls = [f"http://127.0.0.1:{port}/sync/ui" for port in (port_a, port_b)]
+
+        def up(url: str) -> bool:
+            try:
+                return httpx.get(url + "/queue", headers=admin, timeout=5).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        for port, url, process in zip((port_a, port_b), urls, processes, strict=True):
+            wait_for("the page answers", lambda url=url, process=process: process.poll() is None and up(url),
+                     tmp_path / f"uvicorn-{port}.log", 60)
+        served = httpx.get(urls[0] + "/", headers=admin, timeout=10)
+        token = TOKEN.search(served.text).group(1)  # type: ignore[union-attr]
+        form = {"all": "1", "confirm": "yes"}
+        other = httpx.post(urls[1] + "/retry", headers=admin, cookies={"posync_csrf": token},
+                           data={**form, "csrf_token": token}, timeout=10)
+        assert other.status_code == 303, other.text
+        assert other.headers["x-pid"] != served.headers["x-pid"]
+        forged = "nonce." + "0" * 64
+        refused = httpx.post(urls[1] + "/retry", headers=admin, cookies={"posync_csrf": forged},
+                             data={**form, "csrf_token": forged}, timeout=10)
+        assert refused.status_code == 403
+    finally:
+        for process in processes:
+            process.terminate()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for log in logs:
+            log.close()
