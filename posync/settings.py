@@ -267,6 +267,16 @@ class PosyncSettings(StrictSettings):
     max_backoff_seconds: float = Field(1800.0, ge=0)
     backoff_multiplier: float = Field(2.0, ge=1)
 
+    # status and health (seed 003's metrics and alert thresholds): rates and durations over the last
+    # health_window_seconds; unhealthy when more than health_max_failure_rate of its cycles failed, or no
+    # cycle completed for health_max_silence_seconds
+    health_window_seconds: int = Field(3600, ge=60)
+    health_max_failure_rate: float = Field(0.10, ge=0, le=1)
+    health_max_silence_seconds: float = Field(3600.0, gt=0)
+    # posync_sync_log rows older than this are removed by the hourly housekeeping (the metrics' counters
+    # keep their totals)
+    log_retention_days: float = Field(14.0, gt=0)
+
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
                                    env_settings: PydanticBaseSettingsSource,

@@ -9,7 +9,7 @@ from posync.models import ConflictStatus, LogKind, PushOutcome
 
 def test_stored_values_are_the_old_strings() -> None:
     assert {k.value for k in LogKind} == {"push", "pull", "reconcile", "reset", "conflict", "rebased", "dropped",
-                                          "coalesced", "dead", "resolve", "retry"}
+                                          "coalesced", "dead", "resolve", "retry", "cycle", "cycle_failed", "total"}
     assert [s.value for s in ConflictStatus] == ["open", "resolved"]
     assert {o.value for o in PushOutcome} == {"applied", "duplicate", "conflict", "rejected", "invalid",
                                               "server_error"}

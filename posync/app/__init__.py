@@ -49,6 +49,7 @@ from posync.services.conflicts import ConflictHandler
 from posync.services.manage import SyncManager
 from posync.services.pull import PullService
 from posync.services.push import PushOptions, PushService
+from posync.services.status import CycleOutcome, HealthRules, StatusReport
 from posync.settings import PosyncSettings
 from posync.workers.commit_watch import CommitWatcher
 from posync.workers.leader import SyncerLease
@@ -125,11 +126,12 @@ class Posync:
         self._worker = SyncWorker(self._push, self._pull, outage=settings.outage_policy(),
                                   reconcile_every=reconcile_every,
                                   reconcile_max_delete_fraction=settings.reconcile_max_delete_fraction,
-                                  on_cycle=lambda w: outlet.record_cycle(engine, online=w.online,
-                                                                         last_error=w.last_error,
-                                                                         auth_error=w.auth_error))
+                                  on_cycle=self._record_cycle)
         self.manager = SyncManager(engine, registry, outbox, entities, conflicts, logs, checkpoints,
-                                   self._conflict_handler, clock, gate=self._gate, worker=self._worker, pull=self._pull)
+                                   self._conflict_handler, clock, gate=self._gate, worker=self._worker, pull=self._pull,
+                                   rules=HealthRules(settings.health_window_seconds, settings.health_max_failure_rate,
+                                                     settings.health_max_silence_seconds))
+        self.manager.outlet_status.next_runs = self._next_runs
         # a posync.photos.PhotoSync (build_photo_sync): scheduled with the sync cycle, shown in status;
         # the host built it and closes it
         self.photos = photos
@@ -241,6 +243,25 @@ class Posync:
 
     # -- operating ---------------------------------------------------------------------------------------
 
+    def status(self, *, check_ho: bool = False) -> StatusReport:
+        """The outlet's status and health (seed 003's metrics), the same from every worker process: read
+        from the outlet database. ``check_ho``: also a live call to HO's version endpoint (bounded by
+        ``request_timeout``), whose answer decides ``online``, ``auth_error`` and ``ho``."""
+        return self.manager.status(check_ho=check_ho)
+
+    def _next_runs(self) -> dict[str, Any]:
+        return self._scheduler.next_runs() if self._scheduler is not None else {}
+
+    def _record_cycle(self, worker: SyncWorker, report: CycleReport | None) -> None:
+        """The syncer's state after a run and, after a cycle, its record (what status's metrics count)."""
+        cycle = None
+        if report is not None:
+            failed = "; ".join(f"{name}: {error}" for name, error in report.pull.failed.items())
+            cycle = CycleOutcome(report.error or (f"pull failed for {failed}" if failed else None), report.duration,
+                                 report.push.applied + report.pull.applied.written + report.pull.applied.deleted)
+        self.manager.record_cycle(online=worker.online, last_error=worker.last_error, auth_error=worker.auth_error,
+                                  cycle=cycle)
+
     def reconcile(self, resource: str | None = None, *, force: bool = False) -> list[Any]:
         """The id reconciliation now (deletes HO never reported): one resource or every pulled one."""
         self._open()
@@ -286,9 +307,11 @@ class Posync:
             self._applier.apply(conn, entity, [record], source="webhook")
 
     def housekeeping(self) -> None:
-        """Periodic clean-up: forget webhook receipts older than their retention window."""
+        """Periodic clean-up (the syncer's, hourly): forget webhook receipts older than their retention
+        window, and sync log rows older than ``log_retention_days`` (the metrics keep their totals)."""
         if self._receipts is not None:
             self._receipts.purge()
+        self.manager.purge_logs(self.settings.log_retention_days)
 
     # -- host-side helpers -----------------------------------------------------------------------------
 

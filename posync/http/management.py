@@ -1,6 +1,6 @@
 """Seed 003's management endpoints as a Starlette app the host mounts (FastAPI: ``app.mount``):
 
-    GET  /status    POST /trigger    GET /logs    GET /queue
+    GET  /status[?check_ho=1]    POST /trigger    GET /logs    GET /queue
     POST /retry/{id}    POST /retry (all dead)    GET /conflicts    POST /resolve/{id}
     POST /checkpoints/reset[?resource=]    POST /reconcile[?resource=&force=1]
 
@@ -46,6 +46,13 @@ def _int(request: Request, name: str, default: int, maximum: int = 1000) -> int:
     return int(raw)
 
 
+def _flag(request: Request, name: str) -> bool:
+    raw = request.query_params.get(name, "0").lower()
+    if raw not in ("0", "1", "true", "false", "yes", "no", ""):
+        raise ValueError(f"{name} must be 1 or 0")
+    return raw in ("1", "true", "yes")
+
+
 def management_app(sync: Posync | Callable[[], Posync], authorize: Authorize | None = None, *,
                    allow_anonymous: bool = False) -> Starlette:
     guard = Guard("management", authorize, allow_anonymous)
@@ -75,7 +82,8 @@ def management_app(sync: Posync | Callable[[], Posync], authorize: Authorize | N
         return endpoint
 
     async def status(request: Request) -> Any:
-        return (await run_in_threadpool(outlet().manager.status)).as_dict()
+        check_ho = _flag(request, "check_ho")
+        return (await run_in_threadpool(lambda: outlet().status(check_ho=check_ho))).as_dict()
 
     async def trigger(request: Request) -> Any:
         report = await run_in_threadpool(outlet().sync_here_or_ask)

@@ -76,6 +76,9 @@ class LogKind(StrEnum):
     DEAD = "dead"  # a change set aside for good
     RESOLVE = "resolve"  # a conflict resolved by hand
     RETRY = "retry"  # a dead change sent again by hand
+    CYCLE = "cycle"  # a sync cycle that completed (a quiet one too): duration_ms, count = changes moved
+    CYCLE_FAILED = "cycle_failed"  # a sync cycle that failed, or pulled a resource that failed: detail = why
+    TOTAL = "total"  # what the log's retention removed, summed (the metrics' counters never go back)
 
 
 class ConflictStatus(StrEnum):

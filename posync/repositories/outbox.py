@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
@@ -274,6 +275,19 @@ class OutboxRepository:
     def counts(self, conn: Connection) -> dict[str, int]:
         rows = conn.execute(sa.select(T.c.status, sa.func.count()).group_by(T.c.status))
         return {status: int(n) for status, n in rows}
+
+    def oldest_changed_at(self, conn: Connection, statuses: Sequence[ItemStatus]) -> datetime | None:
+        """When the oldest change in ``statuses`` was made (None: there is none)."""
+        oldest: datetime | None = conn.execute(sa.select(sa.func.min(T.c.changed_at))
+                                               .where(T.c.status.in_([s.value for s in statuses]))).scalar()
+        return oldest
+
+    def dead_letters(self, conn: Connection, limit: int) -> list[RowMapping]:
+        """The dead changes, oldest first (one per entity as a rule: an entity's later changes wait
+        behind its dead one, blocked)."""
+        return list(conn.execute(sa.select(T.c.id, T.c.resource, T.c.entity_id, T.c.attempts, T.c.last_error,
+                                           T.c.changed_at).where(T.c.status == ItemStatus.DEAD.value)
+                                 .order_by(T.c.id).limit(limit)).mappings())
 
     def dead_ids(self, conn: Connection) -> list[int]:
         return list(conn.execute(sa.select(T.c.id).where(T.c.status == ItemStatus.DEAD.value)

@@ -34,6 +34,7 @@ class OutletHealth(NamedTuple):
     auth_error: str | None
     last_cycle_at: datetime | None
     last_sync_at: datetime | None
+    bound_at: datetime | None  # when posync started on this database (its first start)
 
 
 class OutletConfigRow(NamedTuple):
@@ -74,7 +75,7 @@ class OutletRepository:
 
     def health(self, conn: Connection) -> OutletHealth | None:
         row = conn.execute(sa.select(T.c.online, T.c.last_error, T.c.auth_error, T.c.last_cycle_at,
-                                     T.c.last_sync_at).where(T.c.id == 1)).first()
+                                     T.c.last_sync_at, T.c.bound_at).where(T.c.id == 1)).first()
         return None if row is None else OutletHealth(*row)
 
     def record_cycle(self, conn: Connection, *, online: bool, last_error: str | None, auth_error: str | None,

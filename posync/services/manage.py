@@ -6,13 +6,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
-from typing import Any, Protocol
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
-from posync import capture
 from posync.db import UnitOfWork, WriteGate
 from posync.errors import ConflictStateError, NotFoundError
 from posync.models.enums import ConflictStatus, ItemStatus, LogKind, SyncStatus
@@ -24,74 +22,26 @@ from posync.repositories import (
     LogRepository,
     OutboxRepository,
 )
-from posync.repositories.outlet import OutletRepository
 from posync.services.conflicts import ConflictHandler
 from posync.services.pull import PullService
+from posync.services.status import (
+    CycleOutcome,
+    CycleState,
+    HealthRules,
+    MetricsSnapshot,
+    OutletStatus,
+    StatusReport,
+    jsonable,
+)
 
 __all__ = ["CycleState", "StatusReport", "SyncManager"]
 
-
-class CycleState(Protocol):
-    """What status needs of the sync cycle (``posync.workers.SyncWorker``): services never import workers."""
-
-    @property
-    def online(self) -> bool: ...
-
-    @property
-    def auth_error(self) -> str | None: ...
-
-    @property
-    def last_error(self) -> str | None: ...
-
-
-@dataclass(frozen=True)
-class StatusReport:
-    queue: dict[str, int]
-    open_conflicts: int
-    last_push_at: datetime | None
-    last_pull_at: datetime | None
-    checkpoints: list[dict[str, Any]] = field(default_factory=list)
-    online: bool = True
-    # HO refused the credentials (a configuration to fix, not an outage)
-    auth_error: str | None = None
-    last_error: str | None = None
-    # resources whose pulls fail on their own: resource -> failures, since, last error, next attempt
-    resources: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # HO's clock minus the outlet's, as posync estimates it (newest_wins compares in HO's clock)
-    ho_clock_offset_seconds: float | None = None
-    # when the outlet's syncer last ran a cycle (any worker process), and when one last reached HO
-    last_cycle_at: datetime | None = None
-    # pushed resources whose capture triggers are missing (a host migration that rebuilt the table)
-    capture_missing: list[str] = field(default_factory=list)
-    # product photos (posync.photos), when the host wired them in
-    photos: dict[str, Any] | None = None
-
-    @property
-    def pending(self) -> int:
-        return self.queue.get(ItemStatus.PENDING.value, 0) + self.queue.get(ItemStatus.INFLIGHT.value, 0)
-
-    def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = _jsonable({**asdict(self), "pending": self.pending})
-        return out
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    """posync stores UTC; SQLite hands it back without the offset."""
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return _aware(value).isoformat()  # type: ignore[union-attr]
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    return value
+RETENTION_CHUNK = 500  # sync log rows removed per transaction: a till's write never waits long behind one
+RETENTION_MAX_CHUNKS = 2000  # per housekeeping run; a bigger backlog goes on at the next run
 
 
 def _row(row: Mapping[str, Any] | RowMapping) -> dict[str, Any]:
-    out: dict[str, Any] = _jsonable(dict(row))
+    out: dict[str, Any] = jsonable(dict(row))
     return out
 
 
@@ -99,11 +49,9 @@ class SyncManager:
     def __init__(self, engine: Engine, registry: Registry, outbox: OutboxRepository, entities: EntityRepository,
                  conflicts: ConflictRepository, logs: LogRepository, checkpoints: CheckpointRepository,
                  handler: ConflictHandler, clock: Callable[[], float] = time.time, *, gate: WriteGate | None = None,
-                 worker: CycleState | None = None, pull: PullService | None = None) -> None:
+                 worker: CycleState | None = None, pull: PullService | None = None,
+                 rules: HealthRules | None = None) -> None:
         self._gate = gate or WriteGate()
-        self._worker = worker
-        self._pull = pull
-        self.photos: Any | None = None  # a posync.photos.PhotoSync
         self._engine = engine
         self._registry = registry
         self._outbox = outbox
@@ -113,36 +61,50 @@ class SyncManager:
         self._checkpoints = checkpoints
         self._handler = handler
         self._clock = clock
-        self._outlet = OutletRepository()
+        # status reads posync's clock through this manager (a test's harness sets it here)
+        self.outlet_status = OutletStatus(engine, registry, outbox, conflicts, logs, checkpoints,
+                                          lambda: self._clock(), gate=self._gate, rules=rules, worker=worker,
+                                          pull=pull)
+
+    @property
+    def photos(self) -> Any | None:
+        """The host's ``posync.photos.PhotoSync``, shown in status."""
+        return self.outlet_status.photos
+
+    @photos.setter
+    def photos(self, value: Any | None) -> None:
+        self.outlet_status.photos = value
 
     @contextmanager
     def _transaction(self) -> Iterator[Connection]:
         with UnitOfWork(self._engine, gate=self._gate, clock=self._clock).begin() as conn:
             yield conn
 
-    def status(self) -> StatusReport:
-        pull = self._pull
-        with self._engine.connect() as conn:
-            missing = [r for r, ok in capture.installed(conn, self._registry).items() if not ok]
-            # the outlet's syncer's last cycle, whichever worker process ran it and whichever one answers
-            health = self._outlet.health(conn)
-            cycle: CycleState | None = health if health is not None and health.last_cycle_at else self._worker
-            return StatusReport(
-                queue=self._outbox.counts(conn),
-                open_conflicts=self._conflicts.count_open(conn),
-                last_push_at=_aware(self._logs.last_at(conn, LogKind.PUSH)),
-                last_pull_at=_aware(self._logs.last_at(conn, LogKind.PULL)),
-                checkpoints=[_row(r) for r in self._checkpoints.all(conn)],
-                online=cycle.online if cycle else True,
-                auth_error=cycle.auth_error if cycle else None,
-                last_error=cycle.last_error if cycle else None,
-                last_cycle_at=_aware(health.last_cycle_at) if health else None,
-                resources={name: h.as_dict() for name, h in (pull.health.items() if pull else ())},
-                ho_clock_offset_seconds=(round(pull.client.clock.seconds, 3)
-                                         if pull and pull.client.clock.known else None),
-                capture_missing=missing,
-                photos=self.photos.status() if self.photos is not None else None,
-            )
+    def status(self, *, check_ho: bool = False) -> StatusReport:
+        """The outlet's status and health; ``check_ho``: with a live, bounded call to HO's version endpoint."""
+        return self.outlet_status.status(check_ho=check_ho)
+
+    def metrics(self) -> MetricsSnapshot:
+        """Status plus the sync log's running totals (the metrics endpoint's counters)."""
+        return self.outlet_status.metrics()
+
+    def record_cycle(self, *, online: bool, last_error: str | None, auth_error: str | None,
+                     cycle: CycleOutcome | None) -> None:
+        self.outlet_status.record_cycle(online=online, last_error=last_error, auth_error=auth_error, cycle=cycle)
+
+    def purge_logs(self, older_than_days: float) -> int:
+        """Remove sync log rows older than ``older_than_days`` (their counts stay in the totals), a chunk
+        per transaction. Returns how many were removed."""
+        before = datetime.fromtimestamp(self._clock(), UTC) - timedelta(days=older_than_days)
+        removed = 0
+        for _ in range(RETENTION_MAX_CHUNKS):
+            with self._transaction() as conn:
+                done = self._logs.fold_and_delete(conn, before, RETENTION_CHUNK,
+                                                  datetime.fromtimestamp(self._clock(), UTC))
+            removed += done
+            if done < RETENTION_CHUNK:
+                break
+        return removed
 
     def queue(self, status: ItemStatus | None = None, limit: int = 100, offset: int = 0, *,
               resource: str | None = None, entity_id: str | None = None) -> list[dict[str, Any]]:

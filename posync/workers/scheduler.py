@@ -94,6 +94,11 @@ class EmbeddedScheduler:
         the outlet's sync switch is on. Cheap: the switch reads the database at most every few seconds."""
         return self.syncer and (self._enabled is None or self._enabled())
 
+    def next_runs(self) -> dict[str, datetime | None]:
+        """posync's jobs here (not the lease's renewal) and when each runs next, by name without "posync-"."""
+        return {job.id.removeprefix("posync-"): job.next_run_time for job in self._scheduler.get_jobs()
+                if job.id.startswith("posync-") and job.id != LEASE_ID}
+
     @property
     def running(self) -> bool:
         return bool(self._scheduler.running) and self._scheduler.get_job(JOB_ID) is not None

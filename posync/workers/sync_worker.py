@@ -45,15 +45,18 @@ class CycleReport:
     reconcile_failed: dict[str, str] = field(default_factory=dict)
     removed: int = 0  # local rows the reconciliation removed (HO no longer has them)
     busy: bool = False  # not run: another cycle or push was running
+    duration: float = 0.0  # seconds the run took (the worker's monotonic clock)
 
 
 class SyncWorker:
     def __init__(self, push: PushService, pull: PullService, *, outage: OutagePolicy | None = None,
                  reconcile_every: float | None = None, reconcile_max_delete_fraction: float = 0.5,
                  monotonic: Callable[[], float] = time.monotonic,
-                 on_cycle: Callable[[SyncWorker], None] | None = None) -> None:
+                 on_cycle: Callable[[SyncWorker, CycleReport | None], None] | None = None) -> None:
         self._push = push
-        self._on_cycle = on_cycle  # told after every cycle that ran (the outlet's status in its database)
+        # told after every cycle that ran, with its report (a push on its own: None, and only when the state
+        # changed): the outlet's status and the cycle's record in its database
+        self._on_cycle = on_cycle
         self._pull = pull
         self._outage = outage or OutagePolicy()
         self._monotonic = monotonic
@@ -122,7 +125,7 @@ class SyncWorker:
         with self._after_lock:
             self._idle.clear()
         report = CycleReport(ran=True)
-        before = self._state()
+        started, before = self._monotonic(), self._state()
         try:
             if push_only:
                 report.push.add(self._push.drain())
@@ -142,11 +145,12 @@ class SyncWorker:
             if not push_only or report.push.batches:  # a push that sent nothing learnt nothing of HO
                 self._succeeded()
         finally:
+            report.duration = self._monotonic() - started
             if not push_only or report.push.sent or report.push.coalesced_away:
                 self.outbox_runs += 1
             # a push on commit records the outlet's state only when it changed (not one write per sale)
             if not push_only or self._state() != before:
-                self._report_state()
+                self._report_state(None if push_only else report)
             self._running_push = False
             self._lock.release()
             with self._after_lock:
@@ -179,11 +183,11 @@ class SyncWorker:
         self._not_before = 0.0
         self.last_error = self.auth_error = None
 
-    def _report_state(self) -> None:
+    def _report_state(self, report: CycleReport | None) -> None:
         if self._on_cycle is None:
             return
         try:
-            self._on_cycle(self)
+            self._on_cycle(self, report)
         except Exception as exc:  # the database is busy or away: the next cycle reports again
             log.debug("cycle state not recorded: %s", exc)
 
