@@ -73,6 +73,7 @@ def test_an_operator_resolves_a_conflict_field_by_field_and_retries_a_dead_lette
     page.goto(url + "/")
     assert page.inner_text("#dead") == "1" and page.inner_text("#conflicts") == "1"
     assert page.inner_text("#pending") == "0"
+    assert page.inner_text("#health").startswith("Not healthy") and "dead" in page.inner_text("#reasons")
     if db_url.startswith("sqlite"):  # the README's pictures (one database is enough)
         shoot(page, "operator-page.png")
 
@@ -109,6 +110,7 @@ def test_an_operator_resolves_a_conflict_field_by_field_and_retries_a_dead_lette
     assert "1 pushed" in page.inner_text(".notice")
     assert work.ho.records("orders")["o-bad"].data["total"] == 7
     assert page.inner_text("#dead") == "0"
+    assert page.inner_text("#health") == "Healthy"  # nothing dead, HO answers, the cycles succeed
     assert requested and all(u.startswith(url) for u in requested), requested  # nothing from outside
 
 

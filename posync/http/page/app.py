@@ -66,10 +66,8 @@ def _environment() -> Environment:
 
 
 def _status(sync: Posync) -> dict[str, Any]:
-    """The status report, with a live check of HO where this posync offers it."""
-    status_of = getattr(sync, "status", None)
-    report = status_of(check_ho=True) if callable(status_of) else sync.manager.status()
-    out: dict[str, Any] = report.as_dict()
+    """The status report with a live, bounded check of HO (its version endpoint)."""
+    out: dict[str, Any] = sync.status(check_ho=True).as_dict()
     return out
 
 
@@ -269,7 +267,7 @@ def operator_page(sync: Posync | Callable[[], Posync], authorize: Authorize | No
     # -- photos ------------------------------------------------------------------------------------------
 
     async def photos(request: Request) -> Response:
-        status = await run_in_threadpool(lambda: outlet().manager.status().photos)
+        status = await run_in_threadpool(lambda: outlet().status().photos)
         return render(request, "photos.html", p=status, report=None)
 
     async def photos_reconcile(request: Request) -> Response:
@@ -279,7 +277,7 @@ def operator_page(sync: Posync | Callable[[], Posync], authorize: Authorize | No
             raise PageError(404, "photos are not wired into this posync")
         photo_sync = sync_.photos
         report = await run_in_threadpool(lambda: photo_sync.reconcile(fix=False).as_dict())
-        status = await run_in_threadpool(lambda: sync_.manager.status().photos)
+        status = await run_in_threadpool(lambda: sync_.status().photos)
         return render(request, "photos.html", p=status, report=report)
 
     return Starlette(routes=[

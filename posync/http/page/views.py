@@ -33,7 +33,7 @@ def age(seconds: Any) -> str:
     if s < 3600:
         return f"{s // 60} min"
     if s < 86400:
-        return f"{s // 3600} h {s % 3600 // 60} min"
+        return f"{s // 3600} h" + (f" {s % 3600 // 60} min" if s % 3600 >= 60 else "")
     return f"{s // 86400} d {s % 86400 // 3600} h"
 
 
