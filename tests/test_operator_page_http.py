@@ -16,6 +16,8 @@ import httpx
 import pytest
 from a2wsgi import ASGIMiddleware
 from flask import Flask
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from starlette.requests import Request
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
@@ -23,7 +25,7 @@ import posync
 from posync.demo.models import Order, pos_registry
 from posync.demo.outlet import prepare_database
 from posync.errors import ConfigurationError
-from posync.http.page import operator_page
+from posync.http.page import operator_page, views
 from posync.photos import PhotoSettings, build_photo_sync
 from posync.stores import FileStore
 from posync.testing import serve_in_thread
@@ -332,3 +334,25 @@ def test_a_form_served_by_one_worker_process_posts_to_another(sqlite_url: str, t
                 process.wait()
         for log in logs:
             log.close()
+
+
+FIELD_VALUES = st.one_of(st.none(), st.integers(), st.text(max_size=8), st.booleans())
+RECORDS = st.dictionaries(st.sampled_from(["id", "name", "price", "sku", "note"]), FIELD_VALUES, max_size=5)
+
+
+@settings(deadline=None)  # a pure function; the machine may be busy
+@given(local=RECORDS, remote=RECORDS, data=st.data())
+def test_a_merge_takes_each_field_from_the_side_picked_and_keeps_what_both_agree_on(
+        local: dict[str, Any], remote: dict[str, Any], data: st.DataObject) -> None:
+    rows = views.conflict_rows(local, remote)
+    assert [r.name for r in rows] == list(dict.fromkeys([*local, *remote]))
+    assert {r.name for r in rows if not r.differs} == {k for k in local if k in remote and local[k] == remote[k]}
+    picks = {r.name: data.draw(st.sampled_from(["local", "remote"])) for r in rows if r.differs}
+    merged = views.merged_record(local, remote, picks)
+    for row in rows:
+        side = local if picks.get(row.name, "local") == "local" else remote
+        if row.name in side:
+            assert merged[row.name] == side[row.name]
+        else:
+            assert row.name not in merged
+    assert views.merged_record(local, remote, {}) == local  # nothing picked: the local record as it is
