@@ -90,6 +90,8 @@ def test_the_page_is_locked_by_default_and_refuses_a_caller_the_host_did_not_adm
     _untouched(work)
     with pytest.raises(ConfigurationError):
         operator_page(work.outlet.sync, authorize=lambda r: True, allow_anonymous=True)
+    with pytest.raises(ConfigurationError):
+        operator_page(work.outlet.sync, allow_anonymous=True, csrf_secret="short")
 
 
 def test_every_post_needs_the_csrf_pair_and_a_refused_post_changes_nothing(work: Work) -> None:

@@ -86,6 +86,8 @@ def operator_page(sync: Posync | Callable[[], Posync], authorize: Authorize | No
     outlet = LazyPosync(sync)
     env = _environment()
     given_key = csrf_secret.encode() if isinstance(csrf_secret, str) else csrf_secret
+    if given_key is not None and len(given_key) < 16:
+        raise ConfigurationError("operator_page: csrf_secret must be at least 16 bytes")
     tokens: list[CsrfTokens] = []
 
     def csrf() -> CsrfTokens:
@@ -101,6 +103,8 @@ def operator_page(sync: Posync | Callable[[], Posync], authorize: Authorize | No
         if forms:
             with contextlib.suppress(PosyncError):  # posync not started yet: the page says so, no forms
                 token = cookie if csrf().valid(cookie) else csrf().issue()
+        if context.get("notice"):  # a notice comes back in the redirect's query: keep it short
+            context["notice"] = str(context["notice"])[:300]
         html = env.get_template(template).render(base=base, csrf_field=FIELD, csrf_token=token, **context)
         response = HTMLResponse(html, status_code=http_status, headers=SECURITY_HEADERS)
         if token is not None and token != cookie:
