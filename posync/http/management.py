@@ -13,9 +13,7 @@ for hosts that build it later (a FastAPI lifespan) than they mount the router. E
 
 from __future__ import annotations
 
-import inspect
 import json
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -27,14 +25,12 @@ from starlette.routing import Route
 
 from posync.app import Posync
 from posync.errors import ClosedError, ConfigurationError, ConflictStateError, NotFoundError, PosyncError
+from posync.http.guard import Authorize, Guard, LazyPosync
 from posync.models.enums import ItemStatus
 
 __all__ = ["management_app"]
 
-log = logging.getLogger("posync.http")
-
 Handler = Callable[[Request], Awaitable[Response]]
-Authorize = Callable[[Request], bool | Awaitable[bool]]
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
@@ -57,38 +53,16 @@ def _flag(request: Request, name: str) -> bool:
     return raw in ("1", "true", "yes")
 
 
-async def _allowed(authorize: Authorize, request: Request) -> bool:
-    try:
-        verdict = authorize(request)
-        if inspect.isawaitable(verdict):
-            verdict = await verdict
-    except Exception:  # the host's check failed: refuse, and say so in the host's log
-        log.exception("management: authorize raised; the request is refused")
-        return False
-    return verdict is True
-
-
 def management_app(sync: Posync | Callable[[], Posync], authorize: Authorize | None = None, *,
                    allow_anonymous: bool = False) -> Starlette:
-    if authorize is not None and allow_anonymous:
-        raise ConfigurationError("management_app: give authorize or allow_anonymous=True, not both")
-    resolved: list[Posync] = []
-
-    def outlet() -> Posync:
-        if not resolved:
-            built = sync if isinstance(sync, Posync) else sync()
-            if not isinstance(built, Posync):  # the host's lifespan has not built it yet
-                raise PosyncError("posync is not started yet")
-            resolved.append(built)
-        return resolved[0]
+    guard = Guard("management", authorize, allow_anonymous)
+    outlet = LazyPosync(sync)
 
     def guarded(fn: Callable[[Request], Any]) -> Handler:
         async def endpoint(request: Request) -> Response:
-            if authorize is None and not allow_anonymous:
-                return _error(401, "UNAUTHORIZED", "management is locked: the host gives authorize= "
-                                                   "(or allow_anonymous=True for a demo)")
-            if authorize is not None and not await _allowed(authorize, request):
-                return _error(403, "FORBIDDEN", "management needs an administrator")
+            refusal = await guard.refusal(request)
+            if refusal is not None:
+                return _error(refusal.status, refusal.code, refusal.message)
             try:
                 answer = await fn(request)
                 return answer if isinstance(answer, Response) else JSONResponse(answer)

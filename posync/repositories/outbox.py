@@ -252,10 +252,14 @@ class OutboxRepository:
         return conn.execute(sa.select(T).where(T.c.id == item_id)).mappings().first()
 
     def find(self, conn: Connection, statuses: Sequence[ItemStatus] | None, limit: int,
-             offset: int = 0) -> list[RowMapping]:
+             offset: int = 0, *, resource: str | None = None, entity_id: str | None = None) -> list[RowMapping]:
         stmt = sa.select(T).order_by(T.c.id).limit(limit).offset(offset)
         if statuses:
             stmt = stmt.where(T.c.status.in_([s.value for s in statuses]))
+        if resource is not None:
+            stmt = stmt.where(T.c.resource == resource)
+        if entity_id is not None:
+            stmt = stmt.where(T.c.entity_id == entity_id)
         return list(conn.execute(stmt).mappings())
 
     def entity_ids(self, conn: Connection, resource: str, statuses: Sequence[str]) -> set[str]:

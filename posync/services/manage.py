@@ -106,9 +106,11 @@ class SyncManager:
                 break
         return removed
 
-    def queue(self, status: ItemStatus | None = None, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+    def queue(self, status: ItemStatus | None = None, limit: int = 100, offset: int = 0, *,
+              resource: str | None = None, entity_id: str | None = None) -> list[dict[str, Any]]:
         with self._engine.connect() as conn:
-            return [_row(r) for r in self._outbox.find(conn, [status] if status else None, limit, offset)]
+            return [_row(r) for r in self._outbox.find(conn, [status] if status else None, limit, offset,
+                                                       resource=resource, entity_id=entity_id)]
 
     def logs(self, limit: int = 100, kind: str | None = None) -> list[dict[str, Any]]:
         with self._engine.connect() as conn:
@@ -126,6 +128,19 @@ class SyncManager:
                         row["local_op"], row["local_data"] = now
                 out.append(_row(row))
             return out
+
+    def conflict(self, conflict_id: int) -> dict[str, Any]:
+        """One conflict, open or resolved; an open one shows the local side as it is now."""
+        with self._engine.connect() as conn:
+            record = self._conflicts.get(conn, conflict_id)
+            if record is None:
+                raise NotFoundError("conflict", conflict_id)
+            row = dict(record)
+            if row["status"] == ConflictStatus.OPEN:
+                now = self._handler.local_now(conn, row["resource"], row["entity_id"])
+                if now is not None:
+                    row["local_op"], row["local_data"] = now
+            return _row(row)
 
     def resolve(self, conflict_id: int, choice: str | dict[str, Any]) -> None:
         with self._transaction() as conn:
