@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import posync
@@ -29,7 +29,7 @@ from posync.models.log import SyncLogEntry
 from posync.repositories import LogRepository
 from posync.repositories.logs import CycleWindow
 from posync.services import manage
-from posync.services.status import HealthRules, assess, window_rates
+from posync.services.status import CycleOutcome, HealthRules, assess, window_rates
 from posync.testing import ReferenceHO, Rejection, ServerHandle, serve_in_thread
 from tests.support import API_KEY, UNREACHABLE, Outlet, make_outlet
 
@@ -292,6 +292,39 @@ def test_retention_is_a_setting_with_a_default_and_bad_values_are_refused() -> N
         posync.PosyncSettings(api_key=API_KEY, log_retention_days=0)
     with pytest.raises(posync.ConfigurationError, match="health_max_failure_rate"):
         posync.PosyncSettings(api_key=API_KEY, health_max_failure_rate=1.5)
+
+
+# -- the window over recorded cycles ---------------------------------------------------------------------------
+
+cycles_recorded = st.lists(st.tuples(st.integers(0, 2 * 3600), st.booleans(), st.floats(0, 5)), max_size=12)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(recorded=cycles_recorded)
+def test_the_window_s_figures_are_those_of_the_cycles_recorded_in_it(outlet: Outlet, clock: list[float],
+                                                                      recorded: list[tuple[int, bool, float]]) -> None:
+    with outlet.engine.begin() as conn:  # one outlet for every example: each starts from no cycles
+        conn.execute(sa.text("DELETE FROM posync_sync_log WHERE kind IN ('cycle', 'cycle_failed')"))
+    now = clock[0]
+    for ago, failed, seconds in recorded:
+        clock[0] = now - ago
+        outlet.sync.manager.record_cycle(online=not failed, last_error="HO away" if failed else None,
+                                         auth_error=None, cycle=CycleOutcome("HO away" if failed else None, seconds))
+    clock[0] = now
+    status = outlet.sync.status()
+    inside = [(failed, seconds) for ago, failed, seconds in recorded if ago < 3600]
+    assert status.cycles == len(inside)
+    if inside:
+        assert status.failure_rate == pytest.approx(sum(f for f, _ in inside) / len(inside))
+        assert status.success_rate == pytest.approx(1 - status.failure_rate)
+        assert status.avg_duration_seconds == pytest.approx(sum(s for _, s in inside) / len(inside), abs=1e-3)
+        assert (status.failure_rate > 0.1) == any("sync cycles failed" in r for r in status.reasons)
+    else:
+        assert status.success_rate is status.failure_rate is status.avg_duration_seconds is None
+    completed = [ago for ago, failed, _ in recorded if not failed]
+    if completed:
+        assert status.last_success_at == at(now - min(completed))
+    assert status.healthy == (status.reasons == [])
 
 
 # -- the verdict, as a pure function -------------------------------------------------------------------------
