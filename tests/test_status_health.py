@@ -223,6 +223,22 @@ def test_every_worker_the_api_and_the_http_router_give_the_same_status(db_url: s
         syncer.close()
 
 
+class PhotoStatus:
+    """What status reads of a ``posync.photos.PhotoSync``: its ``status()``."""
+
+    def status(self) -> dict[str, Any]:
+        return {"photos": {"synced": 3, "failed": 1}, "last_incremental_at": "2026-12-07T10:17:00+00:00",
+                "last_full_at": "2026-12-07T04:00:00+00:00", "last_pass": {"bytes": 2048, "failed": 1}}
+
+
+def test_the_last_photo_pass_is_the_later_of_the_incremental_and_the_full(outlet: Outlet) -> None:
+    assert outlet.sync.status().last_photo_pass_at is None and outlet.sync.status().photos is None
+    outlet.sync.manager.photos = PhotoStatus()
+    status = outlet.sync.status()
+    assert status.last_photo_pass_at == datetime(2026, 12, 7, 10, 17, tzinfo=UTC)
+    assert status.photos is not None and status.photos["photos"] == {"synced": 3, "failed": 1}
+
+
 def test_next_runs_name_posync_s_jobs_while_its_scheduler_runs(db_url: str, ho: HO) -> None:
     o = make_outlet(db_url, ho.url, push_on_commit=False, single_syncer=False, sync_interval_seconds=3600)
     try:
