@@ -19,7 +19,7 @@ from posync.http import management_app
 from posync.testing import ReferenceHO, Rejection, serve_in_thread
 from tests.support import API_KEY, Outlet, make_outlet
 
-ROUTES = [("GET", "/status"), ("POST", "/trigger"), ("GET", "/logs"), ("GET", "/queue"),
+ROUTES = [("GET", "/status"), ("GET", "/metrics"), ("POST", "/trigger"), ("GET", "/logs"), ("GET", "/queue"),
           ("POST", "/retry/{dead}"), ("POST", "/retry"), ("GET", "/conflicts"), ("POST", "/checkpoints/reset"),
           ("POST", "/reconcile"), ("POST", "/resolve/{conflict}")]
 

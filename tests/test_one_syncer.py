@@ -255,5 +255,11 @@ def test_status_is_the_outlets_whichever_worker_answers(db_url: str, ho: tuple[R
         up = fleet.statuses()
         assert [(s["online"], s["last_error"]) for s in up] == [(True, None)] * WORKERS
         assert len({s["last_cycle_at"] for s in up}) == 1
+        # seed 003's metrics and the verdict too: from the cycles the syncer recorded in the database
+        shared = {(s["cycles"], s["success_rate"], s["failure_rate"], s["avg_duration_seconds"], s["last_success_at"],
+                   s["last_pull_at"], s["healthy"], tuple(s["reasons"])) for s in up}
+        assert len(shared) == 1
+        assert up[0]["cycles"] >= 2 and 0 < up[0]["failure_rate"] < 1
+        assert up[0]["last_success_at"] == up[0]["last_cycle_at"]
     finally:
         fleet.close()

@@ -250,7 +250,8 @@ class Posync:
         return self.manager.status(check_ho=check_ho)
 
     def _next_runs(self) -> dict[str, Any]:
-        return self._scheduler.next_runs() if self._scheduler is not None else {}
+        # a worker that is not the outlet's syncer runs none of the jobs: nothing to tell
+        return self._scheduler.next_runs() if self._scheduler is not None and self._scheduler.syncer else {}
 
     def _record_cycle(self, worker: SyncWorker, report: CycleReport | None) -> None:
         """The syncer's state after a run and, after a cycle, its record (what status's metrics count)."""

@@ -1,6 +1,6 @@
 """Seed 003's management endpoints as a Starlette app the host mounts (FastAPI: ``app.mount``):
 
-    GET  /status[?check_ho=1]    POST /trigger    GET /logs    GET /queue
+    GET  /status[?check_ho=1]    POST /trigger    GET /logs    GET /queue    GET /metrics (Prometheus)
     POST /retry/{id}    POST /retry (all dead)    GET /conflicts    POST /resolve/{id}
     POST /checkpoints/reset[?resource=]    POST /reconcile[?resource=&force=1]
 
@@ -26,6 +26,7 @@ from starlette.routing import Route
 from posync.app import Posync
 from posync.errors import ClosedError, ConfigurationError, ConflictStateError, NotFoundError, PosyncError
 from posync.http.guard import Authorize, Guard, LazyPosync
+from posync.http.metrics import metrics_registry, render
 from posync.models.enums import ItemStatus
 
 __all__ = ["management_app"]
@@ -85,6 +86,20 @@ def management_app(sync: Posync | Callable[[], Posync], authorize: Authorize | N
         check_ho = _flag(request, "check_ho")
         return (await run_in_threadpool(lambda: outlet().status(check_ho=check_ho))).as_dict()
 
+    registries: list[Any] = []  # this router's own CollectorRegistry, built at the first scrape
+
+    def scrape() -> tuple[bytes, str]:
+        if not registries:
+            registries.append(metrics_registry(outlet))
+        return render(registries[0])
+
+    async def metrics(request: Request) -> Any:
+        try:
+            body, content_type = await run_in_threadpool(scrape)
+        except ConfigurationError as exc:  # prometheus_client is not installed
+            return _error(501, "NOT_IMPLEMENTED", str(exc))
+        return Response(body, media_type=content_type)
+
     async def trigger(request: Request) -> Any:
         report = await run_in_threadpool(outlet().sync_here_or_ask)
         if report is None:  # another worker process is the outlet's syncer: it was asked, and runs one soon
@@ -139,6 +154,7 @@ def management_app(sync: Posync | Callable[[], Posync], authorize: Authorize | N
 
     return Starlette(routes=[
         Route("/status", guarded(status), methods=["GET"]),
+        Route("/metrics", guarded(metrics), methods=["GET"]),
         Route("/trigger", guarded(trigger), methods=["POST"]),
         Route("/logs", guarded(logs), methods=["GET"]),
         Route("/queue", guarded(queue), methods=["GET"]),

@@ -36,8 +36,10 @@ from posync.services.status import (
 
 __all__ = ["CycleState", "StatusReport", "SyncManager"]
 
-RETENTION_CHUNK = 500  # sync log rows removed per transaction: a till's write never waits long behind one
+RETENTION_CHUNK = 500  # sync log rows folded or removed per transaction: a till's write never waits long
 RETENTION_MAX_CHUNKS = 2000  # per housekeeping run; a bigger backlog goes on at the next run
+# rows younger than this are not folded yet: a write transaction still open then may hold a lower id
+SETTLE_SECONDS = 600.0
 
 
 def _row(row: Mapping[str, Any] | RowMapping) -> dict[str, Any]:
@@ -93,18 +95,23 @@ class SyncManager:
         self.outlet_status.record_cycle(online=online, last_error=last_error, auth_error=auth_error, cycle=cycle)
 
     def purge_logs(self, older_than_days: float) -> int:
-        """Remove sync log rows older than ``older_than_days`` (their counts stay in the totals), a chunk
-        per transaction. Returns how many were removed."""
-        before = datetime.fromtimestamp(self._clock(), UTC) - timedelta(days=older_than_days)
-        removed = 0
+        """Fold the sync log's settled rows into the metrics' totals, then remove rows older than
+        ``older_than_days`` (their counts stay in the totals); a chunk per transaction. Returns how many
+        rows were removed."""
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        self._in_chunks(lambda conn: self._logs.fold(conn, RETENTION_CHUNK, now - timedelta(seconds=SETTLE_SECONDS)))
+        before = now - timedelta(days=older_than_days)
+        return self._in_chunks(lambda conn: self._logs.delete_folded(conn, before, RETENTION_CHUNK))
+
+    def _in_chunks(self, step: Callable[[Connection], int]) -> int:
+        done = 0
         for _ in range(RETENTION_MAX_CHUNKS):
             with self._transaction() as conn:
-                done = self._logs.fold_and_delete(conn, before, RETENTION_CHUNK,
-                                                  datetime.fromtimestamp(self._clock(), UTC))
-            removed += done
-            if done < RETENTION_CHUNK:
+                n = step(conn)
+            done += n
+            if n < RETENTION_CHUNK:
                 break
-        return removed
+        return done
 
     def queue(self, status: ItemStatus | None = None, limit: int = 100, offset: int = 0, *,
               resource: str | None = None, entity_id: str | None = None) -> list[dict[str, Any]]:

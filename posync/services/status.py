@@ -193,15 +193,17 @@ def assess(rules: HealthRules, *, now: datetime, window: CycleWindow, last_succe
 def probe_ho(client: HOClient) -> dict[str, Any]:
     """A live call to HO's version endpoint (bounded by the client's request timeout)."""
     started = time.perf_counter()
-    reachable, auth_ok, error = True, True, None
+    reachable: bool = True
+    auth_ok: bool | None = True
+    error: str | None = None
     try:
         client.version()
     except AuthenticationError as exc:
         auth_ok, error = False, str(exc)
     except (ProtocolError, HOErrorResponse) as exc:  # HO answered, with something posync cannot use
-        auth_ok, error = None, str(exc)  # type: ignore[assignment]
+        auth_ok, error = None, str(exc)
     except PosyncError as exc:  # unreachable, timed out, 5xx/429, or the client is closed
-        reachable, auth_ok, error = False, None, str(exc) or type(exc).__name__  # type: ignore[assignment]
+        reachable, auth_ok, error = False, None, str(exc) or type(exc).__name__
     latency = round((time.perf_counter() - started) * 1000, 1)
     return {"reachable": reachable, "auth_ok": auth_ok, "error": error, "latency_ms": latency if reachable else None}
 

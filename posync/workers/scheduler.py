@@ -96,8 +96,9 @@ class EmbeddedScheduler:
 
     def next_runs(self) -> dict[str, datetime | None]:
         """posync's jobs here (not the lease's renewal) and when each runs next, by name without "posync-"."""
-        return {job.id.removeprefix("posync-"): job.next_run_time for job in self._scheduler.get_jobs()
-                if job.id.startswith("posync-") and job.id != LEASE_ID}
+        # a job of a scheduler not started yet has no next_run_time
+        return {job.id.removeprefix("posync-"): getattr(job, "next_run_time", None)
+                for job in self._scheduler.get_jobs() if job.id.startswith("posync-") and job.id != LEASE_ID}
 
     @property
     def running(self) -> bool:
