@@ -166,6 +166,39 @@ def test_ho_down_is_exit_3_for_status_sync_and_trigger(outlet: Outlet) -> None:
     assert "unreachable" in outlet.run("status").out
 
 
+@pytest.mark.parametrize("fault", [{"error_rate": 1.0, "error_status": 503},
+                                   {"burst": {"status": 429, "count": 50, "retry_after": 0}}], ids=["503", "429"])
+def test_ho_failing_the_push_is_exit_3_though_it_answers_a_check_at_once(outlet: Outlet,
+                                                                         monkeypatch: pytest.MonkeyPatch,
+                                                                         fault: dict[str, Any]) -> None:
+    """HO answers its version endpoint but fails the push: the cycle failed because HO was unavailable,
+    which its error says (a live check afterwards would find HO up and call it a posync error, 1)."""
+    monkeypatch.setenv("POSYNC_MAX_RETRIES", "0")  # one answer is enough to judge
+    outlet.sell(51000)
+    outlet.ho.faults.update(paths=["/api/v1/sync/push/"], **fault)
+    done = outlet.run("sync", "--json")
+    assert done.code == 3, done.out + done.err
+    result = done.json()
+    assert result["error_kind"] == "unavailable" and result["error"] and result["pushed"] == 0
+    assert outlet.ho.records("orders") == {}
+    outlet.ho.faults.reset()
+    assert outlet.run("trigger", "--json").code == 0 and "o1" in outlet.ho.records("orders")
+
+
+def test_logs_go_to_stderr_so_the_json_on_stdout_parses(outlet: Outlet) -> None:
+    """Run as a command, posync logs on stderr (``posync: <message>``, warnings; ``-v``: INFO too)."""
+    outlet.sell(51000)
+    quiet = outlet.run("sync", "--json")
+    assert quiet.code == 0 and quiet.json()["pushed"] == 1 and quiet.err == "", quiet.err
+    verbose = outlet.run("-v", "sync", "--json")
+    assert verbose.code == 0 and verbose.json()["error"] is None
+    assert "posync: httpx: HTTP Request: " in verbose.err, verbose.err
+    outlet.server.stop()
+    down = outlet.run("sync", "--json")
+    assert down.code == 3 and down.json()["error_kind"] == "unavailable"
+    assert down.err.startswith("posync: head office unreachable"), down.err
+
+
 def test_a_wrong_api_key_is_exit_4_and_status_says_so(outlet: Outlet, monkeypatch: pytest.MonkeyPatch) -> None:
     outlet.sell(51000)
     monkeypatch.setenv("CLI_TEST_KEY", "not-the-key-0123456789")
