@@ -269,13 +269,18 @@ def test_sync_asks_the_outlets_syncer_when_another_process_holds_the_lease(outle
         pos.close()
 
 
-def test_the_demo_ends_with_the_status_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_demo_shows_the_outage_unhealthy_and_ends_healthy(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as ended:
         main(["demo", "--data-dir", str(tmp_path)])
     assert ended.value.code == 0
     out = capsys.readouterr().out
-    tail = out[out.index("-- 6."):]
-    assert "posync status" in tail and "healthy" in tail and "head office" in tail and "reachable" in tail
+    outage, tail = out[out.index("-- 1."):out.index("-- 2.")], out[out.index("-- 6."):]
+    rows = [line.split() for line in outage.splitlines()]
+    assert ["healthy", "NO"] in rows and "reason" in outage and "head office unreachable" in outage, outage
+    assert "posync status" in tail and "head office" in tail and "reachable" in tail
+    assert ["healthy", "yes"] in [line.split() for line in tail.splitlines()], tail  # thresholds unchanged
+    assert "1 of 1" in outage and "failed attempt is now 1 of" in tail
 
 
 _values = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=200),

@@ -61,7 +61,7 @@ def demo(data_dir: Path = typer.Option(None, help="where to keep the demo databa
 
     with _bar(sys.stdout.isatty()) as progress:  # the photos' progress bar, on a terminal
         figures = run_demo(data_dir, progress=progress, show_status=manage.show_status)
-    if not figures.get("converged") or figures.get("open_conflicts"):
+    if not figures.get("converged") or figures.get("open_conflicts") or not figures.get("healthy"):
         raise typer.Exit(1)
 
 
