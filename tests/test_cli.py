@@ -181,6 +181,8 @@ def test_ho_failing_the_push_is_exit_3_though_it_answers_a_check_at_once(outlet:
     result = done.json()
     assert result["error_kind"] == "unavailable" and result["error"] and result["pushed"] == 0
     assert outlet.ho.records("orders") == {}
+    table = outlet.run("sync")
+    assert table.code == 3 and "HO unavailable" in table.out, table.out
     outlet.ho.faults.reset()
     assert outlet.run("trigger", "--json").code == 0 and "o1" in outlet.ho.records("orders")
 

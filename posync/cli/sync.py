@@ -177,8 +177,9 @@ def _show(result: dict[str, Any]) -> None:
         if result[key] is not None:
             rows.append((key, result[key]))
     rows += [(f"failed: {resource}", error) for resource, error in result["failed"].items()]
-    if result["error"]:
-        rows.append(("error", result["error"]))
+    if result["error"]:  # named by its kind when the cycle knows it
+        kind = {"unavailable": "HO unavailable", "auth": "credentials refused"}.get(result["error_kind"] or "")
+        rows.append((kind or "error", result["error"]))
     if result["seconds"] is not None:
         rows.append(("took", f"{result['seconds']:.2f}s"))
     print_fields(rows, title="posync sync")
