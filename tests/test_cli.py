@@ -166,6 +166,41 @@ def test_ho_down_is_exit_3_for_status_sync_and_trigger(outlet: Outlet) -> None:
     assert "unreachable" in outlet.run("status").out
 
 
+@pytest.mark.parametrize("fault", [{"error_rate": 1.0, "error_status": 503},
+                                   {"burst": {"status": 429, "count": 50, "retry_after": 0}}], ids=["503", "429"])
+def test_ho_failing_the_push_is_exit_3_though_it_answers_a_check_at_once(outlet: Outlet,
+                                                                         monkeypatch: pytest.MonkeyPatch,
+                                                                         fault: dict[str, Any]) -> None:
+    """HO answers its version endpoint but fails the push: the cycle failed because HO was unavailable,
+    which its error says (a live check afterwards would find HO up and call it a posync error, 1)."""
+    monkeypatch.setenv("POSYNC_MAX_RETRIES", "0")  # one answer is enough to judge
+    outlet.sell(51000)
+    outlet.ho.faults.update(paths=["/api/v1/sync/push/"], **fault)
+    done = outlet.run("sync", "--json")
+    assert done.code == 3, done.out + done.err
+    result = done.json()
+    assert result["error_kind"] == "unavailable" and result["error"] and result["pushed"] == 0
+    assert outlet.ho.records("orders") == {}
+    table = outlet.run("sync")
+    assert table.code == 3 and "HO unavailable" in table.out, table.out
+    outlet.ho.faults.reset()
+    assert outlet.run("trigger", "--json").code == 0 and "o1" in outlet.ho.records("orders")
+
+
+def test_logs_go_to_stderr_so_the_json_on_stdout_parses(outlet: Outlet) -> None:
+    """Run as a command, posync logs on stderr (``posync: <message>``, warnings; ``-v``: INFO too)."""
+    outlet.sell(51000)
+    quiet = outlet.run("sync", "--json")
+    assert quiet.code == 0 and quiet.json()["pushed"] == 1 and quiet.err == "", quiet.err
+    verbose = outlet.run("-v", "sync", "--json")
+    assert verbose.code == 0 and verbose.json()["error"] is None
+    assert "posync: httpx: HTTP Request: " in verbose.err, verbose.err
+    outlet.server.stop()
+    down = outlet.run("sync", "--json")
+    assert down.code == 3 and down.json()["error_kind"] == "unavailable"
+    assert down.err.startswith("posync: head office unreachable"), down.err
+
+
 def test_a_wrong_api_key_is_exit_4_and_status_says_so(outlet: Outlet, monkeypatch: pytest.MonkeyPatch) -> None:
     outlet.sell(51000)
     monkeypatch.setenv("CLI_TEST_KEY", "not-the-key-0123456789")
@@ -236,13 +271,18 @@ def test_sync_asks_the_outlets_syncer_when_another_process_holds_the_lease(outle
         pos.close()
 
 
-def test_the_demo_ends_with_the_status_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_demo_shows_the_outage_unhealthy_and_ends_healthy(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as ended:
         main(["demo", "--data-dir", str(tmp_path)])
     assert ended.value.code == 0
     out = capsys.readouterr().out
-    tail = out[out.index("-- 6."):]
-    assert "posync status" in tail and "healthy" in tail and "head office" in tail and "reachable" in tail
+    outage, tail = out[out.index("-- 1."):out.index("-- 2.")], out[out.index("-- 6."):]
+    rows = [line.split() for line in outage.splitlines()]
+    assert ["healthy", "NO"] in rows and "reason" in outage and "head office unreachable" in outage, outage
+    assert "posync status" in tail and "head office" in tail and "reachable" in tail
+    assert ["healthy", "yes"] in [line.split() for line in tail.splitlines()], tail  # thresholds unchanged
+    assert "1 of 1" in outage and "failed attempt is now 1 of" in tail
 
 
 _values = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=200),

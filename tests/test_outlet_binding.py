@@ -4,6 +4,7 @@ process, until the host re-binds on purpose. Workers starting together bind once
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -126,9 +127,13 @@ def test_the_cli_rebinds_only_when_told_to(db_url: str, tmp_path: Path) -> None:
         refused = cli()
         assert refused.returncode != 0 and "--yes" in refused.stderr
         assert _bound(engine) == [("outlet-1", "c-1", "s-1", "http://127.0.0.1:9")]
-        done = cli("--yes")
+        done = cli("--yes", "--json")
         assert done.returncode == 0, done.stderr
-        assert '"outlet_id": "outlet-9"' in done.stdout
+        assert json.loads(done.stdout)["now"]["outlet_id"] == "outlet-9"
         assert _bound(engine) == [("outlet-9", "c-1", "s-1", "http://127.0.0.1:9")]
+        table = cli("--yes")  # by default a short table: a line per field, before and now
+        lines = [line.split() for line in table.stdout.splitlines() if line.strip()]
+        assert table.returncode == 0 and len(lines) <= 8, table.stdout
+        assert ["outlet_id", "outlet-9", "outlet-9"] in lines, table.stdout
     finally:
         engine.dispose()

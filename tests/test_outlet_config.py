@@ -208,13 +208,13 @@ def test_the_cli_shows_the_config_with_its_secrets_masked(db_url: str, engine: s
                 "sync_enabled=false", key=old, stdin=PASSWORD + "\n")
     assert done.returncode == 0, done.stderr
     assert PASSWORD not in done.stdout + done.stderr
-    shown = _cli(db_url, "show", key=old)
+    shown = _cli(db_url, "show", "--json", key=old)
     assert shown.returncode == 0, shown.stderr
     config = json.loads(shown.stdout)
     assert config["credentials"] == {"password": "********", "username": "********"}
     assert config["outlet_id"] == "o-table" and config["sync_enabled"] is False
     assert PASSWORD not in shown.stdout + shown.stderr and "cashier" not in shown.stdout
-    assert json.loads(_cli(db_url, "show").stdout)["credentials"] == "********"  # without the key
+    assert json.loads(_cli(db_url, "show", "--json").stdout)["credentials"] == "********"  # without the key
 
     refused = _cli(db_url, "show", key=new)  # a wrong key: exit 2, the typed error's message
     assert refused.returncode == 2
@@ -222,13 +222,42 @@ def test_the_cli_shows_the_config_with_its_secrets_masked(db_url: str, engine: s
     assert new not in refused.stderr and PASSWORD not in refused.stderr
 
     (tmp_path / "new.key").write_text(new + "\n")
-    rotated = _cli(db_url, "rotate-key", "--new-key-file", str(tmp_path / "new.key"), key=old)
+    rotated = _cli(db_url, "rotate-key", "--new-key-file", str(tmp_path / "new.key"), "--json", key=old)
     assert rotated.returncode == 0 and json.loads(rotated.stdout) == {"rotated": True}, rotated.stderr
     assert new not in rotated.stdout + rotated.stderr
     assert _cli(db_url, "show", key=new).returncode == 0
     assert _cli(db_url, "show", key=old).returncode == 2
     loaded = posync.settings_from_outlet(engine, config_key=ConfigKey([new]))
     assert loaded.password is not None and loaded.password.get_secret_value() == PASSWORD
+
+
+def test_the_cli_prints_short_tables_by_default_with_the_secrets_masked(
+        db_url: str, engine: sa.Engine, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """In this process (``posync.cli.main``): set, show and rotate-key print lines for people; a wrong key
+    is still exit 2."""
+    from posync.cli import main
+
+    old, new = _new_key(), _new_key()
+
+    def cli(*args: str, key: str) -> tuple[int, str, str]:
+        monkeypatch.setenv("POSYNC_CONFIG_KEY", key)
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as ended:
+            main(["config", *args, "--url", db_url])
+        out = capsys.readouterr()
+        return int(ended.value.code or 0), out.out, out.err
+
+    code, out, _ = cli("set", *(f"{k}={v}" for k, v in IDENTITY.items()), f"api_key={SECRET}", key=old)
+    assert code == 0 and out.strip() == "stored: api_key, company_id, ho_url, outlet_id, store_id", out
+    code, out, err = cli("show", key=old)
+    lines = [line.split() for line in out.splitlines() if line.strip()]
+    assert code == 0 and 3 <= len(lines) <= 15, out  # a title and one line per field (indented JSON was more)
+    assert ["outlet_id", "o-table"] in lines and ["credentials", "api", "key", "********"] in lines, out
+    assert SECRET not in out + err and "{" not in out
+    code, out, err = cli("show", key=new)
+    assert code == 2 and "cannot decrypt" in err and new not in out + err
+    code, out, _ = cli("rotate-key", key=f"{new},{old}")
+    assert code == 0 and out.strip() == "credentials re-encrypted under the new key", out
 
 
 class CountingHO(httpx.BaseTransport):

@@ -384,14 +384,14 @@ def test_cli_sync_prints_its_report_with_the_refused_photos(tmp_path: Path) -> N
                                   timeout=120, env=env, cwd=ROOT)
 
         for api in ("v1", "legacy"):
-            done = run("--api", api, "sync", "--no-progress", "--full")
+            done = run("--api", api, "sync", "--no-progress", "--full", "--json")
             assert done.returncode == 1, done.stderr
             summary = json.loads(done.stdout[done.stdout.index("{"):])
             assert summary["ok"] is False and summary["failed"] == 2
             assert summary["synced"] == (4 if api == "v1" else 0)
             assert {f["photo_id"]: f["reason"] for f in summary["failures"]} == {
                 ids[1]: "unsafe_key", ids[2]: "invalid: checksum"}
-        status = json.loads(run("status").stdout)
+        status = json.loads(run("status", "--json").stdout)
         assert status["photos"]["failed"] == 2 and status["photos"]["synced"] == 4
         assert {f["photo_id"] for f in status["failures"]} == {ids[1], ids[2]}
         assert not (tmp_path.parent / "etc").exists()

@@ -45,23 +45,23 @@ def test_sync_exits_1_while_any_listed_photo_is_not_synced_even_in_backoff(photo
         photo_ho.put_photo(f"p{n}", os.urandom(3000))
     photo_ho.put_photo("elsewhere", os.urandom(3000))  # a product this outlet does not carry
 
-    done = run("sync", "--no-progress")
+    done = run("sync", "--no-progress", "--json")
     assert done.returncode == 0, done.stdout + done.stderr  # a photo waiting for its product is not a failure
 
     photo_ho.put_photo("p9", os.urandom(3000))
     photo_ho.byte_faults.update(error_rate=1.0)
-    failed = run("sync", "--no-progress")
+    failed = run("sync", "--no-progress", "--json")
     assert failed.returncode == 1 and summary(failed)["failed"] == 1
     photo_ho.byte_faults.reset()
 
-    waiting = run("sync", "--no-progress")  # p9's retry is not due yet: this pass does not touch it
+    waiting = run("sync", "--no-progress", "--json")  # p9's retry is not due yet: this pass does not touch it
     assert waiting.returncode == 1, waiting.stdout + waiting.stderr
     report = summary(waiting)
     assert report["failed"] == 0 and report["unsynced"] == 1
     assert report["states"] == {"synced": 4, "pending": 0, "syncing": 0, "failed": 1, "waiting_product": 1}
     assert "not synced: 1 failed (waiting for their retry)" in waiting.stderr
 
-    full = run("sync", "--full", "--no-progress")  # a full pass retries failed photos at once
+    full = run("sync", "--full", "--no-progress", "--json")  # a full pass retries failed photos at once
     assert full.returncode == 0, full.stdout + full.stderr
     assert summary(full)["states"]["synced"] == 5 and summary(done)["states"]["waiting_product"] == 1
 
@@ -76,15 +76,15 @@ def test_reconcile_exit_codes(photo_ho: PhotoHO, tmp_path: Path) -> None:
     assert run("sync", "--no-progress").returncode == 0
     (tmp_path / "s" / "products" / "p9").mkdir(parents=True)
     (tmp_path / "s" / "products" / "p9" / "orphan.jpg").write_bytes(b"orphan")
-    dry = run("reconcile")
+    dry = run("reconcile", "--json")
     assert dry.returncode == 0 and summary(dry)["fix_would"]["remove"] == 1  # a check: 0 whatever it found
     assert (tmp_path / "s" / "products" / "p9" / "orphan.jpg").exists()
     photo_ho.faults.update(error_rate=1.0, error_status=503)
-    blind = run("reconcile", "--fix")
+    blind = run("reconcile", "--fix", "--json")
     assert blind.returncode == 1 and summary(blind)["listing_error"]  # HO's listing unknown: nothing removed
     assert (tmp_path / "s" / "products" / "p9" / "orphan.jpg").exists()
     photo_ho.faults.update(error_rate=0.0)
-    fixed = run("reconcile", "--fix")
+    fixed = run("reconcile", "--fix", "--json")
     assert fixed.returncode == 0 and summary(fixed)["removed"] == 1, fixed.stdout + fixed.stderr
 
 
@@ -108,7 +108,7 @@ def test_stdout_is_the_json_report_even_with_the_progress_bar_on(photo_ho: Photo
     """Piped, the bar stays off stdout (it draws on a terminal's stderr only): ``| jq`` reads the report."""
     for n in range(3):
         photo_ho.put_photo(f"p{n}", os.urandom(3000))
-    done = runner(photo_ho, tmp_path)("sync")
+    done = runner(photo_ho, tmp_path)("sync", "--json")
     assert done.returncode == 0 and json.loads(done.stdout)["synced"] == 3, done.stdout
 
 
@@ -119,7 +119,7 @@ def test_a_full_check_fetches_bytes_gone_from_the_store(photo_ho: PhotoHO, tmp_p
     assert run("sync", "--no-progress").returncode == 0
     for key in [photo_ho.photos[i].object_key for i in ids[:2]]:
         (tmp_path / "s" / key).unlink()
-    full = run("sync", "--full", "--no-progress")
+    full = run("sync", "--full", "--no-progress", "--json")
     assert full.returncode == 0 and summary(full)["requeued"] == 2 and summary(full)["fetched"] == 2, full.stdout
     for i in ids:
         assert (tmp_path / "s" / photo_ho.photos[i].object_key).read_bytes() == photo_ho.photos[i].data
@@ -133,7 +133,7 @@ def test_status_counts_a_photo_waiting_for_its_product_once(photo_ho: PhotoHO, t
     photo_ho.put_photo("p1", os.urandom(3000))  # no such product here yet
     run = runner(photo_ho, tmp_path, POSYNC_PHOTO_PRODUCT_TABLE="product")
     assert run("sync", "--no-progress").returncode == 0
-    photos = json.loads(run("status").stdout)["photos"]
+    photos = json.loads(run("status", "--json").stdout)["photos"]
     assert (photos["synced"], photos["pending"], photos["waiting_product"]) == (1, 0, 1), photos
 
 
@@ -149,3 +149,25 @@ def test_a_pass_that_found_another_running_is_not_ok() -> None:
 
     report = SyncReport(full=False, busy=True)
     assert not report.ok and report.as_dict()["ok"] is False
+
+
+def test_each_command_prints_a_short_table_by_default(photo_ho: PhotoHO, tmp_path: Path) -> None:
+    """For people: a few lines each, no JSON; a failed photo is a row of its own (with its reason)."""
+    for n in range(3):
+        photo_ho.put_photo(f"p{n}", os.urandom(3000))
+    run = runner(photo_ho, tmp_path)
+    assert run("sync", "--no-progress").returncode == 0
+    photo_ho.put_photo("p9", os.urandom(3000))
+    photo_ho.byte_faults.update(error_rate=1.0)
+    failed = run("sync", "--no-progress")
+    photo_ho.byte_faults.reset()
+    status = run("status")
+    dry = run("reconcile")
+    for done, code in ((failed, 1), (status, 0), (dry, 0)):
+        lines = [line for line in done.stdout.splitlines() if line.strip()]
+        assert done.returncode == code and 3 <= len(lines) <= 20, done.stdout + done.stderr
+        assert "{" not in done.stdout, done.stdout
+    assert any(line.split()[:2] == ["ok", "no"] for line in failed.stdout.splitlines() if line.strip()), failed.stdout
+    assert "failed photos" in failed.stdout and "http_503" in failed.stdout
+    assert "synced 3" in status.stdout and "failed 1" in status.stdout and "http_503" in status.stdout
+    assert "posync photos reconcile" in dry.stdout

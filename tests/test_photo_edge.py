@@ -267,18 +267,18 @@ def test_cli_sync_reconcile_status_and_the_exit_code(tmp_path: Path) -> None:
             return subprocess.run([sys.executable, "-m", "posync.cli.photos", *args], capture_output=True, text=True,
                                   timeout=120, env=env, cwd=ROOT)
 
-        done = run("--api", "legacy", "sync", "--no-progress")
+        done = run("--api", "legacy", "sync", "--no-progress", "--json")
         assert done.returncode == 0, done.stderr
         summary = json.loads(done.stdout[done.stdout.index("{"):])
         assert summary["synced"] == 5 and summary["ok"] is True
         assert "posync-password" not in done.stdout + done.stderr
         photo_ho.put_photo("p9", os.urandom(4000))
         photo_ho.byte_faults.update(error_rate=1.0)
-        failed = run("--api", "legacy", "sync", "--no-progress")
-        assert failed.returncode == 1 and '"failed": 1' in failed.stdout
-        status = run("--api", "legacy", "status")
+        failed = run("--api", "legacy", "sync", "--no-progress", "--json")
+        assert failed.returncode == 1 and json.loads(failed.stdout)["failed"] == 1
+        status = run("--api", "legacy", "status", "--json")
         assert json.loads(status.stdout)["photos"]["failed"] == 1
-        check = run("--api", "legacy", "reconcile")
+        check = run("--api", "legacy", "reconcile", "--json")
         assert check.returncode == 0 and json.loads(check.stdout)["synced"] == 5
         bad = run("--api", "nope", "sync")
         assert bad.returncode == 2 and "bad photo settings" in bad.stderr

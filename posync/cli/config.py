@@ -2,13 +2,13 @@
 
 The credentials are encrypted with the config key (``POSYNC_CONFIG_KEY``: Fernet keys, comma-separated,
 newest first; or ``POSYNC_CONFIG_KEY_FILE``: one key per line). Secrets are never printed: ``show`` masks
-them. A secret given as ``-`` (``posync config set password=-``) is read from standard input, so it stays
-out of the shell's history and the process list.
+them, in the table (the default) and in the JSON document (``--json``). A secret given as ``-``
+(``posync config set password=-``) is read from standard input, so it stays out of the shell's history
+and the process list.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +17,8 @@ from typing import Any
 
 import typer
 from sqlalchemy.engine import Engine
+
+from posync.cli.render import JsonOption, counts, print_fields, print_json
 
 __all__ = ["config_app"]
 
@@ -48,12 +50,26 @@ def _key(key_file: Path | None) -> Any:
 
 
 @config_app.command("show")
-def show(url: str = UrlOption, key_file: Path | None = KeyFileOption) -> None:
-    """The stored config as JSON, secrets masked."""
+def show(url: str = UrlOption, key_file: Path | None = KeyFileOption, as_json: bool = JsonOption) -> None:
+    """The stored config, secrets masked (which credentials are stored shows only with the config key)."""
     from posync.services.config import show_config
 
     with _engine(url) as engine:
-        typer.echo(json.dumps(show_config(engine, config_key=_key(key_file)), indent=2, default=str))
+        shown = show_config(engine, config_key=_key(key_file))
+    if as_json:
+        print_json(shown)
+    elif shown is None:
+        typer.echo("no outlet config stored (posync config set ...)")
+    else:
+        print_fields([(name, _credentials(value) if name == "credentials" else value)
+                      for name, value in shown.items()], title="outlet config")
+
+
+def _credentials(value: Any) -> str:
+    """The masked credentials on one line: ``password ********, username ********``."""
+    if value is None:
+        return "none"
+    return counts(value) if isinstance(value, dict) else str(value)
 
 
 @config_app.command("set")
@@ -62,8 +78,8 @@ def set_(pairs: list[str] = typer.Argument(..., help="field=value ... (ho_url, o
                                                      "password); a secret given as - is read from stdin"),
          url: str = UrlOption, key_file: Path | None = KeyFileOption,
          rebind: bool = typer.Option(False, "--rebind", help="confirm a change of outlet_id, company_id, store_id "
-                                                             "or ho_url: queued changes go to HO as that outlet")
-         ) -> None:
+                                                             "or ho_url: queued changes go to HO as that outlet"),
+         as_json: bool = JsonOption) -> None:
     """Store config fields; credentials are encrypted under the config key's first key."""
     from posync.config_key import CREDENTIAL_FIELDS
     from posync.services.config import store_config
@@ -79,7 +95,10 @@ def set_(pairs: list[str] = typer.Argument(..., help="field=value ... (ho_url, o
         values[field] = value
     with _engine(url) as engine:
         store_config(engine, values, config_key=_key(key_file), rebind=rebind)
-    typer.echo(json.dumps({"stored": sorted(values)}))
+    if as_json:
+        print_json({"stored": sorted(values)})
+    else:
+        typer.echo(f"stored: {', '.join(sorted(values))}")
 
 
 @config_app.command("rotate-key")
@@ -87,7 +106,7 @@ def rotate_key(url: str = UrlOption, key_file: Path | None = KeyFileOption,
                new_key_file: Path | None = typer.Option(None, "--new-key-file", help="the new key (file, one key "
                                                         "a line); without it, the config key's first key is "
                                                         "the new one"),
-               ) -> None:
+               as_json: bool = JsonOption) -> None:
     """Re-encrypt the stored credentials under the new key (the current key must still decrypt them)."""
     from posync.config_key import ConfigKey
     from posync.errors import ConfigKeyError
@@ -101,7 +120,11 @@ def rotate_key(url: str = UrlOption, key_file: Path | None = KeyFileOption,
         current = ConfigKey.from_file(new_key_file).then(current)
     with _engine(url) as engine:
         rotated = rotate(engine, current)
-    typer.echo(json.dumps({"rotated": rotated}))
+    if as_json:
+        print_json({"rotated": rotated})
+    else:
+        typer.echo("credentials re-encrypted under the new key" if rotated else "no credentials stored: "
+                   "nothing to re-encrypt")
     if rotated and new_key_file is not None:
         typer.echo("now give posync the new key (first in POSYNC_CONFIG_KEY or the key file); the old one "
                    "can go", err=True)

@@ -7,18 +7,20 @@
     posync photos status
 
 ``photos_app`` is a typer app for the core CLI to mount (``app.add_typer(photos_app, name="photos")``);
-``python -m posync.cli.photos`` runs it alone. Output ends with a JSON summary; exit codes are
-:data:`EXIT_CODES`.
+``python -m posync.cli.photos`` runs it alone. Each command prints a short table, or one JSON document
+with ``--json`` (``posync/cli/render.py``); exit codes are :data:`EXIT_CODES`.
 """
 
 from __future__ import annotations
 
-import json
-import logging
+from collections.abc import Mapping
 from typing import Any
 
 import typer
 
+from posync.cli import exits
+from posync.cli.render import JsonOption, cell, counts, print_fields, print_json, print_rows
+from posync.cli.stderr_log import configure_logging, verbose_configured
 from posync.errors import ConfigurationError, PosyncError
 from posync.services.photos.report import Progress, SyncReport
 
@@ -64,7 +66,7 @@ def _common(
     engine: str = _opt(None, "--engine", help="auto | curl | urllib3 (POSYNC_PHOTO_ENGINE)"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s %(message)s")
+    configure_logging(verbose=verbose or verbose_configured())  # `posync -v photos ...` too
     _FLAGS.clear()
     _FLAGS.update({k: v for k, v in {
         "ho_url": ho_url, "username": username, "password": password, "api_key": api_key, "company_id": company_id,
@@ -84,23 +86,86 @@ def _open() -> Any:
         settings = PosyncSettings(**_FLAGS)
     except PosyncError as exc:  # a ConfigurationError: never the values given (a password)
         typer.echo(f"bad photo settings: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(exits.USAGE) from None
     if not settings.db_url:
         typer.echo("give --db-url (or POSYNC_DB_URL): the outlet database", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(exits.USAGE)
     db = create_engine(settings.db_url)
     upgrade(db)
     return db, build_photo_sync(settings, engine=db)
 
 
-def _echo(value: Any) -> None:
-    typer.echo(json.dumps(value, indent=2, default=str))
+MAX_FAILURES_SHOWN = 10  # failed photos a table lists (--json has the first 50)
+
+
+def _show_pass(report: Mapping[str, Any], title: str) -> None:
+    """A pass's report as a short table: what it did, the photos by state after it, and why it is not ok."""
+    rows: list[tuple[str, Any]] = [
+        ("ok", report.get("ok")), ("kind", "full check" if report.get("full") else "incremental"),
+        ("listed", report.get("listed")),
+        ("this pass", counts({k: report.get(k) for k in ("synced", "fetched", "copied", "adopted", "failed",
+                                                         "requeued", "deleted")})),
+        ("bytes", report.get("bytes"))]
+    if report.get("states"):
+        rows.append(("photos", counts(report["states"])))
+    rows += [(name, report[key]) for name, key in [("deletes held", "deletes_held"), ("why held", "delete_note"),
+                                                   ("listing error", "error")] if report.get(key)]
+    if report.get("seconds") is not None:
+        rows.append(("took", f"{report['seconds']:.2f}s"))
+    print_fields(rows, title=title)
+    _show_failures(report.get("failures") or [], total=report.get("failed") or 0)
+
+
+def _show_failures(failures: list[dict[str, Any]], *, total: int) -> None:
+    if not failures:
+        return
+    shown = failures[:MAX_FAILURES_SHOWN]
+    columns = ["photo_id", "reason", *(["detail"] if any(f.get("detail") for f in shown) else [])]
+    print_rows(shown, columns, title="failed photos")
+    if total > len(shown):
+        typer.echo(f"{total - len(shown)} more failed photo(s): --json lists the first 50")
+
+
+def _show_reconcile(report: Mapping[str, Any]) -> None:
+    plan = ("orphaned", "unjudged", "adopt", "fetch", "missing", "corrupt", "synced")
+    rows: list[tuple[str, Any]] = [
+        ("ok", report.get("ok")), ("product", report.get("product_id") or "all"),
+        ("fixed", report.get("fixed")), ("found", counts({k: report.get(k) for k in plan}))]
+    if not report.get("fixed"):
+        rows.append(("a fix would", counts(report.get("fix_would"))))
+    rows += [("removed", report.get("removed")), ("requeued", report.get("requeued"))]
+    rows += [(name, report[key]) for name, key in [("listing error", "listing_error"), ("busy", "busy")]
+             if report.get(key)]
+    rows += [("error", error) for error in report.get("errors") or []]
+    if report.get("pass"):
+        done = report["pass"]
+        rows.append(("fix's full pass", ("ok, " if done.get("ok") else "NOT ok, ")
+                     + counts({k: done.get(k) for k in ("listed", "synced", "failed", "deleted")})))
+    print_fields(rows, title="posync photos reconcile")
+    if any(report.get(key) for key in ("orphaned_files", "adopt_files", "fetch_files", "missing_files",
+                                       "corrupt_files", "unjudged_files")):
+        typer.echo("--json lists the files")
+
+
+def _show_status(status: Mapping[str, Any]) -> None:
+    last = status.get("last_pass") or None
+    rows: list[tuple[str, Any]] = [
+        ("source", status.get("source")), ("store", status.get("store")), ("photos", counts(status.get("photos"))),
+        ("last incremental", cell(status.get("last_incremental_at")) or "never"),
+        ("last full check", cell(status.get("last_full_at")) or "never"),
+        ("last pass", (f"{cell(last.get('at'))}, {'ok' if last.get('ok') else 'NOT ok'}, "
+                       + counts({k: last.get(k) for k in ("listed", "synced", "failed", "deleted")}))
+         if last else "never"),
+        ("deletes seen by", status.get("deletes_seen_by")),
+        ("schedule", counts(status.get("schedule")))]
+    print_fields(rows, title="posync photos status")
+    _show_failures(status.get("failures") or [], total=len(status.get("failures") or []))
 
 
 @photos_app.command(epilog=LEGACY_DELETES)
 def sync(full: bool = typer.Option(False, "--full", help="list everything (the nightly full check)"),
          max_deletes: int = typer.Option(None, "--max-deletes", help="allow this many deletes this run"),
-         progress: bool = typer.Option(True, "--progress/--no-progress")) -> None:
+         progress: bool = typer.Option(True, "--progress/--no-progress"), as_json: bool = JsonOption) -> None:
     """One pass: list HO's photos, fetch what changed, verify, commit; HO's deletes after a clean pass.
     Exits 0 when every photo HO lists is synced, 1 when any is not (failed ones waiting for their retry
     too; the counts by state are printed), deletes were held back or the listing failed, 2 on bad settings."""
@@ -115,14 +180,17 @@ def sync(full: bool = typer.Option(False, "--full", help="list everything (the n
     finally:
         photo_sync.close()
         db.dispose()
-    _echo(report.as_dict())
+    if as_json:
+        print_json(report.as_dict())
+    else:
+        _show_pass(report.as_dict(), "posync photos sync")
     if photo_sync.source.name == "legacy" and not full:
         typer.echo(f"legacy API: HO's deletes are seen only by a full check (sync --full, or the nightly job); "
                    f"last full check: {last_full or 'never'}", err=True)
     if report.busy or not report.ok:
         for line in _why_not_ok(report):
             typer.echo(line, err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(exits.ERROR)
 
 
 def _why_not_ok(report: SyncReport) -> list[str]:
@@ -148,7 +216,8 @@ def _why_not_ok(report: SyncReport) -> list[str]:
 def reconcile(product: str = typer.Option(None, "--product", help="one product; default: all"),
               fix: bool = typer.Option(False, "--fix", help="remove orphans, rebuild and fetch what HO lists"),
               remove_orphaned: bool = typer.Option(True, "--remove-orphaned/--keep-orphaned"),
-              recreate_missing: bool = typer.Option(True, "--recreate-missing/--no-recreate-missing")) -> None:
+              recreate_missing: bool = typer.Option(True, "--recreate-missing/--no-recreate-missing"),
+              as_json: bool = JsonOption) -> None:
     """Check store against metadata and HO's listing (a dry run unless --fix: it says what a fix would
     adopt, fetch and remove). Only files whose key HO does not list are orphans; a file HO lists whose row
     is gone is adopted (row rebuilt, bytes kept if size and MD5 match) or fetched again. --fix then runs a
@@ -165,7 +234,10 @@ def reconcile(product: str = typer.Option(None, "--product", help="one product; 
     finally:
         photo_sync.close()
         db.dispose()
-    _echo(report.as_dict())
+    if as_json:
+        print_json(report.as_dict())
+    else:
+        _show_reconcile(report.as_dict())
     if not report.ok:
         if report.busy:
             typer.echo("a photo pass is running: nothing was checked; try again when it is done", err=True)
@@ -174,30 +246,34 @@ def reconcile(product: str = typer.Option(None, "--product", help="one product; 
         if report.pass_report is not None:
             for line in _why_not_ok(report.pass_report):
                 typer.echo(line, err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(exits.ERROR)
 
 
 @photos_app.command()
-def status() -> None:
+def status(as_json: bool = JsonOption) -> None:
     """Photo counts by state, the last passes (last_full_at: the last full check), which passes see HO's
     deletes (deletes_seen_by) and the schedule."""
     db, photo_sync = _open()
     try:
-        _echo(photo_sync.status())
+        shown = photo_sync.status()
     finally:
         photo_sync.close()
         db.dispose()
+    if as_json:
+        print_json(shown)
+    else:
+        _show_status(shown)
 
 
 def _failure_code(exc: PosyncError) -> int:
     """2 for settings that cannot work (a host table the db:table=... store does not find, met on first
     use), 1 for the rest."""
-    return 2 if isinstance(exc, ConfigurationError) else 1
+    return exits.USAGE if isinstance(exc, ConfigurationError) else exits.ERROR
 
 
 class _bar:
     """rich's progress bar: photos done/total, bytes/s and ETA, on stderr and only on a terminal (stdout is
-    the JSON report, for a pipe)."""
+    the report, for a pipe)."""
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled

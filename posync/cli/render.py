@@ -18,7 +18,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["Column", "JsonOption", "cell", "console", "print_fields", "print_json", "print_rows"]
+__all__ = ["Column", "JsonOption", "cell", "console", "counts", "print_fields", "print_json", "print_rows"]
 
 JsonOption = typer.Option(False, "--json", help="one JSON document (sorted keys) instead of a table, for scripts")
 
@@ -70,6 +70,11 @@ def cell(value: Any, limit: int | None = MAX_CELL) -> str:
     text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
     text = " ".join(text.split())
     return text if limit is None or len(text) <= limit else text[:limit - 1] + "…"
+
+
+def counts(values: Mapping[str, Any] | None) -> str:
+    """A small mapping on one line, in its order: ``synced 4, pending 0, failed 1``."""
+    return ", ".join(f"{key.replace('_', ' ')} {cell(value)}" for key, value in (values or {}).items())
 
 
 def print_rows(rows: Sequence[Mapping[str, Any]], columns: Iterable[Column], *, title: str | None = None,

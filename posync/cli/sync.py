@@ -4,7 +4,9 @@ One syncer per outlet database: when another process of the outlet holds the syn
 server, running its scheduler), that process is asked for the cycle through the database and the command
 waits for it (``--wait``); else the cycle runs here (``Posync.sync_here_or_ask()``), with a live line on a
 terminal: pushed and pulled so far. Then the result, as a table or ``--json``, and an exit code: 0 done,
-1 the cycle failed otherwise (or a resource failed alone), 3 HO unreachable, 4 credentials refused.
+1 the cycle failed otherwise (or a resource failed alone), 3 HO unavailable (no answer, or its 5xx or 429),
+4 credentials refused. A cycle run here is judged by its own failure (``CycleReport.error_kind``), not by
+asking HO again afterwards: HO that failed the push and answers a moment later was still unavailable.
 """
 
 from __future__ import annotations
@@ -136,11 +138,12 @@ def _ask(sync: Any, holder: str, wait: float, progress: bool) -> dict[str, Any]:
             time.sleep(POLL)
     result: dict[str, Any] = {"ran": seen is not None, "where": "syncer", "syncer": holder, "pushed": None,
                               "pulled": None, "deleted": None, "conflicts": None, "failed": {},
-                              "error": None, "seconds": round(time.monotonic() - asked, 3)}
+                              "error": None, "error_kind": None, "seconds": round(time.monotonic() - asked, 3)}
     if seen is None:
         result["error"] = f"the outlet's syncer ({holder}) was asked for a cycle; none was recorded in {wait:g}s"
     else:
         result["error"] = seen.auth_error or (seen.last_error if not seen.online else None)
+        result["error_kind"] = "auth" if seen.auth_error else None  # else unknown: the syncer records text
     return result
 
 
@@ -149,19 +152,22 @@ def _result(report: Any) -> dict[str, Any]:
             "pulled": report.pull.applied.written, "deleted": report.pull.applied.deleted + report.removed,
             "conflicts": report.push.conflicts + report.pull.applied.conflicts,
             "failed": {**report.pull.failed, **report.reconcile_failed}, "error": report.error,
-            "seconds": None}
+            "error_kind": report.error_kind, "seconds": None}
 
 
 def _exit_code(sync: Any, result: dict[str, Any]) -> int:
-    """0 done; 3 or 4 when HO is out of reach or refuses us (HO checked live, after a failed cycle); 1 for
-    any other failure, a resource that failed alone included."""
+    """0 done; 3 or 4 when the cycle failed because HO was unavailable or refused us; 1 for any other
+    failure, a resource that failed alone included. The outlet's syncer records no failure kind beyond
+    refused credentials: only for its cycle is HO checked live, to tell an outage from another failure."""
     if result["error"] is None and result["ran"]:
         return exits.ERROR if result["failed"] else exits.OK
     if not result["ran"] and result["where"] == "syncer":
         return exits.ERROR  # the syncer did not answer in time
-    status = sync.status(check_ho=True).as_dict()
-    code = exits.for_ho_check(status.get("ho"))
-    return code if code is not None else exits.ERROR
+    kind = result["error_kind"]
+    if kind is None and result["where"] == "syncer":
+        code = exits.for_ho_check(sync.status(check_ho=True).as_dict().get("ho"))
+        return code if code is not None else exits.ERROR
+    return {"auth": exits.AUTH_REFUSED, "unavailable": exits.HO_UNREACHABLE}.get(kind or "", exits.ERROR)
 
 
 def _show(result: dict[str, Any]) -> None:
@@ -171,8 +177,9 @@ def _show(result: dict[str, Any]) -> None:
         if result[key] is not None:
             rows.append((key, result[key]))
     rows += [(f"failed: {resource}", error) for resource, error in result["failed"].items()]
-    if result["error"]:
-        rows.append(("error", result["error"]))
+    if result["error"]:  # named by its kind when the cycle knows it
+        kind = {"unavailable": "HO unavailable", "auth": "credentials refused"}.get(result["error_kind"] or "")
+        rows.append((kind or "error", result["error"]))
     if result["seconds"] is not None:
         rows.append(("took", f"{result['seconds']:.2f}s"))
     print_fields(rows, title="posync sync")

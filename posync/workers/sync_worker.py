@@ -40,6 +40,9 @@ class CycleReport:
     push: PushStats = field(default_factory=PushStats)
     pull: PullStats = field(default_factory=PullStats)
     error: str | None = None
+    # the failure's kind, from its exception: "auth" (HO refused the credentials), "unavailable" (HO's 5xx or
+    # 429, no answer, or one that could not be read), "error" (anything else); None when the cycle did not fail
+    error_kind: str | None = None
     next_attempt_in: float = 0.0
     reconciled: list[str] = field(default_factory=list)
     reconcile_failed: dict[str, str] = field(default_factory=dict)
@@ -217,6 +220,8 @@ class SyncWorker:
         delay = self._outage.delay(self._failures, retry_after)
         self._not_before = self._monotonic() + delay
         report.error, report.next_attempt_in = str(exc) or type(exc).__name__, delay
+        report.error_kind = ("auth" if isinstance(exc, AuthenticationError)
+                             else "unavailable" if isinstance(exc, TransportError) else "error")
         if quiet:
             return
         if isinstance(exc, AuthenticationError):
