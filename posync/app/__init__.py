@@ -52,6 +52,7 @@ from posync.services.push import PushOptions, PushService
 from posync.settings import PosyncSettings
 from posync.workers.commit_watch import CommitWatcher
 from posync.workers.leader import SyncerLease
+from posync.workers.schedule import outlet_schedule
 from posync.workers.scheduler import EmbeddedScheduler
 from posync.workers.sync_worker import CycleReport, SyncWorker
 
@@ -180,7 +181,8 @@ class Posync:
             scheduler_ = EmbeddedScheduler(self._worker, self.settings.sync_interval_seconds, scheduler,
                                            housekeeping=self.housekeeping, photos=self.photos,
                                            lease=self._lease, renew_seconds=self.settings.syncer_renew_seconds,
-                                           enabled=self._switch, watcher=self._watcher)
+                                           enabled=self._switch, watcher=self._watcher,
+                                           schedule=outlet_schedule(self.settings))
             scheduler_.start()
             self._scheduler = scheduler_  # only once it runs: a start() that failed may be called again
 
