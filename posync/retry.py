@@ -85,7 +85,7 @@ class OutagePolicy:
 
     Backs off from ``initial`` to ``maximum``; a Retry-After from HO is a floor, capped at
     ``max_retry_after`` (an HO that asks for a day would otherwise hold an outlet's sales for a day), with
-    up to a tenth more (at most ``probe_cap``, within both caps) so outlets told the same Retry-After at
+    up to a quarter more (at most ``probe_cap``, within both caps) so outlets told the same Retry-After at
     once do not all come back at once. While HO is unreachable the worker sends only a probe (one small
     request), at most ``probe_cap`` apart (:meth:`probe_delay`): HO's return is seen within that, and the
     fleet's probes are jittered.
@@ -113,7 +113,7 @@ class OutagePolicy:
         if not retry_after:
             return delay
         floor = min(retry_after, self.max_retry_after)
-        spread = (rng or random).uniform(0, min(floor / 10, self.probe_cap))
+        spread = (rng or random).uniform(0, min(floor / 4, self.probe_cap))
         # never past the cap, nor past the backoff's own maximum unless HO asked for longer
         return max(delay, min(floor + spread, max(floor, self.maximum), self.max_retry_after))
 
