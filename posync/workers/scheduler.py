@@ -107,7 +107,7 @@ class EmbeddedScheduler:
         return bool(self._scheduler.running) and self._scheduler.get_job(JOB_ID) is not None
 
     def start(self) -> None:
-        if self._lease is not None:  # decided before the first tick: the holder's first cycle runs at once
+        if self._lease is not None:  # decided before the first tick: the holder runs the first cycle
             self._lease.renew()
             self._scheduler.add_job(self._renew, "interval", seconds=self._renew_seconds, id=LEASE_ID,
                                     replace_existing=True, max_instances=1, coalesce=True)
