@@ -52,7 +52,6 @@ from posync.services.push import PushOptions, PushService
 from posync.settings import PosyncSettings
 from posync.workers.commit_watch import CommitWatcher
 from posync.workers.leader import SyncerLease
-from posync.workers.schedule import outlet_schedule
 from posync.workers.scheduler import EmbeddedScheduler
 from posync.workers.sync_worker import CycleReport, SyncWorker
 
@@ -176,6 +175,8 @@ class Posync:
         """Start the embedded scheduler (or add the job to the host's APScheduler)."""
         self._open()
         if self._scheduler is None:
+            from posync.workers.schedule import outlet_schedule  # APScheduler's triggers: only once started
+
             if self._watcher is not None and self._watcher.stopped:  # started again after stop()
                 self._watcher = self._commit_watcher()
             scheduler_ = EmbeddedScheduler(self._worker, self.settings.sync_interval_seconds, scheduler,

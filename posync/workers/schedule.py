@@ -36,8 +36,9 @@ from posync.settings import PosyncSettings
 __all__ = ["FIRST_RUN_SPREAD", "JITTER_FRACTION", "OffsetCron", "OutletSchedule", "PhasedInterval", "outlet_schedule",
            "phase", "zone"]
 
-# each run's jitter: up to this fraction of its window (1.5 s of a 30 s interval, 45 s of a 15-minute window)
-JITTER_FRACTION = 0.05
+# each run's jitter: up to this fraction of its window (0.3 s of a 30 s interval, 9 s of a 15-minute window);
+# small: the offsets spread the fleet already, and every fresh draw adds noise to HO's peak second
+JITTER_FRACTION = 0.01
 # a started outlet's first cycle comes within this (or its interval, if shorter), at its phase of it: a fleet
 # started together spreads its first cycles, and a till that just opened still syncs at once
 FIRST_RUN_SPREAD = 10.0

@@ -23,13 +23,15 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from posync.errors import ConfigurationError
 from posync.workers.commit_watch import CommitWatcher
 from posync.workers.leader import SyncerLease
-from posync.workers.schedule import OutletSchedule
 from posync.workers.sync_worker import SyncWorker
+
+if TYPE_CHECKING:  # APScheduler is imported when a scheduler is built, not with posync
+    from posync.workers.schedule import OutletSchedule
 
 __all__ = ["EmbeddedScheduler"]
 
@@ -90,7 +92,11 @@ class EmbeddedScheduler:
         self._renew_seconds = renew_seconds
         self._enabled = enabled  # None: always on
         self._watcher = watcher  # push on commit: its thread runs beside the jobs, pushing for the syncer only
-        self._schedule = schedule or OutletSchedule()  # the outlet's phases and time zone
+        if schedule is None:
+            from posync.workers.schedule import OutletSchedule
+
+            schedule = OutletSchedule()
+        self._schedule = schedule  # the outlet's phases and time zone
 
     @property
     def syncer(self) -> bool:
