@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["capture", "push", "pull", "seed", "host_latency", "commit_to_ho", "claim", "keys", "webhooks",
+ORDER = ["capture", "push", "pull", "seed", "host_latency", "commit_to_ho", "fleet", "claim", "keys", "webhooks",
          "photo_transfer", "photo_misc"]  # bench_webhooks.py is optional (written separately)
 
 

@@ -5,7 +5,8 @@ Every backoff in posync is ``initial * multiplier ** (failures - 1)``, capped at
 random, so retries of many clients spread out but never come early. Users:
 
 * :class:`RetryPolicy`   per-change retries of the push (dead-letter after ``max_retries``)
-* :class:`OutagePolicy`  the whole queue while HO is unreachable (HO's Retry-After is a floor)
+* :class:`OutagePolicy`  the whole queue while HO is unreachable (HO's Retry-After is a floor), and
+  how often a cheap probe asks whether HO is back (:meth:`OutagePolicy.probe_delay`)
 * ``posync.webhooks.sender.SenderRetryPolicy``, ``posync.transfer.engine.TransferPolicy`` (jittered)
 * ``posync.services.photos.transfers.retry_after`` (between photo passes, no jitter)
 
@@ -83,18 +84,38 @@ class OutagePolicy:
     """When HO is unreachable the whole queue waits; nothing is dead-lettered for an outage.
 
     Backs off from ``initial`` to ``maximum``; a Retry-After from HO is a floor, capped at
-    ``max_retry_after`` (an HO that asks for a day would otherwise hold an outlet's sales for a day).
+    ``max_retry_after`` (an HO that asks for a day would otherwise hold an outlet's sales for a day), with
+    up to a quarter more (at most ``probe_cap``, within both caps) so outlets told the same Retry-After at
+    once do not all come back at once. While HO is unreachable the worker sends only a probe (one small
+    request), at most ``probe_cap`` apart (:meth:`probe_delay`): HO's return is seen within that, and the
+    fleet's probes are jittered.
     """
 
     initial: float = 2.0
     maximum: float = 300.0
     multiplier: float = 2.0
     max_retry_after: float = 900.0
+    probe_cap: float = 20.0
 
     def delay(self, consecutive_failures: int, retry_after: float | None = None,
               rng: random.Random | None = None) -> float:
         jittered = backoff(consecutive_failures, self.initial, self.maximum, self.multiplier, rng)
-        return max(jittered, min(retry_after or 0.0, self.max_retry_after))
+        return self._at_least_retry_after(jittered, retry_after, rng)
+
+    def probe_delay(self, consecutive_failures: int, retry_after: float | None = None,
+                    rng: random.Random | None = None) -> float:
+        """When to probe HO next: the same curve, capped at ``probe_cap`` (equal jitter: from half of it)."""
+        cap = min(self.maximum, self.probe_cap)
+        jittered = backoff(consecutive_failures, min(self.initial, cap), cap, self.multiplier, rng)
+        return self._at_least_retry_after(jittered, retry_after, rng)
+
+    def _at_least_retry_after(self, delay: float, retry_after: float | None, rng: random.Random | None) -> float:
+        if not retry_after:
+            return delay
+        floor = min(retry_after, self.max_retry_after)
+        spread = (rng or random).uniform(0, min(floor / 4, self.probe_cap))
+        # never past the cap, nor past the backoff's own maximum unless HO asked for longer
+        return max(delay, min(floor + spread, max(floor, self.maximum), self.max_retry_after))
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:

@@ -31,6 +31,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -92,6 +93,16 @@ class StrictSettings(BaseSettings):
         """The keywords as the fields take them."""
         return values
 
+    @field_validator("timezone", check_fields=False)
+    @classmethod
+    def _timezone_is_known(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("unknown time zone; give an IANA name such as 'Asia/Jakarta' or 'UTC'") \
+                from None
+        return value
+
     @field_validator("ho_url", check_fields=False)
     @classmethod
     def _ho_url_is_http(cls, value: str) -> str:
@@ -138,6 +149,9 @@ class PhotoOptions(BaseModel):
     # scheduler jobs (posync.workers.photo_jobs)
     incremental_minute: int = Field(0, ge=0, le=59)  # hourly, at this minute
     full_hour: int = Field(2, ge=0, le=23)  # nightly full check, at this hour (seed 001: 2 AM)
+    # each outlet runs them at its own offset (from its outlet id) within these minutes after that time
+    incremental_spread_minutes: int = Field(15, ge=0, le=45)
+    full_spread_minutes: int = Field(60, ge=0, le=180)
 
     @classmethod
     def flat_names(cls) -> dict[str, str]:
@@ -232,6 +246,8 @@ class PosyncSettings(StrictSettings):
     # the largest answer posync reads (a bigger one is a ProtocolError: lower pull_page_size)
     max_response_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     sync_interval_seconds: float = Field(30.0, gt=0)
+    # the outlet's IANA time zone (POSYNC_TIMEZONE=Asia/Jakarta): the photo passes' minute and hour are local
+    timezone: str = "UTC"
     # False: the scheduler runs no sync job (capture goes on). Unless a higher source gives it, the scheduler
     # follows posync_outlet.sync_enabled live (`posync config set sync_enabled=false`), read every few seconds
     sync_enabled: bool = True
@@ -261,6 +277,9 @@ class PosyncSettings(StrictSettings):
     outage_max_backoff_seconds: float = Field(300.0, gt=0)
     # HO's Retry-After is obeyed up to this (a longer one is HO's mistake, not a reason to stop selling to it)
     max_retry_after_seconds: float = Field(900.0, ge=0)
+    # after an outage HO is probed (its version endpoint, one small GET) at most this far apart, jittered;
+    # the first answer ends the outage and the cycle runs at once
+    outage_probe_seconds: float = Field(20.0, gt=0)
 
     max_retries: int = Field(3, ge=0)
     initial_backoff_seconds: float = Field(60.0, ge=0)
@@ -366,7 +385,7 @@ class PosyncSettings(StrictSettings):
     def outage_policy(self) -> OutagePolicy:
         return OutagePolicy(self.outage_initial_backoff_seconds,
                             max(self.outage_initial_backoff_seconds, self.outage_max_backoff_seconds),
-                            max_retry_after=self.max_retry_after_seconds)
+                            max_retry_after=self.max_retry_after_seconds, probe_cap=self.outage_probe_seconds)
 
 
 # PhotoSettings(...): photo code's name for PosyncSettings from before issue 16 (README, the CLI, hosts)

@@ -266,7 +266,8 @@ def test_the_photo_jobs_run_at_the_minute_and_hour_the_one_settings_give(sqlite_
     from posync.workers.photo_jobs import FULL_JOB_ID, INCREMENTAL_JOB_ID
 
     settings = posync.PosyncSettings(api_key="k", photo_incremental_minute=17, photo_full_hour=3,
-                                     photo_store=f"fs:{tmp_path / 'photos'}")
+                                     photo_store=f"fs:{tmp_path / 'photos'}",  # no per-outlet spread here:
+                                     photo_incremental_spread_minutes=0, photo_full_spread_minutes=0)
     engine = posync.create_engine(sqlite_url)
     upgrade(engine)
     photos = build_photo_sync(settings, engine=engine)

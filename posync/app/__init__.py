@@ -177,12 +177,15 @@ class Posync:
         """Start the embedded scheduler (or add the job to the host's APScheduler)."""
         self._open()
         if self._scheduler is None:
+            from posync.workers.schedule import outlet_schedule  # APScheduler's triggers: only once started
+
             if self._watcher is not None and self._watcher.stopped:  # started again after stop()
                 self._watcher = self._commit_watcher()
             scheduler_ = EmbeddedScheduler(self._worker, self.settings.sync_interval_seconds, scheduler,
                                            housekeeping=self.housekeeping, photos=self.photos,
                                            lease=self._lease, renew_seconds=self.settings.syncer_renew_seconds,
-                                           enabled=self._switch, watcher=self._watcher)
+                                           enabled=self._switch, watcher=self._watcher,
+                                           schedule=outlet_schedule(self.settings))
             scheduler_.start()
             self._scheduler = scheduler_  # only once it runs: a start() that failed may be called again
 
@@ -254,9 +257,11 @@ class Posync:
         return self._scheduler.next_runs() if self._scheduler is not None and self._scheduler.syncer else {}
 
     def _record_cycle(self, worker: SyncWorker, report: CycleReport | None) -> None:
-        """The syncer's state after a run and, after a cycle, its record (what status's metrics count)."""
+        """The syncer's state after a run and, after a cycle, its record (what status's metrics count). A
+        probe of an HO still away is no cycle: an hour's outage is one failed cycle, not 180 failed probes
+        that would hold the failure rate over its threshold for an hour after HO is back."""
         cycle = None
-        if report is not None:
+        if report is not None and report.ran:
             failed = "; ".join(f"{name}: {error}" for name, error in report.pull.failed.items())
             cycle = CycleOutcome(report.error or (f"pull failed for {failed}" if failed else None), report.duration,
                                  report.push.applied + report.pull.applied.written + report.pull.applied.deleted)

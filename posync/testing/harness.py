@@ -44,6 +44,7 @@ class SyncHarness:
     :meth:`time_push` (a profile) for benchmarks. Pull: :meth:`pull_all`,
     :meth:`pull`, :meth:`set_page_size`, :meth:`checkpoint`. The scheduler's cycle: :meth:`run_cycle`
     (it honours the outage backoff, unlike ``sync.sync_now()``). Time: :meth:`set_clock`, :meth:`now`.
+    :meth:`set_monotonic` (the outage backoff's clock).
     Parts: :attr:`client` (raw ``pull``/``push`` against HO, its clock offset), :attr:`http` (the
     ``httpx.Client`` under it), :attr:`applier`, :attr:`gate`, :attr:`lease`."""
 
@@ -144,6 +145,10 @@ class SyncHarness:
         sync.manager._clock = clock
         if sync._lease is not None:
             sync._lease._clock = clock
+
+    def set_monotonic(self, monotonic: Callable[[], float]) -> None:
+        """The worker's monotonic clock (its outage backoff and probes), for tests that step time."""
+        self.sync._worker._monotonic = monotonic
 
     def now(self) -> float:
         """posync's wall clock now (what :meth:`set_clock` set, else ``Posync(clock=...)``'s)."""

@@ -9,20 +9,29 @@ the others renew-or-watch the lease and pass a trigger on to the holder through 
 (the outlet's sync switch, ``posync.services.outlet.SyncSwitch``) is asked before each of those jobs runs:
 switched off, they wait; the lease is still renewed and capture goes on. Between
 ticks, a committed change is pushed at once (push on commit: posync/workers/commit_watch.py).
+
+Each job runs at the outlet's own phase of its period (``posync.workers.schedule``: an offset from the
+outlet id, plus jitter), so a fleet does not tick together; the photo passes run at their local times in
+the outlet's time zone. While HO is away, the worker's next attempt (a cheap probe, then the cycle) is
+brought forward to its due time rather than waiting for the next tick.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from posync.errors import ConfigurationError
 from posync.workers.commit_watch import CommitWatcher
 from posync.workers.leader import SyncerLease
 from posync.workers.sync_worker import SyncWorker
+
+if TYPE_CHECKING:  # APScheduler is imported when a scheduler is built, not with posync
+    from posync.workers.schedule import OutletSchedule
 
 __all__ = ["EmbeddedScheduler"]
 
@@ -63,7 +72,7 @@ class EmbeddedScheduler:
                  housekeeping: Callable[[], None] | None = None, housekeeping_seconds: float = 3600.0,
                  photos: Any | None = None, lease: SyncerLease | None = None,
                  renew_seconds: float = 1.5, enabled: Callable[[], bool] | None = None,
-                 watcher: CommitWatcher | None = None) -> None:
+                 watcher: CommitWatcher | None = None, schedule: OutletSchedule | None = None) -> None:
         try:
             from apscheduler.schedulers.background import BackgroundScheduler
         except ImportError as exc:  # pragma: no cover - a broken install
@@ -83,6 +92,11 @@ class EmbeddedScheduler:
         self._renew_seconds = renew_seconds
         self._enabled = enabled  # None: always on
         self._watcher = watcher  # push on commit: its thread runs beside the jobs, pushing for the syncer only
+        if schedule is None:
+            from posync.workers.schedule import OutletSchedule
+
+            schedule = OutletSchedule()
+        self._schedule = schedule  # the outlet's phases and time zone
 
     @property
     def syncer(self) -> bool:
@@ -105,23 +119,26 @@ class EmbeddedScheduler:
         return bool(self._scheduler.running) and self._scheduler.get_job(JOB_ID) is not None
 
     def start(self) -> None:
-        if self._lease is not None:  # decided before the first tick: the holder's first cycle runs at once
+        if self._lease is not None:  # decided before the first tick: the holder runs the first cycle
             self._lease.renew()
             self._scheduler.add_job(self._renew, "interval", seconds=self._renew_seconds, id=LEASE_ID,
                                     replace_existing=True, max_instances=1, coalesce=True)
         if self._watcher is not None:  # before the first cycle: what it does not push, the watcher sees
             self._watcher.start()
-        self._scheduler.add_job(self._tick, "interval", seconds=self._interval, id=JOB_ID, replace_existing=True,
-                                max_instances=2, coalesce=True, next_run_time=datetime.now(UTC))
+        # the first cycle soon after the start (at the outlet's phase of a few seconds), then on its grid
+        self._scheduler.add_job(self._tick, self._schedule.interval(JOB_ID, self._interval, first_soon=True),
+                                id=JOB_ID, replace_existing=True, max_instances=2, coalesce=True)
         if self._housekeeping is not None:
-            self._scheduler.add_job(self._run_housekeeping, "interval", seconds=self._housekeeping_seconds,
+            self._scheduler.add_job(self._run_housekeeping,
+                                    self._schedule.interval(HOUSEKEEPING_ID, self._housekeeping_seconds),
                                     id=HOUSEKEEPING_ID, replace_existing=True, max_instances=1, coalesce=True)
         if self._photos is not None:
             from posync.workers.photo_jobs import photo_jobs
 
             # the hourly incremental pass and the nightly full check, at the minute and hour the settings
-            # gave the PhotoSync; always both: the legacy photo API's deletes are seen by the full check only
-            photo_jobs(self._scheduler, self._photos, when=self.may_sync)
+            # gave the PhotoSync, in the outlet's time zone, offset within their windows; always both: the
+            # legacy photo API's deletes are seen by the full check only
+            photo_jobs(self._scheduler, self._photos, when=self.may_sync, schedule=self._schedule)
         if self._owns_scheduler and not self._scheduler.running:
             self._scheduler.start()
 
@@ -169,10 +186,25 @@ class EmbeddedScheduler:
         try:
             if self._forced.is_set():
                 self._forced.clear()
-                self._worker.run_cycle(force=True)
+                report = self._worker.run_cycle(force=True)
             else:
-                self._worker.run_cycle()
+                report = self._worker.run_cycle()
         except Exception:  # keep the job alive; a bug must not stop syncing forever
             log.exception("sync cycle failed")
+            return
         finally:
             self._cycle.release()
+        if report.next_attempt_in > 0:  # HO away: the next attempt (a probe) when it is due, not at a tick
+            self._bring_forward(report.next_attempt_in)
+
+    def _bring_forward(self, seconds: float) -> None:
+        """Run the cycle job in ``seconds`` if that is before its next run. Safe from inside the job:
+        APScheduler holds its job-store lock while it books a run, so this waits for that to finish."""
+        due = datetime.now(UTC) + timedelta(seconds=seconds)
+        job = self._scheduler.get_job(JOB_ID)
+        if job is None or (job.next_run_time is not None and job.next_run_time <= due):
+            return
+        from apscheduler.jobstores.base import JobLookupError
+
+        with contextlib.suppress(JobLookupError):  # removed meanwhile (stop()): nothing to bring forward
+            self._scheduler.modify_job(JOB_ID, next_run_time=due)

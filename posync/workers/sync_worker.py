@@ -2,7 +2,10 @@
 posync/workers/commit_watch.py), and what to do when HO is away.
 
 An outage is the normal case for a POS: the cycle gives up quietly, the queue waits, the next attempt
-backs off (OutagePolicy, at least HO's Retry-After). One warning when HO goes away, one line when it
+backs off (OutagePolicy, at least HO's Retry-After). While HO is away an attempt is a probe, HO's version
+endpoint (one small GET), at most ``probe_cap`` apart and jittered; the first answer ends the outage and
+the cycle runs at once, in the same attempt. A cycle that fails again right after a probe was answered
+(HO up but not syncing) backs off on the whole curve. One warning when HO goes away, one line when it
 is back; nothing per attempt above DEBUG. Refused credentials are told apart (``auth_error``): they are
 a configuration to fix, not an outage to wait out. Backoff runs on ``time.monotonic()``, so a wall clock
 that is set back never makes a cycle wait.
@@ -20,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from posync.errors import AuthenticationError, HOUnavailableError, PosyncError, TransportError
+from posync.errors import AuthenticationError, HOUnavailableError, PosyncError, ProtocolError, TransportError
 from posync.retry import OutagePolicy
 from posync.services.pull import PullService, PullStats
 from posync.services.push import PushService, PushStats
@@ -49,6 +52,7 @@ class CycleReport:
     removed: int = 0  # local rows the reconciliation removed (HO no longer has them)
     busy: bool = False  # not run: another cycle or push was running
     duration: float = 0.0  # seconds the run took (the worker's monotonic clock)
+    probed: bool = False  # HO was probed first (after an outage); ``ran`` False: the probe failed
 
 
 class SyncWorker:
@@ -67,6 +71,8 @@ class SyncWorker:
         self._reconcile_fraction = reconcile_max_delete_fraction
         self._next_reconcile = 0.0
         self._failures = 0
+        self._cycles_failed = 0  # outage-like failures of cycles (not probes) since the last success
+        self._probe_first = False  # HO was away: the next attempt asks its version endpoint first
         self._not_before = 0.0
         self._lock = threading.Lock()  # one cycle (or push on commit) at a time in this process
         self._running_push = False  # what holds the lock is a push on commit, not a cycle
@@ -135,6 +141,11 @@ class SyncWorker:
         report = CycleReport(ran=True)
         started, before = self._monotonic(), self._state()
         try:
+            if self._probe_first and not force:
+                report.ran, report.probed = False, True
+                self._pull.versions()  # raises while HO is still away
+                report.ran = True
+                self._probe_first, self._not_before = False, 0.0  # HO answered: the breaker is closed
             if push_only:
                 report.push.add(self._push.drain())
             else:
@@ -188,7 +199,8 @@ class SyncWorker:
                      extra={"event": "ho.reachable", "failures": self._failures})
         if self.auth_error:
             log.info("head office accepts the credentials again", extra={"event": "ho.auth_accepted"})
-        self._failures = 0
+        self._failures = self._cycles_failed = 0
+        self._probe_first = False
         self._not_before = 0.0
         self.last_error = self.auth_error = None
 
@@ -217,7 +229,14 @@ class SyncWorker:
     def _failed(self, exc: Exception, report: CycleReport, *, quiet: bool = False) -> None:
         self._failures += 1
         retry_after = exc.retry_after if isinstance(exc, HOUnavailableError) else None
-        delay = self._outage.delay(self._failures, retry_after)
+        # HO away (connection, timeout, 5xx, 429): probe it; refused credentials or a bad answer are no outage
+        outage = isinstance(exc, TransportError) and not isinstance(exc, (AuthenticationError, ProtocolError))
+        self._cycles_failed += outage and report.ran
+        if outage and self._cycles_failed <= 1:
+            delay = self._outage.probe_delay(self._failures, retry_after)
+        else:  # not an outage, or HO answers probes yet its cycles fail: the whole backoff
+            delay = self._outage.delay(self._cycles_failed if outage else self._failures, retry_after)
+        self._probe_first = outage
         self._not_before = self._monotonic() + delay
         report.error, report.next_attempt_in = str(exc) or type(exc).__name__, delay
         report.error_kind = ("auth" if isinstance(exc, AuthenticationError)
