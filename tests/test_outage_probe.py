@@ -162,3 +162,18 @@ def test_retry_after_is_obeyed_and_then_probed(env: Env) -> None:
     env.gate.retry_after = "86400"  # a day: capped by max_retry_after_seconds (900)
     report = env.when_due(report)
     assert report.probed and 900 <= report.next_attempt_in <= 900
+
+
+def test_probes_of_an_ho_still_away_are_not_counted_as_failed_cycles(env: Env) -> None:
+    """Status's failure rate counts cycles: an outage is the one cycle that found HO away, not each of its
+    probes (40 of them would hold the rate over seed 003's 10 % for an hour after HO is back)."""
+    assert env.harness.run_cycle().error is None
+    env.gate.refusing = ("/api/",)
+    report = env.harness.run_cycle()
+    for _ in range(40):
+        report = env.when_due(report)
+        assert report.probed and not report.ran
+    env.gate.refusing = ()
+    assert env.when_due(report).ran
+    status = env.outlet.sync.status()
+    assert status.cycles == 3 and status.failure_rate == pytest.approx(1 / 3)
