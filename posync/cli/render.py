@@ -59,7 +59,7 @@ def cell(value: Any, limit: int | None = MAX_CELL) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+        return f"{value:.3g}" if abs(value) < 1000 else f"{value:.6g}"  # 1e+154, not 155 digits
     if isinstance(value, datetime):
         return _utc(value).strftime("%Y-%m-%d %H:%M:%SZ")
     if isinstance(value, str) and len(value) >= 19 and value[4] == "-" and value[10] == "T":
