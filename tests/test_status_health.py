@@ -109,14 +109,16 @@ def test_more_than_ten_percent_failed_cycles_is_unhealthy_and_failures_are_recor
     clock[0] += 60
     assert outlet.sync.sync_now().error is not None
     one = outlet.sync.status()
-    assert (one.cycles, one.failure_rate) == (10, pytest.approx(0.1)) and one.healthy  # 10 % is not more
+    assert (one.cycles, one.failure_rate) == (10, pytest.approx(0.1))
+    # 10 % is not more: only the failed attempt itself is a reason
+    assert [r.split(":")[0] for r in one.reasons] == ["the syncer's last attempt failed (changes stay queued)"]
     assert one.last_pull_at == good_pull and one.last_success_at == good_pull  # a failure advances neither
     clock[0] += 60
     assert outlet.sync.sync_now().error is not None
     two = outlet.sync.status()
     assert two.cycles == 11 and two.failure_rate == pytest.approx(2 / 11)
     assert two.success_rate == pytest.approx(9 / 11)
-    assert not two.healthy and two.reasons == ["2 of 11 sync cycles failed in the last 60 min (18%, more than 10%)"]
+    assert not two.healthy and two.reasons[0] == "2 of 11 sync cycles failed in the last 60 min (18%, more than 10%)"
     assert not two.online and two.last_error
     failed = outlet.sync.manager.logs(kind=LogKind.CYCLE_FAILED.value)
     assert len(failed) == 2 and all("503" in (row["detail"] or "") for row in failed)
@@ -377,3 +379,40 @@ def test_each_threshold_crossed_gives_its_reason_and_only_then(window: CycleWind
     assert any("dead letters" in r for r in reasons) == (dead > 0)
     assert any("credentials" in r for r in reasons) == auth
     assert len(reasons) == failing + (silent is None or silent > HOUR) + (dead > 0) + auth
+
+
+def test_an_outage_the_syncer_met_is_unhealthy_at_once_without_a_live_check(db_url: str, ho: HO) -> None:
+    """A good hour's history keeps the failure rate under 10 % well into an outage (backoff makes failed
+    cycles sparse): the syncer's own failed attempt, as recorded, is a reason by itself (the trial found
+    `healthy: true, online: false` for minutes)."""
+    o = make_outlet(db_url, ho.url)
+    try:
+        for _ in range(12):
+            assert o.sync.sync_now().error is None
+        assert o.sync.status().healthy
+        ho.server.stop()  # HO goes away
+        assert o.sync.sync_now().error
+        status = o.sync.status()  # no live check: what the syncer recorded
+        assert status.failure_rate is not None and status.failure_rate < 0.10 and not status.online
+        assert not status.healthy
+        assert [r for r in status.reasons if r.startswith("the syncer's last attempt failed")], status.reasons
+    finally:
+        o.close()
+
+
+def test_next_runs_are_the_outlet_s_whichever_worker_answers(db_url: str, ho: HO) -> None:
+    """Two worker processes' Posyncs on one outlet database (the lease picks one syncer): both tell the same
+    next runs, on the outlet's own grid (the trial found {} in every worker but the syncer)."""
+    a = make_outlet(db_url, ho.url, push_on_commit=False, sync_interval_seconds=3600)
+    b = posync.Posync(a.engine, a.sync.registry, a.sync.settings)
+    try:
+        a.sync.start()
+        b.start()
+        first, second = a.sync.status().next_runs, b.status().next_runs
+        assert set(first) == set(second) == {"sync-cycle", "housekeeping"}
+        for job in first:  # the same grid point (or the next, had the two reads straddled one)
+            gap = abs((first[job] - second[job]).total_seconds())  # type: ignore[operator]
+            assert gap == 0 or gap == pytest.approx(3600, abs=1)
+    finally:
+        b.close()
+        a.close()

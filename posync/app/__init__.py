@@ -253,8 +253,8 @@ class Posync:
         return self.manager.status(check_ho=check_ho)
 
     def _next_runs(self) -> dict[str, Any]:
-        # a worker that is not the outlet's syncer runs none of the jobs: nothing to tell
-        return self._scheduler.next_runs() if self._scheduler is not None and self._scheduler.syncer else {}
+        # the outlet's schedule, the same whichever worker answers (only the syncer runs the jobs)
+        return self._scheduler.next_runs() if self._scheduler is not None else {}
 
     def _record_cycle(self, worker: SyncWorker, report: CycleReport | None) -> None:
         """The syncer's state after a run and, after a cycle, its record (what status's metrics count). A

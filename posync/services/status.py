@@ -164,9 +164,11 @@ def window_rates(window: CycleWindow) -> tuple[float | None, float | None, float
 
 def assess(rules: HealthRules, *, now: datetime, window: CycleWindow, last_success_at: datetime | None,
            watched_since: datetime | None, dead: int = 0, auth_error: str | None = None,
-           ho: dict[str, Any] | None = None, capture_missing: list[str] | None = None) -> list[str]:
+           ho: dict[str, Any] | None = None, capture_missing: list[str] | None = None,
+           last_attempt_error: str | None = None) -> list[str]:
     """Why the outlet is unhealthy, one short sentence each (none: healthy). ``watched_since``: when posync
-    started on this database (an outlet that never synced is judged from then)."""
+    started on this database (an outlet that never synced is judged from then). ``last_attempt_error``: the
+    syncer's last attempt failed (HO away, say), as recorded; a live check (``ho``) is newer and wins."""
     reasons: list[str] = []
     cycles = window.ok + window.failed
     if cycles and window.failed / cycles > rules.max_failure_rate:
@@ -185,6 +187,8 @@ def assess(rules: HealthRules, *, now: datetime, window: CycleWindow, last_succe
         reasons.append(f"head office unreachable: {ho.get('error')}")
     elif (ho is not None and ho.get("auth_ok") is False) or auth_error:
         reasons.append("head office refuses posync's credentials: fix the settings")
+    elif ho is None and last_attempt_error:
+        reasons.append(f"the syncer's last attempt failed (changes stay queued): {last_attempt_error}")
     if capture_missing:
         reasons.append(f"changes to {', '.join(capture_missing)} are not captured: their triggers are missing")
     return reasons
@@ -289,7 +293,8 @@ class OutletStatus:
         reasons = assess(rules, now=now, window=window, last_success_at=last_success,
                          watched_since=aware(health.bound_at) if health is not None else None,
                          dead=queue.get(ItemStatus.DEAD.value, 0), auth_error=auth_error, ho=live,
-                         capture_missing=missing)
+                         capture_missing=missing,
+                         last_attempt_error=cycle.last_error if cycle is not None and not cycle.online else None)
         cycles = window.ok + window.failed
         success, failure, avg = window_rates(window)
         report = StatusReport(

@@ -108,11 +108,28 @@ class EmbeddedScheduler:
         the outlet's sync switch is on. Cheap: the switch reads the database at most every few seconds."""
         return self.syncer and (self._enabled is None or self._enabled())
 
-    def next_runs(self) -> dict[str, datetime | None]:
-        """posync's jobs here (not the lease's renewal) and when each runs next, by name without "posync-"."""
-        # a job of a scheduler not started yet has no next_run_time
-        return {job.id.removeprefix("posync-"): getattr(job, "next_run_time", None)
-                for job in self._scheduler.get_jobs() if job.id.startswith("posync-") and job.id != LEASE_ID}
+    def next_runs(self, now: datetime | None = None) -> dict[str, datetime | None]:
+        """posync's jobs (not the lease's renewal) and when each runs next, by name without "posync-". On
+        the outlet's own grid (posync/workers/schedule.py: its phase comes from the outlet id), so every
+        worker process tells the same times, whichever is the syncer; each run adds its small jitter."""
+        from posync.workers.schedule import OffsetCron, PhasedInterval
+
+        now = now or datetime.now(UTC)
+        runs: dict[str, datetime | None] = {}
+        for job in self._scheduler.get_jobs():
+            if not job.id.startswith("posync-") or job.id == LEASE_ID:
+                continue
+            trigger = job.trigger
+            when: datetime | None
+            if isinstance(trigger, PhasedInterval):
+                when = datetime.fromtimestamp(trigger.next_grid_point(now.timestamp()), UTC)
+            elif isinstance(trigger, OffsetCron):
+                base = trigger.base_after(now)
+                when = None if base is None else base.astimezone(UTC) + timedelta(seconds=trigger.offset)
+            else:  # a job of a scheduler not started yet has no next_run_time
+                when = getattr(job, "next_run_time", None)
+            runs[job.id.removeprefix("posync-")] = when
+        return runs
 
     @property
     def running(self) -> bool:
