@@ -137,10 +137,13 @@ class TrackedEntity:
             for i, convert in self._to_wire:
                 values[i] = convert(values[i])
         names = self._wire_names
-        data = {names[c]: v for c, v in zip(self.data_columns, values, strict=False)}
-        pk = names[self.pk.name]
-        data[pk] = str(data[pk])
-        return data
+        # every field keeps its column's type, the id too (an INTEGER id is a JSON number): only the
+        # outbox's entity_id and the protocol's "entity_id" are text (payload_id)
+        return {names[c]: v for c, v in zip(self.data_columns, values, strict=False)}
+
+    def payload_id(self, payload: Mapping[str, Any]) -> str:
+        """The entity id, as text (the outbox's ``entity_id``), of a payload from :meth:`payload_of`."""
+        return str(payload[self._wire_names[self.pk.name]])
 
     def record_id(self, record: Mapping[str, Any]) -> str:
         """The entity id of an HO record (its primary key field, else ``id``) as text."""

@@ -103,7 +103,7 @@ class EntityRepository:
                 for i, proc in convert:
                     values[i] = proc(values[i])
             data = entity.payload_of(values)  # the data columns come first (_reader)
-            out[data[entity.pk.name]] = PushRow(data, values[version], values[cloud_version])
+            out[entity.payload_id(data)] = PushRow(data, values[version], values[cloud_version])
         return out
 
     @staticmethod
