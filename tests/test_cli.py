@@ -276,11 +276,11 @@ def test_usage_errors_are_exit_2(args: list[str], monkeypatch: pytest.MonkeyPatc
     assert capsys.readouterr().err
 
 
-def _pos_syncing(outlet: Outlet) -> Outlet:
+def _pos_syncing(outlet: Outlet, **settings: Any) -> Outlet:
     """The POS's server: it holds the syncer lease and runs the scheduler (an hour's interval, no push on
     commit, one answer per request: a 503 fails the push at once); its first cycle has run."""
     pos = make_outlet(outlet.db_url, outlet.server.url, sync_interval_seconds=3600, push_on_commit=False,
-                      max_retries=0)
+                      max_retries=0, **settings)
     pos.sync.start()
     deadline = time.monotonic() + 30
     while pos.sync.manager.status().last_cycle_at is None and time.monotonic() < deadline:
@@ -370,3 +370,17 @@ def test_a_table_has_one_line_per_row_and_json_round_trips(rows: list[dict[str, 
     print_json(rows)
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and json.loads(out) == rows
+
+
+def test_the_syncers_refused_credentials_are_exit_4_whatever_this_process_holds(outlet: Outlet) -> None:
+    """The syncer runs with its own key: refused, ``posync sync`` exits 4 though this process's key is right."""
+    pos = _pos_syncing(outlet, api_key="not-the-key-0123456789")
+    try:
+        done = outlet.run("sync", "--json", "--wait", "30")
+        assert done.code == 4, done.out + done.err
+        result = done.json()
+        assert result["where"] == "syncer" and result["error_kind"] == "auth" and result["moved"] == 0
+        assert "not-the-key" not in done.out + done.err
+        assert outlet.ho.records("orders") == {}
+    finally:
+        pos.close()
