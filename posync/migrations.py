@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 __all__ = ["HEAD", "VERSION_TABLE", "alembic_config", "current", "downgrade", "include_object", "locked",
            "require_current", "upgrade"]
 
-HEAD = "0005"  # the newest script's revision (a test holds it equal to Alembic's own head)
+HEAD = "0006"  # the newest script's revision (a test holds it equal to Alembic's own head)
 VERSION_TABLE = "posync_alembic_version"
 
 

@@ -128,6 +128,9 @@ def test_sync_pushes_a_queued_change_and_the_tables_show_what_happened(outlet: O
     assert outlet.run("queue", "--json").json() == []
     table = outlet.run("sync")
     assert table.code == 0 and "pushed" in table.out and "pulled" in table.out
+    assert "posync sync" in table.out and "settings" not in table.out  # run here, with this process's settings
+    trigger = outlet.run("trigger")
+    assert trigger.code == 0 and "posync trigger" in trigger.out and "posync sync" not in trigger.out
     logs = outlet.run("logs")
     assert logs.code == 0 and "push" in logs.out and "pull" in logs.out
     assert len(logs.out.splitlines()) < 20, logs.out
@@ -225,7 +228,30 @@ def test_a_dead_letter_makes_the_outlet_unhealthy_exit_5(outlet: Outlet) -> None
     assert report["healthy"] is False and report["dead_letters"][0]["entity_id"] == "o1"
     table = outlet.run("status")
     assert table.code == 5 and "NO" in table.out and "dead letters" in table.out and "o1" in table.out
+    [dead] = outlet.run("queue", "--status", "dead", "--json").json()
+    retried = outlet.run("retry", str(dead["id"]))
+    assert retried.code == 0 and f"queue item {dead['id']} was dead: put back in line" in retried.out, retried.out
+    assert outlet.run("sync", "--json").code == 0  # refused again: dead again
     assert outlet.run("retry", "--all", "--json").json() == {"retried": 1}
+
+
+def test_retrying_a_pending_change_says_it_was_already_in_line(outlet: Outlet) -> None:
+    outlet.sell(51000)
+    [item] = outlet.run("queue", "--json").json()
+    done = outlet.run("retry", str(item["id"]))
+    assert done.code == 0, done.out + done.err
+    assert f"queue item {item['id']} was pending (already in line)" in done.out, done.out
+    assert "put back in line" not in done.out
+    assert outlet.run("retry", str(item["id"]), "--json").json() == {"retried": 1, "was": "pending"}
+
+
+def test_logs_of_an_unknown_kind_is_a_usage_error_naming_the_kinds(outlet: Outlet) -> None:
+    assert outlet.run("sync", "--json").code == 0
+    bad = outlet.run("logs", "--kind", "nope")
+    assert bad.code == 2, bad.out + bad.err
+    assert "kind must be one of" in bad.err and "cycle_failed" in bad.err, bad.err
+    cycles = outlet.run("logs", "--kind", "cycle", "--json").json()
+    assert cycles and {row["kind"] for row in cycles} == {"cycle"}
 
 
 def test_the_real_command_in_a_process_gives_the_same_exit_code(sqlite_outlet: Outlet) -> None:
@@ -250,22 +276,63 @@ def test_usage_errors_are_exit_2(args: list[str], monkeypatch: pytest.MonkeyPatc
     assert capsys.readouterr().err
 
 
-def test_sync_asks_the_outlets_syncer_when_another_process_holds_the_lease(outlet: Outlet) -> None:
-    """One syncer per outlet: the POS's server runs the scheduler (an hour's interval, no push on commit);
-    ``posync sync`` asks it for the cycle through the database and reports the cycle it ran."""
-    pos = make_outlet(outlet.db_url, outlet.server.url, sync_interval_seconds=3600, push_on_commit=False)
+def _pos_syncing(outlet: Outlet, **settings: Any) -> Outlet:
+    """The POS's server: it holds the syncer lease and runs the scheduler (an hour's interval, no push on
+    commit, one answer per request: a 503 fails the push at once); its first cycle has run."""
+    pos = make_outlet(outlet.db_url, outlet.server.url, sync_interval_seconds=3600, push_on_commit=False,
+                      max_retries=0, **settings)
+    pos.sync.start()
+    deadline = time.monotonic() + 30
+    while pos.sync.manager.status().last_cycle_at is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # its first cycle runs at start
+    with pos.Session() as s:
+        s.add(Order(id="o9", table_no="T9", total=59000))
+        s.commit()
+    return pos
+
+
+def test_sync_asks_the_outlets_syncer_when_another_process_holds_the_lease(outlet: Outlet,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """One syncer per outlet: ``posync sync`` asks the POS's server for the cycle through the database and
+    reports the cycle it ran from its record (changes moved, duration). The syncer runs with its own
+    settings: a wrong API key here changes nothing, and the table says whose settings ran the cycle."""
+    pos = _pos_syncing(outlet)
     try:
-        pos.sync.start()
-        deadline = time.monotonic() + 30
-        while pos.sync.manager.status().last_cycle_at is None and time.monotonic() < deadline:
-            time.sleep(0.05)  # its first cycle runs at start
-        with pos.Session() as s:
-            s.add(Order(id="o9", table_no="T9", total=59000))
-            s.commit()
+        monkeypatch.setenv("CLI_TEST_KEY", "not-the-key-0123456789")
         done = outlet.run("sync", "--json", "--wait", "30")
         assert done.code == 0, done.out + done.err
         result = done.json()
         assert result["where"] == "syncer" and result["ran"] is True and result["syncer"]
+        assert result["moved"] == 1 and result["seconds"] is not None and result["error_kind"] is None
+        assert "o9" in outlet.ho.records("orders")
+        table = outlet.run("trigger", "--wait", "30")
+        assert table.code == 0, table.out + table.err
+        rows = {line.split()[0]: line.split()[1:] for line in table.out.splitlines()[1:] if line.strip()}
+        assert rows["moved"] == ["0"] and rows["took"][0].endswith("s"), table.out
+        assert "the syncer's own" in " ".join(rows["settings"]), table.out
+        assert "posync trigger" in table.out
+    finally:
+        pos.close()
+
+
+def test_the_syncers_cycle_failed_by_a_503_is_exit_3_though_ho_answers_a_check(outlet: Outlet) -> None:
+    """HO answers the syncer's push with 503: the syncer records the failure's kind with the cycle, and
+    ``posync sync`` judges the cycle by it (3), not by asking HO afterwards (it answers: that said 1)."""
+    pos = _pos_syncing(outlet)
+    try:
+        outlet.ho.faults.update(paths=["/api/v1/sync/push/"], error_rate=1.0, error_status=503)
+        done = outlet.run("sync", "--json", "--wait", "30")
+        assert done.code == 3, done.out + done.err
+        result = done.json()
+        assert result["where"] == "syncer" and result["ran"] is True
+        assert result["error_kind"] == "unavailable" and "503" in result["error"], result
+        table = outlet.run("sync", "--wait", "30")
+        assert table.code == 3 and "HO unavailable" in table.out, table.out
+        assert outlet.ho.records("orders") == {}
+        outlet.ho.faults.reset()
+        again = outlet.run("sync", "--json", "--wait", "30")
+        assert again.code == 0, again.out + again.err
+        assert again.json()["error_kind"] is None and again.json()["moved"] == 1
         assert "o9" in outlet.ho.records("orders")
     finally:
         pos.close()
@@ -303,3 +370,17 @@ def test_a_table_has_one_line_per_row_and_json_round_trips(rows: list[dict[str, 
     print_json(rows)
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and json.loads(out) == rows
+
+
+def test_the_syncers_refused_credentials_are_exit_4_whatever_this_process_holds(outlet: Outlet) -> None:
+    """The syncer runs with its own key: refused, ``posync sync`` exits 4 though this process's key is right."""
+    pos = _pos_syncing(outlet, api_key="not-the-key-0123456789")
+    try:
+        done = outlet.run("sync", "--json", "--wait", "30")
+        assert done.code == 4, done.out + done.err
+        result = done.json()
+        assert result["where"] == "syncer" and result["error_kind"] == "auth" and result["moved"] == 0
+        assert "not-the-key" not in done.out + done.err
+        assert outlet.ho.records("orders") == {}
+    finally:
+        pos.close()

@@ -134,3 +134,19 @@ def test_authorize_and_allow_anonymous_together_is_a_configuration_error(
         outlet_with_work: tuple[Outlet, ReferenceHO, dict[str, int]]) -> None:
     with pytest.raises(ConfigurationError):
         management_app(outlet_with_work[0].sync, authorize=lambda r: True, allow_anonymous=True)
+
+
+def test_logs_of_an_unknown_kind_answer_400_naming_the_kinds(
+        outlet_with_work: tuple[Outlet, ReferenceHO, dict[str, int]]) -> None:
+    outlet, _, _ = outlet_with_work
+    server = serve_in_thread(management_app(outlet.sync, allow_anonymous=True))
+    try:
+        bad = httpx.get(server.url + "/logs", params={"kind": "nope"}, timeout=30)
+        assert bad.status_code == 400, bad.text
+        assert bad.json()["code"] == "BAD_REQUEST"
+        assert "kind must be one of" in bad.json()["message"] and "cycle_failed" in bad.json()["message"]
+        dead = httpx.get(server.url + "/logs", params={"kind": "dead"}, timeout=30)
+        assert dead.status_code == 200 and dead.json(), dead.text
+        assert {row["kind"] for row in dead.json()} == {"dead"}
+    finally:
+        server.stop()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -51,8 +52,9 @@ def _start_together(url: str, tmp_path: Path, mode: str) -> list[subprocess.Comp
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     start_at = time.time() + 4.0  # every interpreter has imported posync by then
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this tree's posync (the script's own directory comes first)
     procs = [subprocess.Popen([sys.executable, str(script), url, str(start_at), f"o{n}", mode], cwd=ROOT,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
              for n in range(PROCESSES)]
     return finish(procs)
 

@@ -266,7 +266,7 @@ class Posync:
             cycle = CycleOutcome(report.error or (f"pull failed for {failed}" if failed else None), report.duration,
                                  report.push.applied + report.pull.applied.written + report.pull.applied.deleted)
         self.manager.record_cycle(online=worker.online, last_error=worker.last_error, auth_error=worker.auth_error,
-                                  cycle=cycle)
+                                  cycle=cycle, last_error_kind=worker.last_error_kind)
 
     def reconcile(self, resource: str | None = None, *, force: bool = False) -> list[Any]:
         """The id reconciliation now (deletes HO never reported): one resource or every pulled one."""

@@ -111,8 +111,14 @@ def logs(app_spec: str = AppOption, limit: int = 50, kind: str = typer.Option(No
                                                                              "dead, conflict, ..."),
          as_json: bool = JsonOption) -> None:
     """posync's sync log, newest first."""
+    from posync.models.enums import log_kind
+
+    try:
+        wanted = log_kind(kind).value if kind else None
+    except ValueError as exc:
+        raise typer.BadParameter(f"--kind: {exc}") from None
     with open_posync(app_spec) as sync:
-        rows = sync.manager.logs(limit, kind)
+        rows = sync.manager.logs(limit, wanted)
     if as_json:
         print_json(rows)
         return
@@ -153,10 +159,17 @@ def retry(item_id: int = typer.Argument(None), all_dead: bool = typer.Option(Fal
     with open_posync(app_spec) as sync:
         if all_dead:
             count = sync.manager.retry_all()
-        else:
-            sync.manager.retry(item_id)
-            count = 1
-    _done({"retried": count}, f"{count} change(s) put back in line", as_json)
+            _done({"retried": count}, f"{count} dead change(s) put back in line", as_json)
+            return
+        was = sync.manager.retry(item_id)
+    _done({"retried": 1, "was": was}, f"queue item {item_id} {_RETRIED.get(was, f'was {was}: put back in line')}",
+          as_json)
+
+
+# what ``retry`` did, by the status the change had (SyncManager._retry)
+_RETRIED = {"dead": "was dead: put back in line, to be sent again under a new key",
+            "pending": "was pending (already in line): its backoff and attempts are cleared, it goes with the next "
+                       "push"}
 
 
 def resolve(conflict_id: int, choice: str = typer.Option(..., help="local, remote, or a JSON merged record"),

@@ -5,8 +5,11 @@ server, running its scheduler), that process is asked for the cycle through the 
 waits for it (``--wait``); else the cycle runs here (``Posync.sync_here_or_ask()``), with a live line on a
 terminal: pushed and pulled so far. Then the result, as a table or ``--json``, and an exit code: 0 done,
 1 the cycle failed otherwise (or a resource failed alone), 3 HO unavailable (no answer, or its 5xx or 429),
-4 credentials refused. A cycle run here is judged by its own failure (``CycleReport.error_kind``), not by
-asking HO again afterwards: HO that failed the push and answers a moment later was still unavailable.
+4 credentials refused. A cycle is judged by its own failure, not by asking HO again afterwards: HO that
+failed the push and answers a moment later was still unavailable. Run here, that is ``CycleReport.error_kind``;
+run by the outlet's syncer, the kind it recorded with the cycle (``posync_outlet.last_error_kind``), and
+what the cycle moved and how long it took come from its record in the sync log. The syncer runs with its
+own settings (HO, credentials), not this process's: the table says so.
 """
 
 from __future__ import annotations
@@ -35,15 +38,15 @@ def sync_command(app_spec: str = AppOption, as_json: bool = JsonOption,
                  progress: bool = typer.Option(True, "--progress/--no-progress", help="a live line on a terminal"),
                  wait: float = WaitOption) -> None:
     """Run a sync cycle now (push, pull, push), where the outlet syncs; print what it did."""
-    _sync(app_spec, as_json=as_json, progress=progress, wait=wait)
+    _sync(app_spec, as_json=as_json, progress=progress, wait=wait, title="posync sync")
 
 
 def trigger_command(app_spec: str = AppOption, as_json: bool = JsonOption, wait: float = WaitOption) -> None:
     """A sync cycle now ("posync sync" without the live line; seed 003's name)."""
-    _sync(app_spec, as_json=as_json, progress=False, wait=wait)
+    _sync(app_spec, as_json=as_json, progress=False, wait=wait, title="posync trigger")
 
 
-def _sync(app_spec: str | None, *, as_json: bool, progress: bool, wait: float) -> None:
+def _sync(app_spec: str | None, *, as_json: bool, progress: bool, wait: float, title: str) -> None:
     with open_posync(app_spec) as sync:
         holder = _syncer_elsewhere(sync)
         if holder is not None:
@@ -51,13 +54,16 @@ def _sync(app_spec: str | None, *, as_json: bool, progress: bool, wait: float) -
         else:
             started = time.monotonic()
             report = _run_here(sync, progress)
-            result = _result(report) if report is not None else _ask(sync, "another worker", wait, progress)
-            result["seconds"] = round(time.monotonic() - started, 3)
-        code = _exit_code(sync, result)
+            if report is not None:
+                result = _result(report)
+                result["seconds"] = round(time.monotonic() - started, 3)
+            else:  # another worker took the lease meanwhile: it was asked
+                result = _ask(sync, "another worker", wait, progress)
+        code = _exit_code(result)
     if as_json:
         print_json(result)
     else:
-        _show(result)
+        _show(result, title)
     raise typer.Exit(code)
 
 
@@ -123,57 +129,58 @@ def _ask(sync: Any, holder: str, wait: float, progress: bool) -> dict[str, Any]:
     """Ask the outlet's syncer for a cycle through the database; wait (bounded) until it has recorded one."""
     from posync.workers.leader import SyncerLease
 
-    before = sync.status().last_cycle_at
+    mark = sync.manager.log_mark()  # the cycle reported is the first one recorded after the ask
     asked = time.monotonic()
     SyncerLease(sync.engine, "posync-cli").ask_for_cycle()
     out = console(stderr=True)
-    seen = None
+    cycle = None
     line = out.status(f"asked the outlet's syncer ({holder}) for a cycle…")
     with line if progress and out.is_terminal else nullcontext():
         while time.monotonic() - asked < wait:
-            state = sync.status()
-            if state.last_cycle_at is not None and (before is None or state.last_cycle_at > before):
-                seen = state
+            cycle = sync.manager.cycle_after(mark)
+            if cycle is not None:
                 break
             time.sleep(POLL)
-    result: dict[str, Any] = {"ran": seen is not None, "where": "syncer", "syncer": holder, "pushed": None,
-                              "pulled": None, "deleted": None, "conflicts": None, "failed": {},
-                              "error": None, "error_kind": None, "seconds": round(time.monotonic() - asked, 3)}
-    if seen is None:
+    # what the syncer records of a cycle: the changes it moved (pushed and pulled together), its duration
+    result: dict[str, Any] = {"ran": cycle is not None, "where": "syncer", "syncer": holder, "pushed": None,
+                              "pulled": None, "moved": None, "deleted": None, "conflicts": None, "failed": {},
+                              "error": None, "error_kind": None, "seconds": None,
+                              "waited": round(time.monotonic() - asked, 3)}
+    if cycle is None:
         result["error"] = f"the outlet's syncer ({holder}) was asked for a cycle; none was recorded in {wait:g}s"
     else:
-        result["error"] = seen.auth_error or (seen.last_error if not seen.online else None)
-        result["error_kind"] = "auth" if seen.auth_error else None  # else unknown: the syncer records text
+        result.update(moved=cycle.moved, error=cycle.error, error_kind=cycle.error_kind,
+                      seconds=None if cycle.seconds is None else round(cycle.seconds, 3))
     return result
 
 
 def _result(report: Any) -> dict[str, Any]:
-    return {"ran": report.ran, "where": "here", "syncer": None, "pushed": report.push.applied,
-            "pulled": report.pull.applied.written, "deleted": report.pull.applied.deleted + report.removed,
+    pushed, pulled, deleted = report.push.applied, report.pull.applied.written, report.pull.applied.deleted
+    return {"ran": report.ran, "where": "here", "syncer": None, "pushed": pushed, "pulled": pulled,
+            "moved": pushed + pulled + deleted, "deleted": deleted + report.removed,
             "conflicts": report.push.conflicts + report.pull.applied.conflicts,
             "failed": {**report.pull.failed, **report.reconcile_failed}, "error": report.error,
-            "error_kind": report.error_kind, "seconds": None}
+            "error_kind": report.error_kind, "seconds": None, "waited": None}
 
 
-def _exit_code(sync: Any, result: dict[str, Any]) -> int:
+def _exit_code(result: dict[str, Any]) -> int:
     """0 done; 3 or 4 when the cycle failed because HO was unavailable or refused us; 1 for any other
-    failure, a resource that failed alone included. The outlet's syncer records no failure kind beyond
-    refused credentials: only for its cycle is HO checked live, to tell an outage from another failure."""
+    failure, a resource that failed alone included, and a syncer that recorded no cycle in time. Judged by
+    the cycle's own failure, wherever it ran: never by asking HO again afterwards."""
     if result["error"] is None and result["ran"]:
         return exits.ERROR if result["failed"] else exits.OK
     if not result["ran"] and result["where"] == "syncer":
         return exits.ERROR  # the syncer did not answer in time
-    kind = result["error_kind"]
-    if kind is None and result["where"] == "syncer":
-        code = exits.for_ho_check(sync.status(check_ho=True).as_dict().get("ho"))
-        return code if code is not None else exits.ERROR
-    return {"auth": exits.AUTH_REFUSED, "unavailable": exits.HO_UNREACHABLE}.get(kind or "", exits.ERROR)
+    return {"auth": exits.AUTH_REFUSED, "unavailable": exits.HO_UNREACHABLE}.get(result["error_kind"] or "",
+                                                                                exits.ERROR)
 
 
-def _show(result: dict[str, Any]) -> None:
+def _show(result: dict[str, Any], title: str) -> None:
     where = "here" if result["where"] == "here" else f"by the outlet's syncer ({result['syncer']})"
     rows: list[tuple[str, Any]] = [("ran", f"{'yes' if result['ran'] else 'no'}, {where}")]
-    for key in ("pushed", "pulled", "deleted", "conflicts"):
+    if result["where"] == "syncer":  # its HO and credentials, not this process's (POSYNC_* here changed nothing)
+        rows.append(("settings", "the syncer's own (HO, credentials): this process's were not used"))
+    for key in ("pushed", "pulled", "moved", "deleted", "conflicts"):
         if result[key] is not None:
             rows.append((key, result[key]))
     rows += [(f"failed: {resource}", error) for resource, error in result["failed"].items()]
@@ -182,4 +189,6 @@ def _show(result: dict[str, Any]) -> None:
         rows.append((kind or "error", result["error"]))
     if result["seconds"] is not None:
         rows.append(("took", f"{result['seconds']:.2f}s"))
-    print_fields(rows, title="posync sync")
+    if result["waited"] is not None:
+        rows.append(("waited", f"{result['waited']:.2f}s"))
+    print_fields(rows, title=title)

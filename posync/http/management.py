@@ -1,6 +1,6 @@
 """Seed 003's management endpoints as a Starlette app the host mounts (FastAPI: ``app.mount``):
 
-    GET  /status[?check_ho=1]    POST /trigger    GET /logs    GET /queue    GET /metrics (Prometheus)
+    GET  /status[?check_ho=1]    POST /trigger    GET /logs[?kind=]    GET /queue    GET /metrics (Prometheus)
     POST /retry/{id}    POST /retry (all dead)    GET /conflicts    POST /resolve/{id}
     POST /checkpoints/reset[?resource=]    POST /reconcile[?resource=&force=1]
 
@@ -27,7 +27,7 @@ from posync.app import Posync
 from posync.errors import ClosedError, ConfigurationError, ConflictStateError, NotFoundError, PosyncError
 from posync.http.guard import Authorize, Guard, LazyPosync
 from posync.http.metrics import metrics_registry, render
-from posync.models.enums import ItemStatus
+from posync.models.enums import ItemStatus, log_kind
 
 __all__ = ["management_app"]
 
@@ -107,7 +107,9 @@ def management_app(sync: Posync | Callable[[], Posync], authorize: Authorize | N
         return {"pushed": report.push.applied, "pulled": report.pull.applied.written, "error": report.error}
 
     async def logs(request: Request) -> Any:
-        return await run_in_threadpool(outlet().manager.logs, _int(request, "limit", 100))
+        raw = request.query_params.get("kind")
+        kind = log_kind(raw).value if raw else None  # an unknown kind: 400 naming the valid ones
+        return await run_in_threadpool(outlet().manager.logs, _int(request, "limit", 100), kind)
 
     async def queue(request: Request) -> Any:
         raw = request.query_params.get("status")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 __all__ = ["ConflictStatus", "ConflictStrategy", "Direction", "ItemStatus", "LogKind", "Op", "PushOutcome",
-           "SyncStatus"]
+           "SyncStatus", "log_kind"]
 
 
 class SyncStatus(StrEnum):
@@ -79,6 +79,15 @@ class LogKind(StrEnum):
     CYCLE = "cycle"  # a sync cycle that completed (a quiet one too): duration_ms, count = changes moved
     CYCLE_FAILED = "cycle_failed"  # a sync cycle that failed, or pulled a resource that failed: detail = why
     TOTAL = "total"  # what the log's retention removed, summed (the metrics' counters never go back)
+
+
+def log_kind(raw: str) -> LogKind:
+    """A sync log kind a caller named (``GET /logs?kind=``, ``posync logs --kind``); a ValueError names the
+    valid ones (an unknown kind is a mistake to show, not a filter that silently matches nothing)."""
+    try:
+        return LogKind(raw)
+    except ValueError:
+        raise ValueError(f"kind must be one of {', '.join(k.value for k in LogKind)}") from None
 
 
 class ConflictStatus(StrEnum):

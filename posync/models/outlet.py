@@ -37,5 +37,8 @@ class OutletRecord(PosyncModel, table=True):
     online: bool = Field(default=True)
     last_error: str | None = Field(default=None, sa_column=sa.Column(sa.Text(), nullable=True))
     auth_error: str | None = Field(default=None, sa_column=sa.Column(sa.Text(), nullable=True))
+    # the last failure's kind (CycleReport.error_kind: auth, unavailable, error), None after a success: what
+    # a process that asked the syncer for a cycle judges it by (not by asking HO again afterwards)
+    last_error_kind: str | None = Field(default=None, max_length=20)
     last_cycle_at: datetime | None = Field(default=None, sa_column=sa.Column(sa.DateTime(timezone=True),
                                                                              nullable=True))

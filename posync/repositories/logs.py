@@ -79,6 +79,16 @@ class LogRepository:
                                              .order_by(T.c.at.desc()).limit(1)).scalar()
         return last
 
+    def newest_id(self, conn: Connection) -> int:
+        """The newest row's id (0: none yet): a row written later has a greater one."""
+        return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(T.c.id), 0))).scalar() or 0)
+
+    def first_cycle_after(self, conn: Connection, after_id: int) -> RowMapping | None:
+        """The first cycle (completed or failed) recorded after the row ``after_id``."""
+        return conn.execute(sa.select(T).where(T.c.id > after_id,
+                                               T.c.kind.in_([LogKind.CYCLE.value, LogKind.CYCLE_FAILED.value]))
+                            .order_by(T.c.id).limit(1)).mappings().first()
+
     def cycles_since(self, conn: Connection, since: datetime) -> CycleWindow:
         rows = conn.execute(sa.select(T.c.kind, sa.func.count(), sa.func.coalesce(sa.func.sum(T.c.duration_ms), 0.0))
                             .where(T.c.kind.in_([LogKind.CYCLE.value, LogKind.CYCLE_FAILED.value]), T.c.at > since)

@@ -35,6 +35,7 @@ class OutletHealth(NamedTuple):
     last_cycle_at: datetime | None
     last_sync_at: datetime | None
     bound_at: datetime | None  # when posync started on this database (its first start)
+    last_error_kind: str | None  # the last failure's kind: "auth", "unavailable" or "error"
 
 
 class OutletConfigRow(NamedTuple):
@@ -75,12 +76,14 @@ class OutletRepository:
 
     def health(self, conn: Connection) -> OutletHealth | None:
         row = conn.execute(sa.select(T.c.online, T.c.last_error, T.c.auth_error, T.c.last_cycle_at,
-                                     T.c.last_sync_at, T.c.bound_at).where(T.c.id == 1)).first()
+                                     T.c.last_sync_at, T.c.bound_at, T.c.last_error_kind)
+                           .where(T.c.id == 1)).first()
         return None if row is None else OutletHealth(*row)
 
     def record_cycle(self, conn: Connection, *, online: bool, last_error: str | None, auth_error: str | None,
-                     at: datetime) -> None:
-        values = {"online": online, "last_error": last_error, "auth_error": auth_error, "last_cycle_at": at}
+                     at: datetime, last_error_kind: str | None = None) -> None:
+        values = {"online": online, "last_error": last_error, "auth_error": auth_error, "last_cycle_at": at,
+                  "last_error_kind": last_error_kind}
         if online:
             values["last_sync_at"] = at
         conn.execute(T.update().where(T.c.id == 1).values(**values))

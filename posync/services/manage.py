@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection, Engine, RowMapping
 
 from posync.db import UnitOfWork, WriteGate
 from posync.errors import ConflictStateError, NotFoundError
-from posync.models.enums import ConflictStatus, ItemStatus, LogKind, SyncStatus
+from posync.models.enums import ConflictStatus, ItemStatus, LogKind, SyncStatus, log_kind
 from posync.registry import Registry
 from posync.repositories import (
     CheckpointRepository,
@@ -26,6 +26,7 @@ from posync.services.conflicts import ConflictHandler
 from posync.services.pull import PullService
 from posync.services.status import (
     CycleOutcome,
+    CycleRecord,
     CycleState,
     HealthRules,
     MetricsSnapshot,
@@ -91,8 +92,17 @@ class SyncManager:
         return self.outlet_status.metrics()
 
     def record_cycle(self, *, online: bool, last_error: str | None, auth_error: str | None,
-                     cycle: CycleOutcome | None) -> None:
-        self.outlet_status.record_cycle(online=online, last_error=last_error, auth_error=auth_error, cycle=cycle)
+                     cycle: CycleOutcome | None, last_error_kind: str | None = None) -> None:
+        self.outlet_status.record_cycle(online=online, last_error=last_error, auth_error=auth_error, cycle=cycle,
+                                        last_error_kind=last_error_kind)
+
+    def log_mark(self) -> int:
+        """Where the sync log stands now (see :meth:`cycle_after`)."""
+        return self.outlet_status.log_mark()
+
+    def cycle_after(self, mark: int) -> CycleRecord | None:
+        """The first cycle the outlet's syncer recorded after ``mark`` (:meth:`log_mark`), and how it went."""
+        return self.outlet_status.cycle_after(mark)
 
     def purge_logs(self, older_than_days: float) -> int:
         """Fold the sync log's settled rows into the metrics' totals, then remove rows older than
@@ -120,6 +130,9 @@ class SyncManager:
                                                        resource=resource, entity_id=entity_id)]
 
     def logs(self, limit: int = 100, kind: str | None = None) -> list[dict[str, Any]]:
+        """The sync log, newest first; ``kind``: one LogKind's rows only (else a ValueError naming them)."""
+        if kind:
+            kind = log_kind(kind).value
         with self._engine.connect() as conn:
             return [_row(r) for r in self._logs.recent(conn, limit=limit, kind=kind)]
 
@@ -153,14 +166,16 @@ class SyncManager:
         with self._transaction() as conn:
             self._handler.resolve(conn, conflict_id, choice)
 
-    def retry(self, item_id: int) -> None:
+    def retry(self, item_id: int) -> str:
         """Put a dead (or backing-off) change back in line now. A dead change is re-read from its row and
-        sent under a new key: HO never applied it, and the row may have been fixed since."""
+        sent under a new key: HO never applied it, and the row may have been fixed since. A pending one was
+        in line already: its backoff and attempts are cleared. Returns the status it had (ItemStatus)."""
         with self._transaction() as conn:
             item = self._outbox.get(conn, item_id)
             if item is None:
                 raise NotFoundError("queue item", item_id)
             self._retry(conn, item)
+            return str(item["status"])
 
     def retry_all(self) -> int:
         """Retry every dead change. Returns how many."""

@@ -45,10 +45,12 @@ def rebind(engine: Engine, given: OutletIdentity) -> OutletIdentity | None:
     return before
 
 
-def record_cycle(engine: Engine, *, online: bool, last_error: str | None, auth_error: str | None) -> None:
+def record_cycle(engine: Engine, *, online: bool, last_error: str | None, auth_error: str | None,
+                 last_error_kind: str | None = None) -> None:
     """The syncer's cycle outcome, for every worker's status: one short write after each cycle."""
     with write_transaction(engine) as conn:
-        _repo.record_cycle(conn, online=online, last_error=last_error, auth_error=auth_error, at=datetime.now(UTC))
+        _repo.record_cycle(conn, online=online, last_error=last_error, auth_error=auth_error, at=datetime.now(UTC),
+                           last_error_kind=last_error_kind)
 
 
 class SyncSwitch:

@@ -31,8 +31,8 @@ from posync.repositories.logs import CycleWindow, LogTotal
 from posync.repositories.outlet import OutletRepository
 from posync.services.pull import PullService
 
-__all__ = ["CycleOutcome", "CycleState", "HealthRules", "MetricsSnapshot", "OutletStatus", "StatusReport", "assess",
-           "jsonable", "probe_ho", "window_rates"]
+__all__ = ["CycleOutcome", "CycleRecord", "CycleState", "HealthRules", "MetricsSnapshot", "OutletStatus",
+           "StatusReport", "assess", "jsonable", "probe_ho", "window_rates"]
 
 DEAD_LETTERS_SHOWN = 100  # status lists this many dead entities; the count in ``queue`` is the whole
 PENDING = (ItemStatus.PENDING, ItemStatus.INFLIGHT)  # what ``StatusReport.pending`` counts
@@ -67,6 +67,19 @@ class CycleOutcome:
     error: str | None
     seconds: float
     moved: int = 0  # changes pushed and pulled
+
+
+@dataclass(frozen=True)
+class CycleRecord:
+    """A cycle the syncer recorded, as another process reads it (``posync sync`` asking the syncer)."""
+
+    at: datetime
+    moved: int  # changes pushed and pulled
+    seconds: float | None
+    error: str | None  # None: it completed
+    # why it failed, as the syncer recorded it: "auth", "unavailable", "error"; None when it completed, or
+    # when only a pulled resource failed (the syncer's cycle itself did not fail)
+    error_kind: str | None
 
 
 @dataclass(frozen=True)
@@ -245,18 +258,38 @@ class OutletStatus:
     # -- writing: the syncer, after each cycle -------------------------------------------------------------
 
     def record_cycle(self, *, online: bool, last_error: str | None, auth_error: str | None,
-                     cycle: CycleOutcome | None) -> None:
-        """The syncer's state after a run, and (a cycle, not a push on its own) the cycle's log row: one
-        short write transaction."""
+                     cycle: CycleOutcome | None, last_error_kind: str | None = None) -> None:
+        """The syncer's state after a run (with its last failure's kind: "auth", "unavailable", "error"),
+        and (a cycle, not a push on its own) the cycle's log row: one short write transaction."""
         now = self._now()
         with self._transaction() as conn:
-            self._outlet.record_cycle(conn, online=online, last_error=last_error, auth_error=auth_error, at=now)
+            self._outlet.record_cycle(conn, online=online, last_error=last_error, auth_error=auth_error, at=now,
+                                      last_error_kind=last_error_kind)
             if cycle is not None:
                 self._logs.add(conn, LogKind.CYCLE if cycle.error is None else LogKind.CYCLE_FAILED, now,
                                count=cycle.moved, duration_ms=round(cycle.seconds * 1000, 3),
                                detail=None if cycle.error is None else cycle.error[:2000])
 
     # -- reading -----------------------------------------------------------------------------------------
+
+    def log_mark(self) -> int:
+        """Where the sync log stands now: :meth:`cycle_after` finds the first cycle recorded after it."""
+        with self._engine.connect() as conn:
+            return self._logs.newest_id(conn)
+
+    def cycle_after(self, mark: int) -> CycleRecord | None:
+        """The first cycle the syncer recorded after ``mark`` (:meth:`log_mark`), with its failure's kind
+        (read in the same look: the outlet row and the cycle's log row are written in one transaction)."""
+        with self._engine.connect() as conn:
+            row = self._logs.first_cycle_after(conn, mark)
+            if row is None:
+                return None
+            health = self._outlet.health(conn)
+        failed = row["kind"] == LogKind.CYCLE_FAILED.value
+        kind = health.last_error_kind if failed and health is not None and health.last_error else None
+        ms = row["duration_ms"]
+        return CycleRecord(aware(row["at"]) or self._now(), int(row["count"] or 0),
+                           None if ms is None else ms / 1000, row["detail"] if failed else None, kind)
 
     def status(self, *, check_ho: bool = False) -> StatusReport:
         return self._read(check_ho=check_ho)[0]

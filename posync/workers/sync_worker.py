@@ -83,6 +83,7 @@ class SyncWorker:
         self._after_lock = threading.Lock()
         self.last_error: str | None = None
         self.auth_error: str | None = None
+        self.last_error_kind: str | None = None  # the last failure's CycleReport.error_kind; None once one succeeds
         # runs that may have removed outbox items (sent, folded, or a pull's conflicts): SQLite numbers new
         # items after the highest left, so the commit watcher's mark is stale after one of these
         self.outbox_runs = 0
@@ -190,8 +191,8 @@ class SyncWorker:
             return True
         return False
 
-    def _state(self) -> tuple[bool, str | None, str | None]:
-        return self.online, self.last_error, self.auth_error
+    def _state(self) -> tuple[bool, str | None, str | None, str | None]:
+        return self.online, self.last_error, self.auth_error, self.last_error_kind
 
     def _succeeded(self) -> None:
         if self._failures:
@@ -202,7 +203,7 @@ class SyncWorker:
         self._failures = self._cycles_failed = 0
         self._probe_first = False
         self._not_before = 0.0
-        self.last_error = self.auth_error = None
+        self.last_error = self.auth_error = self.last_error_kind = None
 
     def _report_state(self, report: CycleReport | None) -> None:
         if self._on_cycle is None:
@@ -241,6 +242,7 @@ class SyncWorker:
         report.error, report.next_attempt_in = str(exc) or type(exc).__name__, delay
         report.error_kind = ("auth" if isinstance(exc, AuthenticationError)
                              else "unavailable" if isinstance(exc, TransportError) else "error")
+        self.last_error_kind = report.error_kind
         if quiet:
             return
         if isinstance(exc, AuthenticationError):
