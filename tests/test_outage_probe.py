@@ -97,7 +97,7 @@ def test_during_an_outage_only_probes_go_out_and_the_first_answer_brings_the_cyc
         waits = []
         for n in range(40):  # an hour of simulated outage, or near it; the till goes on selling
             env.sell(f"during-{n + 2}")
-            assert not env.outlet.sync._worker.push_due().ran  # a sale's push waits for the probe's time
+            assert not env.harness.worker.push_due().ran  # a sale's push waits for the probe's time
             waits.append(report.next_attempt_in)
             report = env.when_due(report)
             assert report.probed and not report.ran and report.error
@@ -113,7 +113,7 @@ def test_during_an_outage_only_probes_go_out_and_the_first_answer_brings_the_cyc
     after = env.gate.since(mark)
     assert after[0] == VERSION and PUSH in after  # the probe first, then the cycle in the same attempt
     assert {f"during-{n}" for n in range(1, 42)} <= set(env.ho.records("orders"))
-    assert env.outlet.sync._worker.online
+    assert env.harness.worker.online
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
     assert len(warnings) == 1 and "unreachable" in warnings[0]  # one line per state change, both ways
@@ -126,7 +126,7 @@ def test_refused_credentials_are_no_outage_and_are_not_probed(db_url: str, tmp_p
     try:
         env.sell("queued")  # a cycle starts with its push: refused
         first = env.harness.run_cycle()
-        assert first.error and env.outlet.sync._worker.auth_error is not None
+        assert first.error and env.harness.worker.auth_error is not None
         mark, report = len(env.gate.order), first
         for _ in range(3):
             report = env.when_due(report)

@@ -31,7 +31,7 @@ from posync.services.apply import RemoteApplier
 from posync.services.pull.stats import PullStats
 from posync.services.push import Lease, PushStats
 from posync.workers.leader import SyncerLease
-from posync.workers.sync_worker import CycleReport
+from posync.workers.sync_worker import CycleReport, SyncWorker
 
 __all__ = ["SyncHarness"]
 
@@ -175,6 +175,11 @@ class SyncHarness:
     def gate(self) -> WriteGate:
         """The write gate posync's write transactions pass (after the host's writes, on SQLite)."""
         return self.sync._gate
+
+    @property
+    def worker(self) -> SyncWorker:
+        """The sync cycle's worker: ``push_due()`` (push on commit), ``online``, ``auth_error``."""
+        return self.sync._worker
 
     @property
     def lease(self) -> SyncerLease | None:
