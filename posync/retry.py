@@ -22,7 +22,8 @@ import re
 from dataclasses import dataclass
 from datetime import UTC
 
-__all__ = ["OutagePolicy", "RetryDecision", "RetryPolicy", "backoff", "backoff_base", "parse_retry_after"]
+__all__ = ["IdlePolling", "OutagePolicy", "RetryDecision", "RetryPolicy", "backoff", "backoff_base",
+           "parse_retry_after"]
 
 # delay-seconds is 1*DIGIT; a fraction or a sign is tolerated (an HO that sends "1.5" or "-1" means it)
 _SECONDS = re.compile(r"[+-]?[0-9]+(?:\.[0-9]*)?")
@@ -77,6 +78,26 @@ class RetryPolicy:
         if failures > self.max_retries:
             return None
         return RetryDecision(self.backoff(failures, rng))
+
+
+@dataclass(frozen=True)
+class IdlePolling:
+    """How often an idle outlet asks HO for news. An outlet that has moved nothing either way for ``after``
+    seconds polls less the longer it stays idle: its next cycle waits ``ratio`` of the time it has been
+    idle, at most ``maximum`` seconds (idle 2 min: every 30 s; 20 min: every 5 min; 80 min and on: every
+    20 min). A sale (push on commit), a trigger, a cycle that moved something or a failure ends it. An
+    idle outlet then sends a few small requests an hour instead of one per interval (bench/bench_fleet.py).
+    ``maximum`` 0: never."""
+
+    maximum: float = 1200.0
+    after: float = 120.0
+    ratio: float = 0.25
+
+    def wait(self, idle_for: float) -> float:
+        """Seconds the next cycle waits, having moved nothing for ``idle_for`` seconds (0: run as due)."""
+        if self.maximum <= 0 or idle_for < self.after:
+            return 0.0
+        return min(self.maximum, idle_for * self.ratio)
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from posync.errors import ConfigurationError
-from posync.retry import OutagePolicy, RetryPolicy
+from posync.retry import IdlePolling, OutagePolicy, RetryPolicy
 
 __all__ = ["PhotoOptions", "PhotoSettings", "PosyncSettings", "Stored", "StrictSettings"]
 
@@ -280,6 +280,9 @@ class PosyncSettings(StrictSettings):
     # after an outage HO is probed (its version endpoint, one small GET) at most this far apart, jittered;
     # the first answer ends the outage and the cycle runs at once
     outage_probe_seconds: float = Field(20.0, gt=0)
+    # an outlet that moved nothing for 2 minutes polls HO less the longer it is idle, at most this far
+    # apart (posync.retry.IdlePolling); a sale, a trigger or a change from HO ends it. 0: poll every interval
+    idle_poll_max_seconds: float = Field(1200.0, ge=0)
 
     max_retries: int = Field(3, ge=0)
     initial_backoff_seconds: float = Field(60.0, ge=0)
@@ -381,6 +384,9 @@ class PosyncSettings(StrictSettings):
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(self.max_retries, self.initial_backoff_seconds, self.max_backoff_seconds,
                            self.backoff_multiplier)
+
+    def idle_polling(self) -> IdlePolling:
+        return IdlePolling(self.idle_poll_max_seconds)
 
     def outage_policy(self) -> OutagePolicy:
         return OutagePolicy(self.outage_initial_backoff_seconds,

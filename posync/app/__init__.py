@@ -123,7 +123,7 @@ class Posync:
                                  backoff=settings.outage_policy(), stopping=stopping)
         # an HO that never reports deletes (seed 004) gets the id reconciliation on a schedule
         reconcile_every = settings.reconcile_interval_seconds if settings.ho_profile == "seed" else None
-        self._worker = SyncWorker(self._push, self._pull, outage=settings.outage_policy(),
+        self._worker = SyncWorker(self._push, self._pull, outage=settings.outage_policy(), idle=settings.idle_polling(),
                                   reconcile_every=reconcile_every,
                                   reconcile_max_delete_fraction=settings.reconcile_max_delete_fraction,
                                   on_cycle=self._record_cycle)

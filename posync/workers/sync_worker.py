@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from posync.errors import AuthenticationError, HOUnavailableError, PosyncError, ProtocolError, TransportError
-from posync.retry import OutagePolicy
+from posync.retry import IdlePolling, OutagePolicy
 from posync.services.pull import PullService, PullStats
 from posync.services.push import PushService, PushStats
 
@@ -53,14 +53,18 @@ class CycleReport:
     busy: bool = False  # not run: another cycle or push was running
     duration: float = 0.0  # seconds the run took (the worker's monotonic clock)
     probed: bool = False  # HO was probed first (after an outage); ``ran`` False: the probe failed
+    idle: bool = False  # not run: the outlet is idle and polls HO less often (IdlePolling)
 
 
 class SyncWorker:
     def __init__(self, push: PushService, pull: PullService, *, outage: OutagePolicy | None = None,
                  reconcile_every: float | None = None, reconcile_max_delete_fraction: float = 0.5,
-                 monotonic: Callable[[], float] = time.monotonic,
+                 monotonic: Callable[[], float] = time.monotonic, idle: IdlePolling | None = None,
                  on_cycle: Callable[[SyncWorker, CycleReport | None], None] | None = None) -> None:
         self._push = push
+        self._idle_polling = idle or IdlePolling(maximum=0)  # the worker alone: every due cycle runs
+        self._active_at: float | None = None  # when a change last moved either way (a failure, a trigger)
+        self._idle_until = 0.0
         # told after every cycle that ran, with its report (a push on its own: None, and only when the state
         # changed): the outlet's status and the cycle's record in its database
         self._on_cycle = on_cycle
@@ -126,6 +130,8 @@ class SyncWorker:
             return CycleReport(ran=False, error="stopped")
         if not force and now < self._not_before:
             return CycleReport(ran=False, next_attempt_in=self._not_before - now)
+        if not force and not push_only and now < self._idle_until:
+            return CycleReport(ran=False, idle=True)  # nothing moved for a while: HO is asked less often
         if not self._enter(wait=not push_only):
             return CycleReport(ran=False, error="a cycle is already running", busy=True)
         with self._after_lock:  # busy first, then look at the flag: stop() sets it, then waits for idle
@@ -164,6 +170,7 @@ class SyncWorker:
         else:
             if not push_only or report.push.batches:  # a push that sent nothing learnt nothing of HO
                 self._succeeded()
+            self._note_activity(report, force=force, push_only=push_only)
         finally:
             report.duration = self._monotonic() - started
             if not push_only or report.push.sent or report.push.coalesced_away:
@@ -193,6 +200,18 @@ class SyncWorker:
 
     def _state(self) -> tuple[bool, str | None, str | None, str | None]:
         return self.online, self.last_error, self.auth_error, self.last_error_kind
+
+    def _note_activity(self, report: CycleReport, *, force: bool, push_only: bool) -> None:
+        """Idle polling: a cycle (or push) that moved something, or was asked for, keeps HO asked every
+        interval; quiet cycles make the next one wait the longer the outlet has been idle."""
+        now = self._monotonic()
+        moved = (report.push.sent or report.push.coalesced_away or report.pull.applied.written
+                 or report.pull.applied.deleted or report.pull.applied.conflicts or report.removed)
+        if moved or force or self._active_at is None:
+            self._active_at, self._idle_until = now, 0.0
+        elif not push_only:
+            wait = self._idle_polling.wait(now - self._active_at)
+            self._idle_until = now + wait if wait else 0.0
 
     def _succeeded(self) -> None:
         if self._failures:
@@ -228,6 +247,7 @@ class SyncWorker:
                 report.removed += result.removed
 
     def _failed(self, exc: Exception, report: CycleReport, *, quiet: bool = False) -> None:
+        self._active_at, self._idle_until = self._monotonic(), 0.0  # back from an outage: polled as due
         self._failures += 1
         retry_after = exc.retry_after if isinstance(exc, HOUnavailableError) else None
         # HO away (connection, timeout, 5xx, 429): probe it; refused credentials or a bad answer are no outage

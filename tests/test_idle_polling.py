@@ -1,0 +1,119 @@
+"""Idle polling (issue 17, item 7's idle outlet): an outlet that moves nothing polls HO less the longer it
+stays idle, down to one small request every ``idle_poll_max_seconds``; a sale, a trigger or a change from
+HO brings it back to every interval. The reference HO over loopback behind a request counter, both
+databases, a simulated monotonic clock stepped like the scheduler's 30 s ticks: no sleeping."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from posync.demo.models import Order
+from posync.retry import IdlePolling
+from posync.testing import ReferenceHO, SyncHarness, serve_in_thread
+from tests.support import API_KEY, Outlet, make_outlet
+
+VERSION = "GET /api/v1/sync/version/"
+TICK = 30.0
+
+
+class Counted:
+    """HO behind a counter of requests by method and path."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.seen: Counter[str] = Counter()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            self.seen[f"{scope['method']} {scope['path']}"] += 1
+        await self.app(scope, receive, send)
+
+
+class Env:
+    def __init__(self, db_url: str, tmp_path: Path, **settings: Any) -> None:
+        self.ho = ReferenceHO(f"sqlite:///{tmp_path / 'ho.db'}", api_keys={API_KEY: None})
+        self.counted = Counted(self.ho.app)
+        self.server = serve_in_thread(self.counted)
+        self.outlet: Outlet = make_outlet(db_url, self.server.url, **settings)
+        self.harness = SyncHarness(self.outlet.sync)
+        self.now = 1000.0
+        self.harness.set_monotonic(lambda: self.now)
+
+    def ticks(self, seconds: float) -> tuple[int, int]:
+        """The scheduler's ticks for ``seconds``: (cycles that ran, version requests HO saw)."""
+        before, ran = self.counted.seen[VERSION], 0
+        for _ in range(int(seconds / TICK)):
+            self.now += TICK
+            ran += self.harness.run_cycle().ran
+        return ran, self.counted.seen[VERSION] - before
+
+    def close(self) -> None:
+        self.outlet.close()
+        self.server.stop()
+        self.ho.close()
+
+
+@pytest.fixture
+def env(db_url: str, tmp_path: Path) -> Iterator[Env]:
+    e = Env(db_url, tmp_path)
+    yield e
+    e.close()
+
+
+def test_an_idle_outlet_polls_ho_a_few_times_an_hour_and_a_sale_brings_it_back(env: Env) -> None:
+    assert env.harness.run_cycle().ran
+    first_minutes, _ = env.ticks(120)
+    assert first_minutes == 4  # idle for under 2 minutes: every tick
+    env.ticks(3600)  # the outlet stays idle: its polls spread out
+    ran, versions = env.ticks(3600)
+    assert ran <= 4 and versions <= 4  # an idle hour: at most one poll every idle_poll_max_seconds (20 min)
+    with env.outlet.Session() as session:  # a sale: pushed on commit, and HO is asked every interval again
+        session.add(Order(id="after-idle", total=1))
+        session.commit()
+    assert env.harness.worker.push_due().push.sent == 1
+    ran, _ = env.ticks(90)
+    assert ran == 3
+
+
+def test_a_change_at_ho_found_by_an_idle_poll_brings_polling_back(env: Env) -> None:
+    assert env.harness.run_cycle().ran
+    env.ticks(7200)
+    env.ho.put("products", "p-new", {"id": "p-new", "sku": "N1", "name": "NEW", "price": 5})
+    for _ in range(int(1200 / TICK) + 1):  # the next idle poll (at most 20 min away) finds it
+        env.now += TICK
+        if env.harness.run_cycle().pull.applied.written:
+            break
+    else:
+        pytest.fail("no idle poll within idle_poll_max_seconds found HO's change")
+    ran, _ = env.ticks(90)
+    assert ran == 3  # polled every interval again
+    assert env.outlet.sync.status().healthy  # polls spread out, never more than 20 min apart: no alarm
+
+
+def test_idle_polling_off_polls_every_interval(db_url: str, tmp_path: Path) -> None:
+    env = Env(db_url, tmp_path, idle_poll_max_seconds=0)
+    try:
+        env.harness.run_cycle()
+        env.ticks(3600)
+        ran, _ = env.ticks(600)
+        assert ran == 20
+    finally:
+        env.close()
+
+
+@given(idle_for=st.floats(min_value=0, max_value=1e7), more=st.floats(min_value=0, max_value=1e7),
+       maximum=st.floats(min_value=0, max_value=1e5))
+def test_idle_waits_are_bounded_and_grow_with_idleness(idle_for: float, more: float, maximum: float) -> None:
+    polling = IdlePolling(maximum)
+    wait = polling.wait(idle_for)
+    assert 0 <= wait <= maximum
+    assert polling.wait(idle_for + more) >= wait  # idler outlets never poll more often
+    if idle_for < polling.after or maximum == 0:
+        assert wait == 0
