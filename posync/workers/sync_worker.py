@@ -10,6 +10,10 @@ is back; nothing per attempt above DEBUG. Refused credentials are told apart (``
 a configuration to fix, not an outage to wait out. Backoff runs on ``time.monotonic()``, so a wall clock
 that is set back never makes a cycle wait.
 
+An outlet that moves nothing either way polls HO less the longer it stays idle (``IdlePolling``): a due
+cycle is skipped (``idle``) until its wait is over; a push that sends something, a forced cycle, a change
+pulled or a failure ends it.
+
 Against an HO that never reports deletes (the seed HO), a cycle also runs the id reconciliation every
 ``reconcile_interval`` seconds. ``stop()`` asks a running cycle to finish early: no more batches or
 pages are started.
