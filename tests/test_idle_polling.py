@@ -5,7 +5,6 @@ databases, a simulated monotonic clock stepped like the scheduler's 30 s ticks: 
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,29 +16,17 @@ from hypothesis import strategies as st
 from posync.demo.models import Order
 from posync.retry import IdlePolling
 from posync.testing import ReferenceHO, SyncHarness, serve_in_thread
+from tests.gated_ho import Gate
 from tests.support import API_KEY, Outlet, make_outlet
 
 VERSION = "GET /api/v1/sync/version/"
 TICK = 30.0
 
 
-class Counted:
-    """HO behind a counter of requests by method and path."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.seen: Counter[str] = Counter()
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            self.seen[f"{scope['method']} {scope['path']}"] += 1
-        await self.app(scope, receive, send)
-
-
 class Env:
     def __init__(self, db_url: str, tmp_path: Path, **settings: Any) -> None:
         self.ho = ReferenceHO(f"sqlite:///{tmp_path / 'ho.db'}", api_keys={API_KEY: None})
-        self.counted = Counted(self.ho.app)
+        self.counted = Gate(self.ho.app)
         self.server = serve_in_thread(self.counted)
         self.outlet: Outlet = make_outlet(db_url, self.server.url, **settings)
         self.harness = SyncHarness(self.outlet.sync)

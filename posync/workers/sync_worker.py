@@ -141,13 +141,7 @@ class SyncWorker:
         with self._after_lock:  # busy first, then look at the flag: stop() sets it, then waits for idle
             self._idle.clear()
         if self._stop.is_set():  # asked to stop (while it waited for a push to end, say)
-            self._running_push = False
-            self._lock.release()
-            with self._after_lock:
-                self._idle.set()
-                after, self._after = self._after, []
-            for fn in after:
-                fn()
+            self._leave()
             return CycleReport(ran=False, error="stopped")
         report = CycleReport(ran=True)
         started, before = self._monotonic(), self._state()
@@ -182,14 +176,18 @@ class SyncWorker:
             # a push on commit records the outlet's state only when it changed (not one write per sale)
             if not push_only or self._state() != before:
                 self._report_state(None if push_only else report)
-            self._running_push = False
-            self._lock.release()
-            with self._after_lock:
-                self._idle.set()
-                after, self._after = self._after, []
-            for fn in after:
-                fn()
+            self._leave()
         return report
+
+    def _leave(self) -> None:
+        """Give the one-at-a-time lock back, mark the worker idle and run what waited for that."""
+        self._running_push = False
+        self._lock.release()
+        with self._after_lock:
+            self._idle.set()
+            after, self._after = self._after, []
+        for fn in after:
+            fn()
 
     def _enter(self, *, wait: bool) -> bool:
         """Take the one-at-a-time lock. A cycle waits (bounded) for a push on commit to end, rather than
