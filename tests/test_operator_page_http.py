@@ -107,7 +107,8 @@ def test_every_post_needs_the_csrf_pair_and_a_refused_post_changes_nothing(work:
                      "/conflicts/{conflict}": {"choice": "local"}, "/sync": {}}
             for path, fields in forms.items():
                 url = path.format(conflict=work.conflict)
-                for bad in ({}, {"csrf_token": ""}, {"csrf_token": token[:-1] + "0"}):
+                tampered = token[:-1] + ("1" if token[-1] == "0" else "0")  # never the token itself
+                for bad in ({}, {"csrf_token": ""}, {"csrf_token": tampered}):
                     answer = client.post(url, data={**fields, **bad})
                     assert answer.status_code == 403, (path, bad, answer.text)
                     assert "CSRF" in answer.text
