@@ -3,10 +3,13 @@ which .ci/run installs) driven by Playwright, one browser for the module. The pa
 app as the README shows, over a real outlet with a real dead letter and a real conflict against the
 reference HO. An operator resolves the conflict with a merge picked field by field and sees HO's answer,
 retries the dead letter after a confirmation; an anonymous visitor is refused, and a POST without the page's
-CSRF token (a tampered form, a form on another page) is refused. The screenshots in docs/ come from here."""
+CSRF token (a tampered form, a form on another page) is refused. The screenshots in docs/ come from here:
+``POSYNC_DOCS_SCREENSHOTS=1`` writes them there; otherwise they go to a temporary directory, so running the
+tests leaves the working tree as it was."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,10 +39,17 @@ def browser() -> Iterator[Browser]:
         chromium.close()
 
 
-def shoot(page: Page, name: str) -> None:
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the screenshots go: docs/ when asked (``POSYNC_DOCS_SCREENSHOTS=1``), else a temporary directory."""
+    return DOCS if os.environ.get("POSYNC_DOCS_SCREENSHOTS") == "1" else tmp_path_factory.mktemp("shots")
+
+
+def shoot(page: Page, path: Path) -> None:
     """A tablet-wide picture of the whole page, no taller than its content."""
     page.set_viewport_size({"width": TABLET["width"], "height": 400})
-    page.screenshot(path=str(DOCS / name), full_page=True)
+    page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 0
     page.set_viewport_size(TABLET)
 
 
@@ -65,7 +75,7 @@ def operator(browser: Browser) -> Iterator[BrowserContext]:
 
 
 def test_an_operator_resolves_a_conflict_field_by_field_and_retries_a_dead_letter(
-        served: tuple[Work, str], operator: BrowserContext, db_url: str) -> None:
+        served: tuple[Work, str], operator: BrowserContext, db_url: str, shots: Path) -> None:
     work, url = served
     page = operator.new_page()
     requested: list[str] = []
@@ -75,7 +85,7 @@ def test_an_operator_resolves_a_conflict_field_by_field_and_retries_a_dead_lette
     assert page.inner_text("#pending") == "0"
     assert page.inner_text("#health").startswith("Not healthy") and "dead" in page.inner_text("#reasons")
     if db_url.startswith("sqlite"):  # the README's pictures (one database is enough)
-        shoot(page, "operator-page.png")
+        shoot(page, shots / "operator-page.png")
 
     # the conflict inbox: local and HO side by side, the differing fields marked
     page.click("text=Conflicts")
@@ -84,7 +94,7 @@ def test_an_operator_resolves_a_conflict_field_by_field_and_retries_a_dead_lette
     assert {"name", "price"} <= set(differing) and "id" not in differing
     page.check('input[name="pick.price"][value="remote"]')  # HO's price, the local name
     if db_url.startswith("sqlite"):
-        shoot(page, "operator-conflict.png")
+        shoot(page, shots / "operator-conflict.png")
     page.click("#merge")
     assert page.inner_text("#conflict-status") == "resolved" and page.inner_text("#resolution") == "merged"
     assert "HO accepted" in page.inner_text("#ho-answer")
