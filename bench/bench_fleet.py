@@ -110,15 +110,16 @@ class SimOutlet:
         self.pending.clear()
         return stats
 
-    def pull_all(self, *, force: bool = False) -> PullStats:
-        self.ho.request(self.index)  # the version check; nothing changed at HO: no page is read
+    def pull_all(self, *, force: bool = False, versions: object = "ask") -> PullStats:
+        if versions == "ask":  # the version check (else the probe's answer); nothing changed: no page is read
+            self.ho.request(self.index)
         return PullStats()
 
     def versions(self) -> None:
         self.ho.request(self.index)  # the probe
 
 
-def simulate(n: int, posync: bool, seed: int) -> dict[str, Any]:
+def simulate(n: int, posync: bool, seed: int, *, sales: bool = True) -> dict[str, Any]:
     rng = random.Random(seed)
     random.seed(seed)  # the workers' backoff jitter draws from the module's generator
     ho = SimHO()
@@ -143,12 +144,14 @@ def simulate(n: int, posync: bool, seed: int) -> dict[str, Any]:
 
     for i in range(n):
         outlet = SimOutlet(i, ho)
+        outlet_settings = settings.model_copy(update={"outlet_id": f"outlet-{i}"})
         outlet.worker = SyncWorker(outlet, outlet, outage=policy,  # type: ignore[arg-type]
-                                   monotonic=lambda: ho.now, idle=settings.idle_polling() if posync else None)
+                                   monotonic=lambda: ho.now, wall=lambda: ho.now,
+                                   idle=outlet_settings.idle_polling() if posync else None)
         outlets.append(outlet)
         started = START + rng.uniform(0, 1.0)  # the fleet starts together
         if posync:
-            schedule = OutletSchedule(f"outlet-{i}", rng=random.Random(rng.random()))
+            schedule = OutletSchedule(outlet_settings.outlet_id, rng=random.Random(rng.random()))
             cycle: Any = schedule.interval(JOB_ID, INTERVAL, first_soon=True)
             photo: Any = schedule.cron(INCREMENTAL_JOB_ID, schedule.incremental_spread, minute=0)
         else:  # Posync.start() before issue 17: the interval job from now, the cron at :00
@@ -160,7 +163,8 @@ def simulate(n: int, posync: bool, seed: int) -> dict[str, Any]:
         next_tick.append(first)
         push(first, i, "tick")
         push(photo.get_next_fire_time(None, as_dt(started)).timestamp(), i, "photo")
-        push(started + rng.expovariate(1 / SALE_EVERY), i, "sale")
+        if sales:
+            push(started + rng.expovariate(1 / SALE_EVERY), i, "sale")
     push(DOWN, -1, "down")
     push(UP, -1, "up")
     push(LIMIT[0], -1, "limit")
@@ -217,6 +221,24 @@ def window(per_second: Counter[int], start: float, end: float) -> list[int]:
     return [per_second.get(s, 0) for s in range(int(start), int(end))]
 
 
+def random_fleet(mean: float, seconds: int, seed: int, draws: int = 21) -> float:
+    """Peak/mean per second of a fleet whose requests fall at random (a Poisson process of the same mean
+    over as many seconds; the median of ``draws``): what independent outlets and customers give without
+    talking to each other. A peak/mean near this one is randomness, not outlets in step."""
+    rng = random.Random(seed)
+    peaks = [max(Counter(int(rng.uniform(0, seconds)) for _ in range(round(mean * seconds))).values())
+             for _ in range(draws)]
+    return statistics.median(peaks) / mean
+
+
+def per_bucket(per_second: list[int], seconds: int) -> list[int]:
+    return [sum(per_second[i:i + seconds]) for i in range(0, len(per_second) - seconds + 1, seconds)]
+
+
+def peak_over_mean(values: list[int]) -> float:
+    return max(values) / statistics.fmean(values)
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
@@ -266,7 +288,7 @@ def idle_hour(posync: bool, seed: int) -> int:
     ho = SimHO()
     outlet = SimOutlet(0, ho)
     settings = PosyncSettings(api_key="k")
-    worker = SyncWorker(outlet, outlet, monotonic=lambda: ho.now,  # type: ignore[arg-type]
+    worker = SyncWorker(outlet, outlet, monotonic=lambda: ho.now, wall=lambda: ho.now,  # type: ignore[arg-type]
                         idle=settings.idle_polling() if posync else None)
     trigger: Any = (OutletSchedule("outlet-idle", rng=random.Random(seed)).interval(JOB_ID, INTERVAL)
                     if posync else IntervalTrigger(seconds=INTERVAL, start_date=datetime.fromtimestamp(START, UTC)))
@@ -279,7 +301,7 @@ def idle_hour(posync: bool, seed: int) -> int:
     return sum(count for second, count in ho.per_second.items() if second >= START + 2 * 3600)
 
 
-def report(label: str, result: dict[str, Any], wire: int) -> dict[str, float]:
+def report(label: str, result: dict[str, Any], wire: int, seed: int) -> dict[str, float]:
     per_second = result["per_second"]
     n = result["n"]
     steady = window(per_second, *STEADY)
@@ -301,6 +323,15 @@ def report(label: str, result: dict[str, Any], wire: int) -> dict[str, float]:
     print(f"   {label}")
     print(f"      steady state (40 min): HO mean {steady_mean:,.1f} req/s, peak {max(steady):,} req/s in one second "
           f"-> peak/mean {figures['steady peak/mean']:.2f}  (target <= 1.5: {met(figures['steady peak/mean'] <= 1.5)})")
+    print(f"         peak/mean per 10 s {peak_over_mean(per_bucket(steady, 10)):.2f}, per minute "
+          f"{peak_over_mean(per_bucket(steady, 60)):.2f}; per second, requests at random (Poisson, the same mean): "
+          f"{random_fleet(steady_mean, len(steady), seed):.2f}")
+    closed = result["closed"]
+    closed_mean = statistics.fmean(closed)
+    print(f"      a closed fleet (no sales: the night, a holiday; idle since the start): HO mean "
+          f"{closed_mean:,.1f} req/s, peak {max(closed):,} in one second -> peak/mean {max(closed) / closed_mean:.2f} "
+          f"(at random: {random_fleet(closed_mean, len(closed), seed):.2f}); per minute: "
+          f"{peak_over_mean(per_bucket(closed, 60)):.2f}")
     print(f"      start-up (the fleet starts together; first 20 min): peak {max(startup):,} req/s "
           f"= {max(startup) / steady_mean:.2f}x the steady mean")
     print(f"      idle outlet (3rd idle hour): {idle_requests} requests/h x {wire:,} B (version request + answer) = "
@@ -340,9 +371,10 @@ def main() -> None:
         started = time.perf_counter()
         result = simulate(n, posync, args.seed)
         result["idle_requests"] = idle_hour(posync, args.seed)
+        result["closed"] = window(simulate(n, posync, args.seed, sales=False)["per_second"], *STEADY)
         label = "posync (offset + jitter, probes)" if posync else "baseline: today (in step, :00, backoff only)"
         results[posync] = report(f"{label}  [simulated in {time.perf_counter() - started:.1f} s]", result,
-                                 request + response)
+                                 request + response, args.seed)
     print("   ratios (baseline / posync):")
     for key in ("steady peak/mean", "recovery p90", "recovery peak/mean", "429 peak/mean"):
         print(f"      {key:<22} {results[False][key]:>8.2f} / {results[True][key]:<8.2f} = "

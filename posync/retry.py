@@ -7,6 +7,7 @@ random, so retries of many clients spread out but never come early. Users:
 * :class:`RetryPolicy`   per-change retries of the push (dead-letter after ``max_retries``)
 * :class:`OutagePolicy`  the whole queue while HO is unreachable (HO's Retry-After is a floor), and
   how often a cheap probe asks whether HO is back (:meth:`OutagePolicy.probe_delay`)
+* :class:`IdlePolling`   how seldom an idle outlet asks HO for news, at its own :func:`phase` of the wait
 * ``posync.webhooks.sender.SenderRetryPolicy``, ``posync.transfer.engine.TransferPolicy`` (jittered)
 * ``posync.services.photos.transfers.retry_after`` (between photo passes, no jitter)
 
@@ -17,6 +18,8 @@ This module imports nothing from posync, so the adapters (HO clients, byte engin
 from __future__ import annotations
 
 import email.utils
+import hashlib
+import math
 import random
 import re
 from dataclasses import dataclass
@@ -27,6 +30,14 @@ __all__ = ["IdlePolling", "OutagePolicy", "RetryDecision", "RetryPolicy", "backo
 
 # delay-seconds is 1*DIGIT; a fraction or a sign is tolerated (an HO that sends "1.5" or "-1" means it)
 _SECONDS = re.compile(r"[+-]?[0-9]+(?:\.[0-9]*)?")
+
+
+def phase(outlet_id: str, schedule: str = "") -> float:
+    """The outlet's phase in ``[0, 1)``: SHA-256 of its id (not Python's ``hash``, which changes per
+    process), so a fleet's outlets spread their requests over a period without talking to each other.
+    ``schedule`` names the job, so one outlet's jobs do not all share one phase."""
+    digest = hashlib.sha256(f"{schedule}\x00{outlet_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 def backoff_base(failures: int, initial: float, maximum: float, multiplier: float = 2.0) -> float:
@@ -83,21 +94,39 @@ class RetryPolicy:
 @dataclass(frozen=True)
 class IdlePolling:
     """How often an idle outlet asks HO for news. An outlet that has moved nothing either way for ``after``
-    seconds polls less the longer it stays idle: its next cycle waits ``ratio`` of the time it has been
-    idle, at most ``maximum`` seconds (idle 2 min: every 30 s; 20 min: every 5 min; 80 min and on: every
-    20 min). A sale (push on commit), a trigger, a cycle that moved something or a failure ends it. An
-    idle outlet then sends a few small requests an hour instead of one per interval (bench/bench_fleet.py).
-    ``maximum`` 0: never."""
+    seconds polls less the longer it stays idle: its next cycle waits about ``ratio`` of the time it has
+    been idle, at most ``maximum`` seconds (idle 2 min: every 30 s; 20 min: every 5 min or so; 80 min and
+    on: every 20 min). A sale (push on commit), a trigger, a cycle that moved something or a failure ends
+    it. An idle outlet then sends a few small requests an hour instead of one per interval
+    (bench/bench_fleet.py).
+
+    Given the clock (``now``, epoch seconds: the fleet's common time), the poll lands on the outlet's own
+    grid: period ``maximum / 2**k`` (the nearest to the wait), offset ``phase`` of it. A fleet that
+    went idle together (the night, a restart, HO's return) then spreads its polls over the period instead
+    of polling in one burst every few minutes. ``maximum`` 0: never idle."""
 
     maximum: float = 1200.0
     after: float = 120.0
     ratio: float = 0.25
+    phase: float = 0.0  # the outlet's phase in [0, 1) (:func:`phase`)
 
-    def wait(self, idle_for: float) -> float:
-        """Seconds the next cycle waits, having moved nothing for ``idle_for`` seconds (0: run as due)."""
+    def wait(self, idle_for: float, now: float | None = None) -> float:
+        """Seconds the next cycle waits, having moved nothing for ``idle_for`` seconds (0: run as due);
+        with ``now``, to the outlet's next grid point at least half a period away (at most ``maximum``):
+        one poll a period, spread over the fleet."""
         if self.maximum <= 0 or idle_for < self.after:
             return 0.0
-        return min(self.maximum, idle_for * self.ratio)
+        bare = min(self.maximum, idle_for * self.ratio)
+        if now is None or bare < 1.0:  # spreading needs a period of a second or more
+            return bare
+        # the period nearest the bare wait (on a log scale), each outlet at its own place in it; every
+        # outlet at that level polls once a period, whenever it went idle
+        period = math.ldexp(self.maximum, -max(0, round(math.log2(self.maximum / bare))))  # maximum / 2**k
+        offset = self.phase * period
+        # the next grid point at least half a period away: a level's polls come a period apart
+        earliest = now + max(1.0, min(period / 2, self.maximum - period))
+        due = offset + math.ceil((earliest - offset) / period) * period
+        return min(self.maximum, due - now)
 
 
 @dataclass(frozen=True)

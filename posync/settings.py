@@ -47,7 +47,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from posync.errors import ConfigurationError
-from posync.retry import IdlePolling, OutagePolicy, RetryPolicy
+from posync.retry import IdlePolling, OutagePolicy, RetryPolicy, phase
 
 __all__ = ["PhotoOptions", "PhotoSettings", "PosyncSettings", "Stored", "StrictSettings"]
 
@@ -386,7 +386,7 @@ class PosyncSettings(StrictSettings):
                            self.backoff_multiplier)
 
     def idle_polling(self) -> IdlePolling:
-        return IdlePolling(self.idle_poll_max_seconds)
+        return IdlePolling(self.idle_poll_max_seconds, phase=phase(self.outlet_id, "idle"))
 
     def outage_policy(self) -> OutagePolicy:
         return OutagePolicy(self.outage_initial_backoff_seconds,

@@ -104,3 +104,59 @@ def test_idle_waits_are_bounded_and_grow_with_idleness(idle_for: float, more: fl
     assert polling.wait(idle_for + more) >= wait  # idler outlets never poll more often
     if idle_for < polling.after or maximum == 0:
         assert wait == 0
+
+
+@given(idle_for=st.floats(min_value=0, max_value=1e7), now=st.floats(min_value=0, max_value=4e9),
+       maximum=st.floats(min_value=0, max_value=1e5), phase=st.floats(min_value=0, max_value=1, exclude_max=True))
+def test_an_idle_poll_lands_on_the_outlets_own_grid_within_the_maximum(idle_for: float, now: float, maximum: float,
+                                                                       phase: float) -> None:
+    polling = IdlePolling(maximum, phase=phase)
+    wait = polling.wait(idle_for, now)
+    bare = polling.wait(idle_for)
+    assert 0 <= wait <= maximum
+    if bare < 1:  # no period to spread over: the bare wait (0 before the outlet counts as idle)
+        assert wait == bare
+        return
+    assert wait > 0
+    # one of the levels maximum / 2**k, near the bare wait; the poll at the outlet's phase of it
+    ratios = [maximum / 2**k for k in range(64) if 0.5 * bare <= maximum / 2**k <= 2 * bare]
+    assert ratios
+    if wait < maximum:
+        assert any(abs(((now + wait - phase * p) / p) - round((now + wait - phase * p) / p)) < 1e-6 * max(1, now / p)
+                   for p in ratios)
+
+
+def polls_of_a_fleet_idle_together(phased: bool, outlets: int = 400, hours: float = 3.0) -> list[float]:
+    """When each of ``outlets`` idle outlets polls, all idle from the same instant (a closed fleet after a
+    restart), each on its own 30 s tick: what SyncWorker does with IdlePolling.wait."""
+    from posync.retry import phase
+
+    polls: list[float] = []
+    start = 1_800_000_000.0
+    for i in range(outlets):
+        polling = IdlePolling(phase=phase(f"outlet-{i}", "idle") if phased else 0.0)
+        tick = start + phase(f"outlet-{i}", "cycle") * TICK
+        idle_until = 0.0
+        while tick < start + hours * 3600:
+            if tick >= idle_until:
+                polls.append(tick)
+                idle_until = tick + polling.wait(tick - start, tick)
+            tick += TICK
+    return polls
+
+
+def test_a_fleet_idle_together_spreads_its_polls_over_the_period() -> None:
+    """The night, a restart, HO's return: every outlet idle from one instant. Their polls, per 5 minutes
+    in the third hour (every outlet polls every 20 minutes by then), are spread evenly: phased, no
+    5 minutes see more than 1.5x the mean; on one phase for all (as before: the same wait everywhere)
+    the whole fleet polls within the same 5 minutes, then nothing."""
+    def spread(phased: bool) -> float:
+        start = 1_800_000_000.0 + 2 * 3600
+        buckets = [0] * 12
+        for at in polls_of_a_fleet_idle_together(phased):
+            if at >= start:
+                buckets[int((at - start) // 300)] += 1
+        return max(buckets) / (sum(buckets) / len(buckets))
+
+    assert spread(phased=True) <= 1.5
+    assert spread(phased=False) >= 3  # the burst the phases remove: the test can fail

@@ -85,6 +85,7 @@ def test_during_an_outage_only_probes_go_out_and_the_first_answer_brings_the_cyc
     assert back.probed and back.ran and back.error is None and back.push.sent == 41
     after = env.gate.since(mark)
     assert after[0] == VERSION and PUSH in after  # the probe first, then the cycle in the same attempt
+    assert after.count(VERSION) == 1, after  # the probe's answer serves the pull: HO is asked once
     assert {f"during-{n}" for n in range(1, 42)} <= set(env.ho.records("orders"))
     assert env.harness.worker.online
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]

@@ -147,8 +147,9 @@ class SyncHarness:
             sync._lease._clock = clock
 
     def set_monotonic(self, monotonic: Callable[[], float]) -> None:
-        """The worker's monotonic clock (its outage backoff and probes), for tests that step time."""
-        self.sync._worker._monotonic = monotonic
+        """The worker's clocks (its outage backoff and probes, where idle polls land), for tests that step
+        time."""
+        self.sync._worker._monotonic = self.sync._worker._wall = monotonic
 
     def now(self) -> float:
         """posync's wall clock now (what :meth:`set_clock` set, else ``Posync(clock=...)``'s)."""

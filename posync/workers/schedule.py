@@ -19,7 +19,6 @@ bench compares against.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import random
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 
 from posync.errors import ConfigurationError
+from posync.retry import phase
 from posync.settings import PosyncSettings
 
 __all__ = ["FIRST_RUN_SPREAD", "JITTER_FRACTION", "OffsetCron", "OutletSchedule", "PhasedInterval", "outlet_schedule",
@@ -51,13 +51,6 @@ def zone(name: str) -> ZoneInfo:
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise ConfigurationError(f"unknown time zone {name!r}: give an IANA name such as 'Asia/Jakarta' or "
                                  "'UTC'") from exc
-
-
-def phase(outlet_id: str, schedule: str = "") -> float:
-    """The outlet's phase in ``[0, 1)``: SHA-256 of its id (not Python's ``hash``, which changes per
-    process). ``schedule`` names the job, so one outlet's jobs do not all share one phase."""
-    digest = hashlib.sha256(f"{schedule}\x00{outlet_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 def _epoch(moment: datetime) -> float:

@@ -11,8 +11,9 @@ a configuration to fix, not an outage to wait out. Backoff runs on ``time.monoto
 that is set back never makes a cycle wait.
 
 An outlet that moves nothing either way polls HO less the longer it stays idle (``IdlePolling``): a due
-cycle is skipped (``idle``) until its wait is over; a push that sends something, a forced cycle, a change
-pulled or a failure ends it.
+cycle is skipped (``idle``) until its wait is over, at the outlet's own place in the wait (its phase on
+the wall clock, so a fleet idle together does not poll together); a push that sends something, a forced
+cycle, a change pulled or a failure ends it.
 
 Against an HO that never reports deletes (the seed HO), a cycle also runs the id reconciliation every
 ``reconcile_interval`` seconds. ``stop()`` asks a running cycle to finish early: no more batches or
@@ -26,11 +27,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
 
 from posync.errors import AuthenticationError, HOUnavailableError, PosyncError, ProtocolError, TransportError
 from posync.retry import IdlePolling, OutagePolicy
 from posync.services.pull import PullService, PullStats
 from posync.services.push import PushService, PushStats
+
+if TYPE_CHECKING:
+    from posync.ho import VersionInfo
 
 __all__ = ["CycleReport", "SyncWorker"]
 
@@ -63,7 +68,8 @@ class CycleReport:
 class SyncWorker:
     def __init__(self, push: PushService, pull: PullService, *, outage: OutagePolicy | None = None,
                  reconcile_every: float | None = None, reconcile_max_delete_fraction: float = 0.5,
-                 monotonic: Callable[[], float] = time.monotonic, idle: IdlePolling | None = None,
+                 monotonic: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
+                 idle: IdlePolling | None = None,
                  on_cycle: Callable[[SyncWorker, CycleReport | None], None] | None = None) -> None:
         self._push = push
         self._idle_polling = idle or IdlePolling(maximum=0)  # the worker alone: every due cycle runs
@@ -75,6 +81,7 @@ class SyncWorker:
         self._pull = pull
         self._outage = outage or OutagePolicy()
         self._monotonic = monotonic
+        self._wall = wall  # the fleet's common clock: where an idle outlet's poll lands on its grid
         self._reconcile_every = reconcile_every
         self._reconcile_fraction = reconcile_max_delete_fraction
         self._next_reconcile = 0.0
@@ -146,16 +153,18 @@ class SyncWorker:
         report = CycleReport(ran=True)
         started, before = self._monotonic(), self._state()
         try:
+            versions: VersionInfo | Literal["ask"] | None = "ask"
             if self._probe_first and not force:
                 report.ran, report.probed = False, True
-                self._pull.versions()  # raises while HO is still away
+                versions = self._pull.versions()  # raises while HO is still away
                 report.ran = True
                 self._probe_first, self._not_before = False, 0.0  # HO answered: the breaker is closed
             if push_only:
                 report.push.add(self._push.drain())
             else:
                 report.push.add(self._push.drain())
-                report.pull = self._pull.pull_all(force=force)
+                # the probe's answer serves the pull: a fleet back from an outage asks HO once less each
+                report.pull = self._pull.pull_all(force=force, versions=versions)
                 self._maybe_reconcile(report, force)
                 report.push.add(self._push.drain())
         except PosyncError as exc:
@@ -212,7 +221,7 @@ class SyncWorker:
         if moved or force or self._active_at is None:
             self._active_at, self._idle_until = now, 0.0
         elif not push_only:
-            wait = self._idle_polling.wait(now - self._active_at)
+            wait = self._idle_polling.wait(now - self._active_at, self._wall())
             self._idle_until = now + wait if wait else 0.0
 
     def _succeeded(self) -> None:

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Literal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -83,10 +84,12 @@ class PullService:
 
     # -- all resources -----------------------------------------------------------------------------
 
-    def pull_all(self, *, force: bool = False) -> PullStats:
-        """Every pulled resource, each on its own. ``force`` ignores the resources' own backoff."""
+    def pull_all(self, *, force: bool = False, versions: VersionInfo | Literal["ask"] | None = "ask") -> PullStats:
+        """Every pulled resource, each on its own. ``force`` ignores the resources' own backoff.
+        ``versions``: HO's answer to a version request just made (the outage probe's), else asked here."""
         stats = PullStats()
-        versions = self.versions()
+        if versions == "ask":
+            versions = self.versions()
         for entity in self.ordered():
             if self.stopping():
                 break
