@@ -25,6 +25,8 @@ work done and does nothing.
 from __future__ import annotations
 
 import importlib
+import logging
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,6 +45,8 @@ if TYPE_CHECKING:
 
 __all__ = ["HEAD", "VERSION_TABLE", "alembic_config", "current", "downgrade", "include_object", "locked",
            "require_current", "upgrade"]
+
+log = logging.getLogger("posync.migrations")
 
 HEAD = "0006"  # the newest script's revision (a test holds it equal to Alembic's own head)
 VERSION_TABLE = "posync_alembic_version"
@@ -112,11 +116,46 @@ def _run(conn: Connection, direction: str, revision: str) -> None:
     the lock finds the work done."""
     if direction == "upgrade" and revision in ("head", HEAD) and _stamped(conn) == HEAD:
         return
-    from alembic import command
+    before = _stamped(conn)
+    with _alembic_quiet():  # its import logs too (its plugins)
+        from alembic import command
 
-    cfg = alembic_config()
-    cfg.attributes["connection"] = conn
-    getattr(command, direction)(cfg, revision)
+        cfg = alembic_config()
+        cfg.attributes["connection"] = conn
+        getattr(command, direction)(cfg, revision)
+    after = _stamped(conn)
+    if after != before:
+        log.info("posync tables: %s %s -> %s", direction, before or "none", after or "none",
+                 extra={"event": "schema.migrated", "from_revision": before, "to_revision": after})
+
+
+_ALEMBIC_LOGGERS = ("alembic", "alembic.runtime.migration", "alembic.runtime.plugins")  # those that log at INFO
+
+
+class _OtherThreadsOrWarnings(logging.Filter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread = threading.get_ident()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or record.thread != self.thread
+
+
+@contextmanager
+def _alembic_quiet() -> Iterator[None]:
+    """Alembic's INFO lines (its plugins, each script) while posync migrates its own tables, in this
+    thread only: the host's log gets posync's one line instead. Warnings pass, and so does the host's
+    own Alembic in other threads."""
+    quiet = _OtherThreadsOrWarnings()
+    names = {*_ALEMBIC_LOGGERS, *(n for n in list(logging.root.manager.loggerDict) if n.startswith("alembic."))}
+    loggers = [logging.getLogger(name) for name in names]
+    for logger in loggers:
+        logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(quiet)
 
 
 def current(engine: Engine) -> str | None:

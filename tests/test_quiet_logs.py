@@ -61,3 +61,26 @@ def test_a_host_that_wants_the_job_lines_gets_them(sqlite_url: str, ho_url: str,
     finally:
         outlet.close()
         jobs.setLevel(before)
+
+
+def test_a_first_migration_logs_one_line_not_alembics_and_alembic_warnings_still_pass(
+        db_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    import sqlalchemy as sa
+
+    from posync.migrations import HEAD, upgrade
+
+    engine = sa.create_engine(db_url)
+    try:
+        with caplog.at_level(logging.INFO):
+            upgrade(engine)  # a new database: every script runs
+            logging.getLogger("alembic.runtime.migration").warning("a warning of Alembic's")
+        lines = [(r.name, r.getMessage()) for r in caplog.records if r.levelno >= logging.INFO]
+        assert lines == [("posync.migrations", f"posync tables: upgrade none -> {HEAD}"),
+                         ("alembic.runtime.migration", "a warning of Alembic's")], lines
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            upgrade(engine)  # already at HEAD: nothing to say
+        assert not [r for r in caplog.records if r.levelno >= logging.INFO]
+        assert not logging.getLogger("alembic.runtime.migration").filters  # the host's loggers as they were
+    finally:
+        engine.dispose()
