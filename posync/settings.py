@@ -381,12 +381,19 @@ class PosyncSettings(StrictSettings):
     def effective_store_id(self) -> str:
         return self.store_id or self.outlet_id
 
+    @property
+    def schedule_key(self) -> str:
+        """What sets the outlet's place in time (its schedules' phases, where its idle polls land): the
+        store HO knows it by, else its outlet id. A seed-profile fleet names its stores and may leave
+        ``outlet_id`` at its default: keyed on that, every outlet would run in step."""
+        return self.effective_store_id
+
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(self.max_retries, self.initial_backoff_seconds, self.max_backoff_seconds,
                            self.backoff_multiplier)
 
     def idle_polling(self) -> IdlePolling:
-        return IdlePolling(self.idle_poll_max_seconds, phase=phase(self.outlet_id, "idle"))
+        return IdlePolling(self.idle_poll_max_seconds, phase=phase(self.schedule_key, "idle"))
 
     def outage_policy(self) -> OutagePolicy:
         return OutagePolicy(self.outage_initial_backoff_seconds,

@@ -21,7 +21,15 @@ import posync
 from posync.errors import ConfigurationError
 from posync.migrations import upgrade
 from posync.workers.photo_jobs import FULL_JOB_ID, INCREMENTAL_JOB_ID
-from posync.workers.schedule import FIRST_RUN_SPREAD, JITTER_FRACTION, OutletSchedule, PhasedInterval, phase, zone
+from posync.workers.schedule import (
+    FIRST_RUN_SPREAD,
+    JITTER_FRACTION,
+    OutletSchedule,
+    PhasedInterval,
+    outlet_schedule,
+    phase,
+    zone,
+)
 from posync.workers.scheduler import HOUSEKEEPING_ID, JOB_ID, EmbeddedScheduler
 from posync.workers.sync_worker import CycleReport
 
@@ -181,3 +189,19 @@ def test_while_ho_is_away_the_cycle_is_brought_forward_to_the_next_attempt() -> 
         scheduler.stop()
     finally:
         host.shutdown(wait=False)
+
+
+def test_seed_profile_outlets_named_by_their_store_alone_do_not_run_in_step() -> None:
+    """The README's seed-profile settings give store_id, not outlet_id (it keeps its default): two such
+    outlets still get their own phases, for the sync cycle, the photo pass and the idle polls."""
+    from posync.settings import PosyncSettings
+
+    def outlet(store: str) -> PosyncSettings:
+        return PosyncSettings(ho_profile="seed", username="edge_user", password="pw", company_id="c-1",
+                              brand_id="b-1", store_id=store)
+
+    one, two = outlet("fe2d2dbf-0001"), outlet("fe2d2dbf-0002")
+    assert one.outlet_id == two.outlet_id  # the default, the same everywhere
+    for job, window in ((JOB_ID, 30.0), (INCREMENTAL_JOB_ID, 900.0)):
+        assert outlet_schedule(one).offset(job, window) != outlet_schedule(two).offset(job, window)
+    assert one.idle_polling().phase != two.idle_polling().phase

@@ -171,6 +171,6 @@ class OutletSchedule:
 
 def outlet_schedule(settings: PosyncSettings) -> OutletSchedule:
     """The schedule of the outlet ``settings`` describe: its id, time zone and photo windows."""
-    return OutletSchedule(settings.outlet_id, settings.timezone,
+    return OutletSchedule(settings.schedule_key, settings.timezone,
                           incremental_spread=settings.photos.incremental_spread_minutes * 60.0,
                           full_spread=settings.photos.full_spread_minutes * 60.0)
