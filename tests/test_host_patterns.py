@@ -397,6 +397,32 @@ def test_an_async_sessionmaker_on_sqlalchemys_own_session_is_refused(env: Env) -
         env.sync.capture.attach(async_sessionmaker(class_=AsyncSession))
 
 
+def test_truncate_on_postgresql_deletes_every_row_at_ho(pg_url: str, tmp_path: Path) -> None:
+    """A new-user trial: PostgreSQL's TRUNCATE fires no row trigger, so it emptied a pushed table and told
+    HO nothing. It is captured like ``DELETE FROM``: a delete of every row (CASCADE to the lines too)."""
+    with open_env(pg_url, tmp_path) as env:
+        seed_bill(env, "T1", lines=2)
+        seed_bill(env, "T2", lines=1)
+        with env.engine.begin() as conn:
+            conn.execute(sa.text("TRUNCATE hp_bill CASCADE"))
+        env.assert_converged()
+        assert env.ho_data("bills") == {} and env.ho_data("bill_lines") == {}
+
+
+def test_truncate_of_an_append_only_table_on_postgresql_waits_for_ho(pg_url: str, tmp_path: Path) -> None:
+    """Truncating usages HO has not received is refused, as deleting one is; once HO has them all, it is
+    a local purge."""
+    with open_env(pg_url, tmp_path) as env:
+        _usage(env, "U1")
+        with pytest.raises(posync.UnsupportedWriteError, match="HO has not received"), env.engine.begin() as conn:
+            conn.execute(sa.text("TRUNCATE hp_usage"))
+        env.converge()
+        with env.engine.begin() as conn:
+            conn.execute(sa.text("TRUNCATE hp_usage"))
+        env.converge()
+        assert [u["data"]["id"] for u in env.ho.usages()] == ["U1"]
+
+
 # -- append-only -------------------------------------------------------------------------------------------
 
 

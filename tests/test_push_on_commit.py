@@ -172,7 +172,7 @@ class _Push:
 
 
 class _Pull:
-    def pull_all(self, force: bool = False) -> PullStats:
+    def pull_all(self, *, force: bool = False, versions: object = "ask") -> PullStats:
         return PullStats()
 
 

@@ -13,10 +13,13 @@ trigger writes:
   database's own value, so never stale). ``sync_status`` becomes pending.
 * UPDATE of the primary key: ``delete`` of the old key and ``create`` of the new one.
 * DELETE: ``delete`` based on the row's ``cloud_version``.
+* TRUNCATE (PostgreSQL; it fires no row triggers): a ``delete`` of every row, written before the table
+  empties, as ``DELETE FROM`` would. SQLite has no TRUNCATE (its ``DELETE FROM`` fires the row triggers).
 * An UPDATE that touches only bookkeeping (``cloud_version``, ``sync_status``) is undone: those columns
   are posync's alone (a host's ``session.merge()`` of an object it built would otherwise null them).
-* Append-only tables (usage logs) take inserts only: updating one, or deleting one HO has not received,
-  is refused with an error naming the pattern (deleting a synced row is a local purge, not pushed).
+* Append-only tables (usage logs) take inserts only: updating one, or deleting (or truncating) one HO
+  has not received, is refused with an error naming the pattern (deleting a synced row is a local purge,
+  not pushed).
 
 posync's own writes to host tables (applying HO's records, recording versions) run with capture
 *suppressed* (:func:`suppressed`): on PostgreSQL a transaction-local setting (``posync.capture``), on
@@ -280,17 +283,45 @@ END
 $posync$"""
 
 
+# TRUNCATE fires no row trigger: before the table empties, queue the delete DELETE FROM would (each row's
+# key and versions), or refuse while an append-only table holds a row HO has not received
+_PG_TRUNCATE = f"""CREATE OR REPLACE FUNCTION posync_capture_truncate() RETURNS trigger LANGUAGE plpgsql AS $posync$
+-- TG_ARGV: resource, primary key column, 'append_only' or 'regular'
+DECLARE
+  unsent boolean;
+BEGIN
+  IF current_setting('posync.capture', true) = 'off' THEN
+    RETURN NULL;
+  END IF;
+  IF TG_ARGV[2] = 'append_only' THEN
+    EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I.%I WHERE sync_status IS DISTINCT FROM %L)',
+                   TG_TABLE_SCHEMA, TG_TABLE_NAME, 'synced') INTO unsent;
+    IF unsent THEN
+      RAISE EXCEPTION '{refusal(APPEND_ONLY_DELETE, "%")}', TG_ARGV[0] USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NULL;  -- every row synced: a local purge
+  END IF;
+  EXECUTE format('INSERT INTO {OUTBOX} ({_COLUMNS}) SELECT %L, to_jsonb(t) ->> %L, %L, t.version, '
+                 't.cloud_version, %L, 0, 0, clock_timestamp() FROM %I.%I t',
+                 TG_ARGV[0], TG_ARGV[1], 'delete', 'pending', TG_TABLE_SCHEMA, TG_TABLE_NAME);
+  RETURN NULL;
+END
+$posync$"""
+
+
 def _pg_triggers(entity: TrackedEntity) -> list[tuple[str, str]]:
     table = entity.table.name
     q = f'"{table}"'
     kind = "append_only" if entity.append_only else "regular"
     args = f"{_lit(entity.resource)}, {_lit(entity.pk.name)}, {_lit(kind)}"
-    before, after = _name("before", table), _name("after", table)
+    before, after, truncate = _name("before", table), _name("after", table), _name("truncate", table)
     return [
         (before, f"CREATE OR REPLACE TRIGGER {before} BEFORE INSERT OR UPDATE OR DELETE ON {q} "
                  f"FOR EACH ROW EXECUTE FUNCTION posync_capture_before({args})"),
         (after, f"CREATE OR REPLACE TRIGGER {after} AFTER INSERT OR UPDATE OR DELETE ON {q} "
                 f"FOR EACH ROW EXECUTE FUNCTION posync_capture_after({args})"),
+        (truncate, f"CREATE OR REPLACE TRIGGER {truncate} BEFORE TRUNCATE ON {q} "
+                   f"FOR EACH STATEMENT EXECUTE FUNCTION posync_capture_truncate({args})"),
     ]
 
 
@@ -352,8 +383,10 @@ def _install(conn: Connection, registry: Registry) -> int:
     if dialect == "postgresql":
         conn.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtextextended('posync.capture.install', 0))")
         stored = {name: src for name, src in conn.exec_driver_sql(
-            "SELECT proname, prosrc FROM pg_proc WHERE proname IN ('posync_capture_before', 'posync_capture_after')")}
-        for name, fn in (("posync_capture_before", _PG_BEFORE), ("posync_capture_after", _PG_AFTER)):
+            "SELECT proname, prosrc FROM pg_proc WHERE proname IN ('posync_capture_before', 'posync_capture_after', "
+            "'posync_capture_truncate')")}
+        for name, fn in (("posync_capture_before", _PG_BEFORE), ("posync_capture_after", _PG_AFTER),
+                         ("posync_capture_truncate", _PG_TRUNCATE)):
             if stored.get(name) != fn.split("$posync$")[1]:  # DDL only when the function changed
                 conn.exec_driver_sql(fn.replace("%", "%%"))
     have = _existing(conn, [e.table.name for e in entities])
@@ -369,7 +402,7 @@ def _install(conn: Connection, registry: Registry) -> int:
             conn.exec_driver_sql(sql.replace("%", "%%") if dialect == "postgresql" else sql)
             created += 1
         stale = [n for n in have if n not in names and n.endswith("_" + entity.table.name)
-                 and n.split("_", 2)[1] in ("bins", "ins", "upd", "del", "keep", "before", "after")]
+                 and n.split("_", 2)[1] in ("bins", "ins", "upd", "del", "keep", "before", "after", "truncate")]
         for name in stale:  # e.g. an entity that became append-only keeps no old update trigger
             _drop(conn, name, entity.table.name)
     return created
