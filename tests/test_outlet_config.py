@@ -260,6 +260,28 @@ def test_the_cli_prints_short_tables_by_default_with_the_secrets_masked(
     assert code == 0 and out.strip() == "credentials re-encrypted under the new key", out
 
 
+def test_config_set_on_a_new_database_makes_posyncs_tables_and_says_what_it_removed(
+        db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A new-user trial: the README's first ``posync config set`` on a new outlet database exited 2
+    ("posync's tables are missing") until ``posync db upgrade``; and ``api_key=`` (a removal) printed
+    ``stored: api_key``."""
+    from posync.cli import main
+
+    monkeypatch.setenv("POSYNC_CONFIG_KEY", _new_key())
+
+    def cli(*args: str) -> tuple[int, str]:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as ended:
+            main(["config", *args, "--url", db_url])
+        return int(ended.value.code or 0), capsys.readouterr().out.strip()
+
+    assert cli("set", *(f"{k}={v}" for k, v in IDENTITY.items()), f"api_key={SECRET}") == (
+        0, "stored: api_key, company_id, ho_url, outlet_id, store_id")
+    assert cli("set", "username=edge", "api_key=") == (0, "stored: username; removed: api_key")
+    code, out = cli("set", "api_key=", "--json")
+    assert code == 0 and json.loads(out) == {"removed": ["api_key"], "stored": []}
+
+
 class CountingHO(httpx.BaseTransport):
     """Every request HO gets, counted; HO answers 503 (down) to each: the cycle's attempt is what counts."""
 

@@ -31,13 +31,18 @@ KeyFileOption = typer.Option(None, "--key-file", help="the config key file (defa
 
 
 @contextmanager
-def _engine(url: str) -> Iterator[Engine]:
+def _engine(url: str, *, migrate: bool = False) -> Iterator[Engine]:
+    """The outlet database; ``migrate``: brought to posync's schema first (``set`` on a new outlet's
+    database), else it must be there already."""
     from posync.db import create_engine
-    from posync.migrations import require_current
+    from posync.migrations import require_current, upgrade
 
     engine = create_engine(url)
     try:
-        require_current(engine)
+        if migrate:
+            upgrade(engine)
+        else:
+            require_current(engine)
         yield engine
     finally:
         engine.dispose()
@@ -93,12 +98,15 @@ def set_(pairs: list[str] = typer.Argument(..., help="field=value ... (ho_url, o
         if field in CREDENTIAL_FIELDS and value == "-":
             value = sys.stdin.readline().rstrip("\r\n")
         values[field] = value
-    with _engine(url) as engine:
+    with _engine(url, migrate=True) as engine:
         store_config(engine, values, config_key=_key(key_file), rebind=rebind)
+    removed = sorted(k for k, v in values.items() if k in CREDENTIAL_FIELDS and not v)  # an empty secret removes it
+    stored = sorted(k for k in values if k not in removed)
     if as_json:
-        print_json({"stored": sorted(values)})
+        print_json({"stored": stored, "removed": removed})
     else:
-        typer.echo(f"stored: {', '.join(sorted(values))}")
+        typer.echo("; ".join(f"{what}: {', '.join(names)}" for what, names in (("stored", stored),
+                                                                               ("removed", removed)) if names))
 
 
 @config_app.command("rotate-key")
