@@ -220,6 +220,26 @@ def test_streamed_oversize_body_is_cut_off(served: Served) -> None:
     assert served.applied == []
 
 
+def test_a_chunked_body_under_the_limit_is_applied_where_its_end_is_known(served: Served) -> None:
+    """The README's promise: chunked is read up to the limit; 411 only under a WSGI server that does not
+    say where the body ends (wsgiref, here under the plain WSGI app and Django)."""
+    body = event_body("update", id="chunked", version=2)
+
+    def chunks() -> Iterator[bytes]:
+        yield body[:16]
+        yield body[16:]
+
+    response = served.client.post(f"{PREFIX}/update", content=chunks(),
+                                  headers={**HO, **signed_headers(SIGNER, body)})
+    assert response.request.headers.get("transfer-encoding") == "chunked"
+    if served.framework in ("starlette", "fastapi", "flask"):
+        assert response.status_code == 200, response.text
+        assert [e.entity_id for e in served.applied] == ["chunked"]
+    else:
+        assert _error(response, 411) == "INVALID_PAYLOAD"
+        assert served.applied == []
+
+
 def test_wrong_method_and_unknown_path_are_client_errors(served: Served) -> None:
     assert 400 <= served.client.get(f"{PREFIX}/update", headers=HO).status_code < 500
     body = event_body("update")

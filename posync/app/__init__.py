@@ -44,7 +44,7 @@ from posync.repositories import (
     OutboxRepository,
 )
 from posync.services import outlet
-from posync.services.apply import RemoteApplier
+from posync.services.apply import RemoteApplier, record_version
 from posync.services.conflicts import ConflictHandler
 from posync.services.manage import SyncManager
 from posync.services.pull import PullService
@@ -289,12 +289,14 @@ class Posync:
                          max_body_bytes: int | None = None) -> Any:
         """A ``posync.webhooks.WebhookReceiver`` whose events go through the same apply path as pull
         (same versions, same conflict strategies). The replay receipt and the change commit together.
-        Mount it with ``posync.webhooks.asgi.create_asgi_app`` (or the Flask/Django/WSGI adapters)."""
+        Against the seed HO an event's record is shaped like its pull records: no version, ``updated_at``
+        required. Mount it with ``posync.webhooks.asgi.create_asgi_app`` (or the Flask/Django/WSGI adapters)."""
         from posync.webhooks import DEFAULT_MAX_BODY, ReceiptStore, WebhookReceiver
 
         self._receipts = ReceiptStore(self.engine)
         return WebhookReceiver(verifiers, self._receipts, apply_in_session=self.apply_webhook, sources=sources,
-                               max_body_bytes=DEFAULT_MAX_BODY if max_body_bytes is None else max_body_bytes)
+                               max_body_bytes=DEFAULT_MAX_BODY if max_body_bytes is None else max_body_bytes,
+                               versioned=self.settings.ho_profile != "seed")
 
     def apply_webhook(self, event: Any, session: Session) -> None:
         """Apply one verified webhook event inside ``session``'s transaction (the receipt's)."""
@@ -304,8 +306,13 @@ class Posync:
         entity = self.registry[resource]
         record = dict(event.record)
         check_records([record], f"webhook {event.type}")
-        if record.get("version") is None and record.get("updated_at") is None:
-            raise ProtocolError("a webhook record needs a version (or an updated_at)")
+        seed = self.settings.ho_profile == "seed"
+        if seed:
+            # as the seed pull: the version derives from updated_at (a counter HO may send is on another scale)
+            record.pop("version", None)
+        if record_version(record) is None:
+            raise ProtocolError("a webhook record from the seed HO needs updated_at (posync derives its version "
+                                "from it)" if seed else "a webhook record needs a version (or an updated_at)")
         conn = session.connection()
         if str(event.type) == "delete":
             self._applier.apply(conn, entity, [], [record], source="webhook")

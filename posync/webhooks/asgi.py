@@ -11,12 +11,13 @@ worker thread so the event loop never blocks.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -31,6 +32,8 @@ from posync.webhooks.receiver import (
 )
 
 __all__ = ["create_asgi_app"]
+
+logger = logging.getLogger("posync.webhooks")
 
 
 def _headers(request: Request) -> dict[str, str]:
@@ -60,6 +63,9 @@ def create_asgi_app(receiver: WebhookReceiver | Callable[[], WebhookReceiver | N
             body = await aread_limited(request.stream(), current.max_body_bytes)
         except WebhookError as exc:
             return _to_starlette(current.refuse(exc, peer))
+        except ClientDisconnect:  # the sender went away mid-body: nothing to apply, and no one to answer
+            logger.debug("webhook from %s: the sender disconnected before the body was read", peer)
+            return _to_starlette(error_response(400, "CLIENT_DISCONNECTED", "the body was not received"))
         kind = request.url.path.rsplit("/", 1)[-1]
         result = await run_in_threadpool(current.handle, WebhookRequest(kind, body, headers, peer))
         return _to_starlette(result)

@@ -4,6 +4,11 @@ Body: ``{"type": "update"|"delete"|"conflict", "resource": "products",
 "record": {"id": "...", "version": 3, "updated_at": "...", ...fields}}``. A delete record needs only
 ``id`` and ``version``. Anything else is an :class:`~posync.errors.InvalidPayloadError`: 400 when the bytes
 are not a JSON object, 422 when the JSON is well formed but not an event posync accepts.
+
+An HO whose records carry no version (the seed HO, ``versioned=False``) sends a record as its pull pages
+do: ``updated_at`` is required (a delete may give ``deleted_at`` instead), from which the apply path derives
+the version as the pull does; a ``version`` in the record is dropped (that HO's versions are derived, and
+another counter would not compare with them).
 """
 
 from __future__ import annotations
@@ -47,8 +52,9 @@ class WebhookEvent:
         return str(self.record["id"])
 
     @property
-    def version(self) -> int:
-        return int(self.record["version"])
+    def version(self) -> int | None:
+        """HO's version; None for an HO whose records carry none (parsed with ``versioned=False``)."""
+        return None if "version" not in self.record else int(self.record["version"])
 
 
 def _refuse_constant(name: str) -> NoReturn:
@@ -60,8 +66,9 @@ def _invalid(message: str) -> NoReturn:
 
 
 def parse_event(body: bytes, *, message_id: str, received_at: datetime,
-                expected_type: EventType | None = None) -> WebhookEvent:
-    """Parse a verified body. ``expected_type`` is the path's event type; the body must agree with it."""
+                expected_type: EventType | None = None, versioned: bool = True) -> WebhookEvent:
+    """Parse a verified body. ``expected_type`` is the path's event type; the body must agree with it.
+    ``versioned=False``: HO's records carry no version (see the module docstring)."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -90,15 +97,22 @@ def parse_event(body: bytes, *, message_id: str, received_at: datetime,
     entity_id = record.get("id")
     if not isinstance(entity_id, str) or not entity_id or len(entity_id) > MAX_ID_LENGTH:
         _invalid(f"record.id must be a non-empty string of at most {MAX_ID_LENGTH} characters")
-    version = record.get("version")
-    if isinstance(version, bool) or not isinstance(version, int) or not 0 <= version <= MAX_VERSION:
-        _invalid("record.version must be a non-negative 64-bit integer")
-    updated_at = record.get("updated_at")
-    if updated_at is not None:
-        try:
-            datetime.fromisoformat(updated_at)
-        except (TypeError, ValueError):
-            _invalid("record.updated_at must be an ISO 8601 timestamp")
+    if versioned:
+        version = record.get("version")
+        if isinstance(version, bool) or not isinstance(version, int) or not 0 <= version <= MAX_VERSION:
+            _invalid("record.version must be a non-negative 64-bit integer")
+    stamps = ("updated_at",) if versioned or event_type is not EventType.DELETE else ("updated_at", "deleted_at")
+    if not versioned and all(record.get(stamp) is None for stamp in stamps):
+        _invalid("record.updated_at is required: this HO's records carry no version, and posync derives one "
+                 "from updated_at")
+    for stamp in stamps:
+        if record.get(stamp) is not None:
+            try:
+                datetime.fromisoformat(record[stamp])
+            except (TypeError, ValueError):
+                _invalid(f"record.{stamp} must be an ISO 8601 timestamp")
+    if not versioned:
+        record.pop("version", None)
 
     return WebhookEvent(message_id=message_id, type=event_type, resource=resource,
                         record=MappingProxyType(record), received_at=received_at)

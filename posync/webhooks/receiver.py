@@ -166,7 +166,9 @@ class WebhookReceiver:
     def __init__(self, verifiers: Sequence[Verifier], receipts: ReceiptStore, *,
                  apply: ApplyFn | None = None, apply_in_session: SessionApplyFn | None = None,
                  sources: SourcePolicy | None = None, max_body_bytes: int = DEFAULT_MAX_BODY,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, versioned: bool = True) -> None:
+        """``versioned=False``: HO's records carry no version (the seed HO); each event's record needs an
+        ``updated_at`` instead (``posync.webhooks.events``)."""
         if (apply is None) == (apply_in_session is None):
             raise ConfigurationError("WebhookReceiver needs exactly one of apply= or apply_in_session=")
         if not verifiers:
@@ -185,6 +187,7 @@ class WebhookReceiver:
         self._sources = sources
         self.max_body_bytes = max_body_bytes
         self._clock = clock
+        self._versioned = versioned
 
     # -- the two halves adapters call -------------------------------------------------------------------
 
@@ -208,7 +211,8 @@ class WebhookReceiver:
             verified = self._select(h).verify(request.body, h)
             message_id = verified.message_id
             event = parse_event(request.body, message_id=message_id, expected_type=EventType(request.kind),
-                                received_at=datetime.fromtimestamp(self._clock(), UTC))
+                                received_at=datetime.fromtimestamp(self._clock(), UTC),
+                                versioned=self._versioned)
         except WebhookError as exc:
             return self.refuse(exc, request.peer, message_id)
         return self._dispatch(event, request.peer)
