@@ -16,7 +16,7 @@ import pytest
 
 from posync.demo.models import Order
 from posync.testing import ReferenceHO, SyncHarness, serve_in_thread
-from posync.workers.sync_worker import CycleReport
+from posync.workers.sync_worker import SALE_PROBE_GAP, CycleReport
 from tests.gated_ho import Gate
 from tests.support import API_KEY, Outlet, make_outlet
 
@@ -93,6 +93,42 @@ def test_during_an_outage_only_probes_go_out_and_the_first_answer_brings_the_cyc
     assert len(warnings) == 1 and "unreachable" in warnings[0]  # one line per state change, both ways
     assert len(infos) == 1 and "reachable again" in infos[0]
     assert env.harness.run_cycle().probed is False  # online: no more probing
+
+
+def test_a_sale_while_ho_is_away_probes_it_so_the_first_sale_after_its_return_goes_at_once(env: Env) -> None:
+    """A sale waited for the next scheduled probe (up to outage_probe_seconds) after HO came back. A sale
+    now probes HO itself, at most every SALE_PROBE_GAP seconds: a busy till still makes no storm."""
+    env.gate.refusing = ("/api/",)  # HO away
+    env.sell("first")
+    report = env.harness.run_cycle()
+    while report.next_attempt_in <= 2 * SALE_PROBE_GAP:  # the probes' backoff grows to its cap
+        report = env.when_due(report)
+        assert report.error
+    mark = len(env.gate.order)
+    env.sell("within-the-gap")
+    assert not env.harness.worker.push_due().ran and env.gate.since(mark) == []  # just tried: no request
+    env.now += SALE_PROBE_GAP
+    env.sell("after-the-gap")
+    probe = env.harness.worker.push_due()
+    assert probe.probed and probe.error and env.gate.since(mark) == [VERSION]  # one probe, HO still away
+    env.gate.refusing = ()  # HO is back, before the next scheduled probe
+    env.now += SALE_PROBE_GAP
+    env.sell("after-the-return")
+    sent = env.harness.worker.push_due()
+    assert sent.probed and sent.ran and sent.error is None and sent.push.sent == 4
+    assert {"first", "within-the-gap", "after-the-gap", "after-the-return"} <= set(env.ho.records("orders"))
+
+
+def test_a_sale_never_probes_before_hos_retry_after(env: Env) -> None:
+    env.gate.refusing, env.gate.status, env.gate.retry_after = ("/api/",), 429, "120"
+    env.sell("first")
+    assert env.harness.run_cycle().error
+    mark = len(env.gate.order)
+    for _ in range(10):  # 100 s of sales, every 10 s: HO said 120
+        env.now += 10
+        env.sell(f"sale-{env.now}")
+        assert not env.harness.worker.push_due().ran
+    assert env.gate.since(mark) == []
 
 
 def test_refused_credentials_are_no_outage_and_are_not_probed(db_url: str, tmp_path: Path) -> None:

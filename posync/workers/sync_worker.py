@@ -44,6 +44,9 @@ log = logging.getLogger("posync.worker")
 RECONCILE_RETRY = 60.0
 # how long a due cycle waits for a push on commit to end before it skips its tick
 PUSH_WAIT = 30.0
+# while HO does not answer, a sale probes it at most this often: HO back, the sale goes at once instead of
+# at the next scheduled probe (up to outage_probe_seconds later); a busy till still makes no request storm
+SALE_PROBE_GAP = 5.0
 
 
 @dataclass
@@ -89,6 +92,8 @@ class SyncWorker:
         self._cycles_failed = 0  # outage-like failures of cycles (not probes) since the last success
         self._probe_first = False  # HO was away: the next attempt asks its version endpoint first
         self._not_before = 0.0
+        self._tried_at = float("-inf")  # when the last attempt went to HO (a sale's probe keeps a gap from it)
+        self._retry_until = 0.0  # HO's Retry-After: nothing goes to HO before it, not even a sale's probe
         self._lock = threading.Lock()  # one cycle (or push on commit) at a time in this process
         self._running_push = False  # what holds the lock is a push on commit, not a cycle
         self._stop = threading.Event()
@@ -131,7 +136,8 @@ class SyncWorker:
 
     def push_due(self) -> CycleReport:
         """Push what is due, no pull: a committed change on its way to HO (push on commit). It obeys the
-        outage backoff (HO away: a busy till makes no request storm) and never waits for a running cycle
+        outage backoff (HO away: a busy till makes no request storm), but probes HO at most every
+        SALE_PROBE_GAP seconds while HO does not answer, so the first sale after HO's return goes at once and never waits for a running cycle
         (``ran=False``, ``busy=True``: its last push may have missed the change; ask again after it)."""
         return self._run(force=False, push_only=True)
 
@@ -139,7 +145,7 @@ class SyncWorker:
         now = self._monotonic()
         if self._stop.is_set():
             return CycleReport(ran=False, error="stopped")
-        if not force and now < self._not_before:
+        if not force and now < self._not_before and not (push_only and self._sale_may_probe(now)):
             return CycleReport(ran=False, next_attempt_in=self._not_before - now)
         if not force and not push_only and now < self._idle_until:
             return CycleReport(ran=False, idle=True)  # nothing moved for a while: HO is asked less often
@@ -152,6 +158,7 @@ class SyncWorker:
             return CycleReport(ran=False, error="stopped")
         report = CycleReport(ran=True)
         started, before = self._monotonic(), self._state()
+        self._tried_at = started
         try:
             versions: VersionInfo | Literal["ask"] | None = "ask"
             if self._probe_first and not force:
@@ -187,6 +194,12 @@ class SyncWorker:
                 self._report_state(None if push_only else report)
             self._leave()
         return report
+
+    def _sale_may_probe(self, now: float) -> bool:
+        """A push on commit while HO does not answer at all probes it, at most every SALE_PROBE_GAP and
+        never before HO's Retry-After (not while HO answers probes yet fails cycles: that is backoff)."""
+        return (self._probe_first and self._cycles_failed <= 1 and now >= self._retry_until
+                and now - self._tried_at >= SALE_PROBE_GAP)
 
     def _leave(self) -> None:
         """Give the one-at-a-time lock back, mark the worker idle and run what waited for that."""
@@ -270,6 +283,7 @@ class SyncWorker:
             delay = self._outage.delay(self._cycles_failed if outage else self._failures, retry_after)
         self._probe_first = outage
         self._not_before = self._monotonic() + delay
+        self._retry_until = self._monotonic() + min(retry_after, self._outage.max_retry_after) if retry_after else 0.0
         report.error, report.next_attempt_in = str(exc) or type(exc).__name__, delay
         report.error_kind = ("auth" if isinstance(exc, AuthenticationError)
                              else "unavailable" if isinstance(exc, TransportError) else "error")
