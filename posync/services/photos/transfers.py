@@ -218,8 +218,9 @@ class Transfers:
             job.staged.keep()  # verified bytes: the next pass commits them without a download
         else:
             job.staged.committed()
-        for item, exc in refused:
-            self._fail((item,), "no_space" if _no_space(exc) else exc.reason, committer, report, tally, str(exc))
+        for item, error in refused:
+            self._fail((item,), "no_space" if _no_space(error) else error.reason, committer, report, tally,
+                       str(error))
         with self._lock:
             report.fetched += 1
             report.bytes += job.size
