@@ -140,7 +140,7 @@ class ReconcileAction(StrEnum):
 @dataclass(frozen=True, slots=True)
 class ReconcilePlan:
     orphaned: list[str] = field(default_factory=list)  # in the store, no row holds it, HO does not list it
-    unjudged: list[str] = field(default_factory=list)  # in the store, no row holds it, HO's listing unknown (or a refused photo's key): kept
+    unjudged: list[str] = field(default_factory=list)  # no row holds it, HO's listing unknown or it is refused: kept
     adopt: list[str] = field(default_factory=list)  # no row holds it, HO lists it, nothing says its bytes differ
     fetch: list[str] = field(default_factory=list)  # HO lists it, no row holds it, the store lacks its bytes
     missing: list[str] = field(default_factory=list)  # a row holds it, the store has nothing
