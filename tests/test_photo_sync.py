@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -191,6 +192,9 @@ def test_corrupt_bytes_never_replace_the_good_copy(ho: tuple[PhotoHO, str], sqli
         assert (tmp_path / "s" / "products/p1/primary.jpg").read_bytes() == good
         row = edge.rows()[pid]
         assert row.sync_status == "failed" and "checksum" in row.sync_error and row.stored_checksum == md5(good)
+        said = re.search(r"expected MD5 ([0-9a-f]{32}), got ([0-9a-f]{32})", row.sync_error)  # both, in hex
+        assert said is not None and said[1] == photo_ho.photos[pid].checksum and said[2] != said[1], row.sync_error
+        assert said[0] in bad.failures[0]["detail"]
         assert edge.sync.sync().synced == 0  # backing off: not retried at once by an incremental pass
         photo_ho.byte_faults.reset()
         assert edge.sync.sync(full=True).synced == 1  # the full check retries failed photos at once
