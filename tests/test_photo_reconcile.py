@@ -212,6 +212,24 @@ def test_a_refused_photo_is_listed_and_its_key_kept(photo_ho: PhotoHO, db_url: s
         outlet.close()
 
 
+def test_any_other_file_in_the_store_is_an_orphan_the_dry_run_names_first(photo_ho: PhotoHO, sqlite_url: str,
+                                                                          tmp_path: Path) -> None:
+    """The README's rule: the store's root holds only posync's photos. A file of someone else's there is one
+    HO does not list: the dry run names it (and changes nothing), the fix removes it."""
+    photo_ho.put_photo("p1", os.urandom(2000))
+    outlet = Outlet(sqlite_url, photo_ho.base_url, "fs", tmp_path)
+    try:
+        assert outlet.sync.sync().ok
+        outlet.put("other/notes.txt", b"the manager's notes")
+        dry = outlet.sync.reconcile()
+        assert dry.as_dict()["orphaned_files"] == ["other/notes.txt"] and dry.as_dict()["fix_would"]["remove"] == 1
+        assert "other/notes.txt" in outlet.contents()
+        assert outlet.sync.reconcile(fix=True).removed == 1
+        assert "other/notes.txt" not in outlet.contents()
+    finally:
+        outlet.close()
+
+
 def test_reconcile_never_runs_beside_a_pass(photo_ho: PhotoHO, sqlite_url: str, tmp_path: Path) -> None:
     photo_ho.put_photo("p1", os.urandom(2000))
     outlet = Outlet(sqlite_url, photo_ho.base_url, "fs", tmp_path)
