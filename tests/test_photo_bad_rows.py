@@ -148,6 +148,32 @@ def test_rows_an_older_posync_left_with_an_unsafe_key_fail_alone(db: str, store_
 # -- item 2: a malformed row -----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("long_at", [0, 4, 8])
+def test_a_key_the_store_refuses_fails_alone_among_photos_with_the_same_bytes(long_at: int, db_url: str,
+                                                                              tmp_path: Path) -> None:
+    """Nine photos share their bytes (a placeholder image), fetched once; one key is too long for the
+    filesystem: that photo fails with its own error, the eight others are synced."""
+    photo_ho = PhotoHO()
+    with serve_in_thread(photo_ho.app) as server:
+        photo_ho.base_url = server.url
+        data = os.urandom(2_500)
+        long_key = f"products/k/{'a' * 300}.jpg"
+        ids = [photo_ho.put_photo(f"k{n}", data, photo_id=f"k{n}",
+                                  object_key=long_key if n == long_at else None) for n in range(9)]
+        long_id = ids[long_at]
+        edge = Edge(db_url, server.url, FileStore(tmp_path / "edge-photos"))
+        try:
+            for full in (False, True):
+                report = edge.sync.sync(full=full)
+                assert report.failed == 1 and set(failures(report)) == {long_id}, report.as_dict()
+                rows = edge.rows()
+                assert all(rows[i].sync_status == "synced" for i in ids if i != long_id)
+                assert rows[long_id].sync_status == "failed" and "too long" in rows[long_id].sync_error
+                assert edge.contents() == {photo_ho.photos[i].object_key: data for i in ids if i != long_id}
+        finally:
+            edge.close()
+
+
 @pytest.mark.parametrize("api", ["v1", "legacy"])
 def test_a_malformed_row_fails_alone_and_is_fetched_once_ho_fixes_it(api: str, db_url: str, tmp_path: Path,
                                                                      caplog: pytest.LogCaptureFixture) -> None:

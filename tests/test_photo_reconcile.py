@@ -188,6 +188,48 @@ def test_a_listing_that_keeps_shifting_judges_nothing(photo_ho: PhotoHO, sqlite_
         outlet.close()
 
 
+def test_a_refused_photo_is_listed_and_its_key_kept(photo_ho: PhotoHO, db_url: str, tmp_path: Path) -> None:
+    """A photo posync refuses (an unsafe key, a field that does not fit) is still a row HO lists: the listing
+    is not taken for one that shifted, orphans are removed, and the refused photo's key (where it is safe to
+    name) is never removed."""
+    ids = [photo_ho.put_photo(f"p{n}", os.urandom(2000)) for n in range(4)]
+    unsafe, invalid = ids[2], ids[3]
+    held = photo_ho.photos[invalid].object_key
+    photo_ho.tamper(unsafe, object_key="../x.jpg")
+    photo_ho.tamper(invalid, checksum="not an md5")
+    outlet = Outlet(db_url, photo_ho.base_url, "fs", tmp_path, photo_page_size=3)
+    try:
+        outlet.sync.sync()
+        outlet.put("products/p9/orphan.jpg", b"nobody lists me")
+        outlet.put(held, photo_ho.photos[invalid].data)  # bytes under the refused photo's key, no row holds
+        dry = outlet.sync.reconcile()
+        assert dry.ok and dry.listing_error is None, dry.as_dict()
+        assert dry.plan.orphaned == ["products/p9/orphan.jpg"] and dry.plan.unjudged == [held]
+        fixed = outlet.sync.reconcile(fix=True)
+        assert fixed.listing_error is None and fixed.removed == 1 and not fixed.errors, fixed.as_dict()
+        assert set(outlet.contents()) == {photo_ho.photos[i].object_key for i in ids[:2]} | {held}
+    finally:
+        outlet.close()
+
+
+def test_any_other_file_in_the_store_is_an_orphan_the_dry_run_names_first(photo_ho: PhotoHO, sqlite_url: str,
+                                                                          tmp_path: Path) -> None:
+    """The README's rule: the store's root holds only posync's photos. A file of someone else's there is one
+    HO does not list: the dry run names it (and changes nothing), the fix removes it."""
+    photo_ho.put_photo("p1", os.urandom(2000))
+    outlet = Outlet(sqlite_url, photo_ho.base_url, "fs", tmp_path)
+    try:
+        assert outlet.sync.sync().ok
+        outlet.put("other/notes.txt", b"the manager's notes")
+        dry = outlet.sync.reconcile()
+        assert dry.as_dict()["orphaned_files"] == ["other/notes.txt"] and dry.as_dict()["fix_would"]["remove"] == 1
+        assert "other/notes.txt" in outlet.contents()
+        assert outlet.sync.reconcile(fix=True).removed == 1
+        assert "other/notes.txt" not in outlet.contents()
+    finally:
+        outlet.close()
+
+
 def test_reconcile_never_runs_beside_a_pass(photo_ho: PhotoHO, sqlite_url: str, tmp_path: Path) -> None:
     photo_ho.put_photo("p1", os.urandom(2000))
     outlet = Outlet(sqlite_url, photo_ho.base_url, "fs", tmp_path)
@@ -223,19 +265,23 @@ md5s = st.sampled_from(["a" * 32, "b" * 32, "c" * 32])
 
 
 @given(st.dictionaries(keys, md5s, max_size=8), st.dictionaries(keys, st.none() | md5s, max_size=8),
-       st.none() | st.dictionaries(keys, md5s, max_size=8), st.booleans(), st.booleans())
+       st.none() | st.dictionaries(keys, md5s, max_size=8), st.booleans(), st.booleans(), st.sets(keys, max_size=4))
 def test_nothing_ho_lists_is_ever_removed(expected: dict[str, str], actual: dict[str, str | None],
-                                          listed: dict[str, str] | None, remove: bool, recreate: bool) -> None:
-    plan = decide_reconcile(expected, actual, listed=listed, remove_orphaned=remove, recreate_missing=recreate)
+                                          listed: dict[str, str] | None, remove: bool, recreate: bool,
+                                          held: set[str]) -> None:
+    plan = decide_reconcile(expected, actual, listed=listed, remove_orphaned=remove, recreate_missing=recreate,
+                            held=held)
     removes = {k for a, k in plan.actions if a is ReconcileAction.REMOVE_ORPHANED}
     assert not removes & set(listed or ())  # nothing HO lists is ever removed
+    assert not removes & held  # nor a refused photo's key
     assert not removes & set(expected)  # nor bytes a row holds
     if listed is None:
         assert not removes and not plan.orphaned  # HO's listing unknown: no key is judged an orphan
     buckets = [plan.orphaned, plan.unjudged, plan.adopt, plan.fetch, plan.missing, plan.corrupt, plan.synced]
     everything = set(expected) | set(actual) | set(listed or ())
     assert sorted(k for b in buckets for k in b) == sorted(everything)  # each key in exactly one bucket
-    assert set(plan.orphaned) == ((set(actual) - set(expected) - set(listed)) if listed is not None else set())
+    assert set(plan.orphaned) == ((set(actual) - set(expected) - set(listed) - held) if listed is not None
+                                  else set())
     assert removes == (set(plan.orphaned) if remove else set())
     for key in plan.adopt:  # HO lists it, the store has it and nothing says its bytes differ
         assert listed is not None and key in actual and actual[key] in (None, listed[key])

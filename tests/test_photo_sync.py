@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from posync.migrations import upgrade
 from posync.models.photo import PhotoRecord
 from posync.photos import PhotoSettings, PhotoSync, build_photo_sync
 from posync.stores import DatabaseStore, FileStore, PhotoStore, S3Store
+from posync.stores.base import store_identity
 from posync.testing import serve_in_thread
 from posync.testing.photos import PhotoHO, S3Target
 from posync.testing.photos.s3 import moto_s3
@@ -190,6 +192,9 @@ def test_corrupt_bytes_never_replace_the_good_copy(ho: tuple[PhotoHO, str], sqli
         assert (tmp_path / "s" / "products/p1/primary.jpg").read_bytes() == good
         row = edge.rows()[pid]
         assert row.sync_status == "failed" and "checksum" in row.sync_error and row.stored_checksum == md5(good)
+        said = re.search(r"expected MD5 ([0-9a-f]{32}), got ([0-9a-f]{32})", row.sync_error)  # both, in hex
+        assert said is not None and said[1] == photo_ho.photos[pid].checksum and said[2] != said[1], row.sync_error
+        assert said[0] in bad.failures[0]["detail"]
         assert edge.sync.sync().synced == 0  # backing off: not retried at once by an incremental pass
         photo_ho.byte_faults.reset()
         assert edge.sync.sync(full=True).synced == 1  # the full check retries failed photos at once
@@ -306,3 +311,48 @@ def test_settings_never_show_secrets() -> None:
     with pytest.raises(posync.ConfigurationError, match="username and password") as info:
         PhotoSettings(username=None, password=None, api_key=None)
     assert "sekrit" not in str(info.value)
+
+
+@pytest.mark.parametrize("switch", [("fs", "db"), ("db", "fs"), ("fs", "fs-elsewhere")])
+def test_a_pass_that_finds_another_store_checks_every_photo_against_it(
+        switch: tuple[str, str], ho: tuple[PhotoHO, str], db_url: str, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The outlet's photo store is switched (fs to db, say): the next incremental pass notices that the rows'
+    synced state is another store's and fetches into the new one what it lacks, as a full pass does; once."""
+    photo_ho, url = ho
+    for n in range(3):
+        photo_ho.put_photo(f"r{n}", os.urandom(3_000 + n))
+
+    def store(kind: str) -> PhotoStore | str:
+        return "db" if kind == "db" else FileStore(tmp_path / kind)
+
+    edge = Edge(db_url, url, store(switch[0]), staging=tmp_path / "staging")
+    try:
+        assert edge.sync.sync().ok
+    finally:
+        edge.close()
+    edge = Edge(db_url, url, store(switch[1]), staging=tmp_path / "staging")
+    try:
+        with caplog.at_level("WARNING", logger="posync.photos"):
+            switched = edge.sync.sync()
+            assert switched.ok and switched.full and switched.requeued == 3 and switched.fetched == 3, \
+                switched.as_dict()
+            assert_equal_to_ho(edge, photo_ho)
+            again = edge.sync.sync()
+            assert again.ok and not again.full and again.requeued == 0 and again.byte_requests == 0
+        changed = [r for r in caplog.records if getattr(r, "event", None) == "photos.store_changed"]
+        assert len(changed) == 1  # logged once
+        assert edge.sync.status()["last_pass"]["store"] == store_identity(edge.store)
+    finally:
+        edge.close()
+
+
+def test_a_stores_identity_names_its_kind_and_place_never_a_secret(tmp_path: Path, sqlite_url: str) -> None:
+    s3 = S3Store("127.0.0.1:9000", "edge", access_key="ak-sekrit", secret_key=SecretStr("sk-sekrit"))
+    assert store_identity(s3) == "s3:127.0.0.1:9000/edge"
+    assert store_identity(FileStore(tmp_path / "p")) == f"fs:{(tmp_path / 'p').resolve()}"
+    engine = posync.create_engine(sqlite_url)
+    try:
+        assert store_identity(DatabaseStore(engine)) == "db"
+    finally:
+        engine.dispose()

@@ -16,7 +16,8 @@ from typing import Protocol, runtime_checkable
 
 from posync.errors import PhotoConfigError
 
-__all__ = ["CHUNK", "PhotoStore", "StoredObject", "StrPath", "check_key", "md5_of_chunks", "stat_each"]
+__all__ = ["CHUNK", "PhotoStore", "StoredObject", "StrPath", "check_key", "md5_of_chunks", "stat_each",
+           "store_identity"]
 
 CHUNK = 256 * 1024
 RESERVED_PREFIX = ".posync"
@@ -81,6 +82,13 @@ def check_key(key: str) -> str:
             or any(part in ("", ".", "..") for part in key.split("/")) or key.startswith(RESERVED_PREFIX)):
         raise PhotoConfigError(f"object key {key[:80]!r} is not a safe relative path")
     return key
+
+
+def store_identity(store: PhotoStore) -> str:
+    """Which store this is (kind and location, never a secret): the rows' synced state refers to it. A store
+    of the host's without an ``identity`` is named by its kind."""
+    identity = getattr(store, "identity", None)
+    return identity if isinstance(identity, str) else store.kind
 
 
 def md5_of_chunks(chunks: Iterator[bytes]) -> str:

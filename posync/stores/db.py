@@ -43,6 +43,10 @@ class DatabaseStore:
     def __repr__(self) -> str:
         return f"DatabaseStore({self.engine.url.render_as_string(hide_password=True)!r})"
 
+    @property
+    def identity(self) -> str:  # posync's tables, beside the rows that refer to them
+        return "db"
+
     def staging_dir(self) -> Path:
         self._staging.mkdir(parents=True, exist_ok=True)
         return self._staging

@@ -50,6 +50,10 @@ class FileStore:
     def __repr__(self) -> str:
         return f"FileStore({str(self.root)!r})"
 
+    @property
+    def identity(self) -> str:
+        return f"fs:{self.root}"
+
     def path(self, key: str) -> Path:
         return self.root / check_key(key)
 

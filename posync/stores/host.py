@@ -126,6 +126,11 @@ class HostColumnStore:
         return (f"HostColumnStore({self.engine.url.render_as_string(hide_password=True)!r}, "
                 f"{t.table}.{t.column} by {t.key})")
 
+    @property
+    def identity(self) -> str:
+        t = self.target
+        return f"db-column:{t.table}.{t.column} by {t.key}"
+
     def _fail(self, op: str, key: str, exc: Exception) -> PhotoStoreError:
         return PhotoStoreError(self.kind, op, key, type(exc).__name__)
 

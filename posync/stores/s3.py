@@ -67,6 +67,10 @@ class S3Store:
     def __repr__(self) -> str:  # never the keys
         return f"S3Store(endpoint={self.endpoint!r}, bucket={self.bucket!r})"
 
+    @property
+    def identity(self) -> str:  # never the keys
+        return f"s3:{self.endpoint}/{self.bucket}"
+
     # -- connection (made on first use, never at construction) ---------------------------------------
 
     @property

@@ -125,6 +125,9 @@ def verdict_error(job: FetchJob, verdict: str) -> PhotoTransferError:
     staged = job.staged
     if verdict == "size_mismatch":
         return size_mismatch(job, staged.offset, "")
+    if verdict == "checksum":  # both MD5s: HO's object and its manifest disagree, or the bytes were damaged
+        return PhotoTransferError(job.photo_id, verdict, f"expected MD5 {job.md5}, got {staged.received_md5()} "
+                                                         f"({staged.offset} bytes)")
     return PhotoTransferError(job.photo_id, verdict, f"{staged.offset} of {job.size} bytes")
 
 

@@ -206,6 +206,10 @@ class Staged:
             return "checksum"
         return None
 
+    def received_md5(self) -> str:
+        """The MD5 of the bytes received (after :meth:`verdict`: what a ``checksum`` verdict compared)."""
+        return str(self._hasher.hexdigest())
+
     def _verdict_in_memory(self) -> str | None:
         chunks, self._buffer = self._buffer, None
         assert chunks is not None

@@ -79,6 +79,7 @@ class RejectedPhoto:
     reason: str  # UNSAFE_KEY | "invalid: <fields>"
     detail: str  # what was wrong (an unsafe key is named; no other value is)
     updated_at: datetime | None
+    object_key: str | None = None  # its key where it is safe to name (reconcile never removes it), else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,8 +143,10 @@ def _invalid(position: int, element: dict[str, Any], exc: ValidationError) -> Re
     fields = sorted({str(e["loc"][0]) if e["loc"] else "photo" for e in errors})
     first = errors[0]
     detail = f"{'.'.join(str(part) for part in first['loc']) or 'photo'}: {first['msg']}"
+    key = element.get("object_key")
     return RejectedPhoto(position, _field(_ID, element.get("id")), f"{INVALID}: {', '.join(fields)}", detail,
-                         _field(_WHEN, element.get("updated_at")))
+                         _field(_WHEN, element.get("updated_at")),
+                         key if isinstance(key, str) and key_refusal(key) is None else None)
 
 
 def _field(adapter: TypeAdapter[Any], value: Any) -> Any:

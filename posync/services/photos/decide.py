@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import NamedTuple
@@ -140,7 +140,7 @@ class ReconcileAction(StrEnum):
 @dataclass(frozen=True, slots=True)
 class ReconcilePlan:
     orphaned: list[str] = field(default_factory=list)  # in the store, no row holds it, HO does not list it
-    unjudged: list[str] = field(default_factory=list)  # in the store, no row holds it, HO's listing unknown: kept
+    unjudged: list[str] = field(default_factory=list)  # no row holds it, HO's listing unknown or it is refused: kept
     adopt: list[str] = field(default_factory=list)  # no row holds it, HO lists it, nothing says its bytes differ
     fetch: list[str] = field(default_factory=list)  # HO lists it, no row holds it, the store lacks its bytes
     missing: list[str] = field(default_factory=list)  # a row holds it, the store has nothing
@@ -155,17 +155,19 @@ class ReconcilePlan:
 
 
 def decide_reconcile(expected: Mapping[str, str], actual: Mapping[str, str | None], *,
-                     listed: Mapping[str, str] | None, remove_orphaned: bool, recreate_missing: bool) -> ReconcilePlan:
+                     listed: Mapping[str, str] | None, remove_orphaned: bool, recreate_missing: bool,
+                     held: Collection[str] = ()) -> ReconcilePlan:
     """``expected``: key -> MD5 a row says is stored there; ``actual``: key -> MD5 of the bytes the store
     holds (None: present, MD5 unknown - counted as corrupt only when it was asked for and differs);
-    ``listed``: key -> MD5 HO lists there, or None when HO's listing could not be read.
+    ``listed``: key -> MD5 HO lists there, or None when HO's listing could not be read; ``held``: keys HO
+    lists for photos posync refused (unjudged: kept, neither adopted nor removed).
 
     Only a key HO does not list is an orphan: bytes no row holds under a key HO lists are the photo's
     (its row was lost), adopted or fetched again by the fix's full pass. Without HO's listing no key is
     judged, so nothing is removed. Every key of the three lands in exactly one bucket."""
     plan = ReconcilePlan()
     for key in sorted(set(actual) - set(expected)):
-        if listed is None:
+        if listed is None or (key in held and key not in listed):
             plan.unjudged.append(key)
         elif key not in listed:
             plan.orphaned.append(key)

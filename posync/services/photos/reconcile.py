@@ -8,7 +8,8 @@ nothing else in the store, and does the store hold what HO lists? Decided by
 * missing: a row says the store holds it and it does not; corrupt: the bytes' MD5 differs ->
   ``recreate_missing`` marks the row pending, and the fix's full pass fetches the bytes from HO again;
 * unjudged: no row holds it and HO's listing could not be read (HO out of reach, a listing that kept
-  shifting): kept, since nobody can tell an orphan from a photo whose row was lost.
+  shifting): kept, since nobody can tell an orphan from a photo whose row was lost. So is a key HO lists
+  for a photo posync refused (a refused photo counts as listed, and holds back no other delete).
 
 A dry run unless ``fix``; it reads HO's listing too, and says what a fix would adopt, fetch and remove.
 Scope: one product (its rows, HO's photos of it, and the store under ``products/<id>/``, seed 001's
@@ -42,10 +43,12 @@ log = logging.getLogger("posync.photos")
 @dataclass(frozen=True)
 class HOListing:
     """What HO lists, in the reconciliation's scope: ``keys`` is object_key -> MD5; ``error`` says why it
-    could not be read (then ``keys`` is None and no key may be judged an orphan)."""
+    could not be read (then ``keys`` is None and no key may be judged an orphan). ``held``: the keys of
+    listed photos posync refused (where safe to name): HO lists them, so they are never orphans."""
 
     keys: dict[str, str] | None
     error: str | None = None
+    held: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -91,24 +94,31 @@ def read_listing(source: PhotoSource, page_size: int, *, product_id: str | None 
     deadline = time.monotonic() + deadline_seconds
     for _ in range(max_relists + 1):
         keys: dict[str, str] = {}
+        held: set[str] = set()
         marks: list[PageMark] = []
         seen: set[str] = set()
         duplicates = offset = 0
         try:
             for page in source.pages(None, page_size):
-                marks.append(PageMark(offset, len(page.photos), page.total))
-                offset += len(page.photos)
+                marks.append(PageMark(offset, page.count, page.total))  # a refused row is listed too
+                offset += page.count
                 for p in page.photos:
                     duplicates += p.id in seen
                     seen.add(p.id)
                     if product_id is None or p.product_id == product_id or p.object_key.startswith(prefix):
                         keys[p.object_key] = p.checksum
+                for r in page.rejected:
+                    if r.photo_id is not None:
+                        duplicates += r.photo_id in seen
+                        seen.add(r.photo_id)
+                    if r.object_key is not None:
+                        held.add(r.object_key)
                 if time.monotonic() > deadline:
                     return HOListing(None, "HO's listing: the deadline ran out")
         except (TransportError, HOErrorResponse) as exc:
             return HOListing(None, f"HO's listing: {exc}")
         if not pass_shifted(marks, duplicates, complete=True):
-            return HOListing(keys)
+            return HOListing(keys, held=frozenset(held - keys.keys()))
     return HOListing(None, "HO's listing kept shifting under its offsets")
 
 
@@ -136,8 +146,8 @@ def reconcile(engine: Engine, store: PhotoStore, listing: HOListing, *, product_
                     actual[key] = store.hash(key)
                 except PhotoStoreError as exc:
                     errors.append(f"{key}: {exc}")
-    plan = decide_reconcile(expected, actual, listed=listed, remove_orphaned=fix and remove_orphaned,
-                            recreate_missing=fix and recreate_missing)
+    plan = decide_reconcile(expected, actual, listed=listed, held=listing.held,
+                            remove_orphaned=fix and remove_orphaned, recreate_missing=fix and recreate_missing)
     removed = requeued = 0
     requeue: list[str] = []
     for action, key in plan.actions:

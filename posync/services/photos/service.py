@@ -4,7 +4,8 @@ delete (HO's deletes, after an error-free pass, under a cap), report (the older 
 One pass at a time per outlet: a lock in the process and a lock file beside the staged downloads (so two
 processes sharing a store do not fetch into the same partial files); a pass that finds either taken
 returns at once with ``busy``. Every wait is bounded: HTTP timeouts on each request, and the pass's own
-deadline over all of them.
+deadline over all of them. Each pass records the store it ran against (its summary's ``store``); a pass that
+finds another store runs as a full pass, since the rows' synced state is the other store's.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from posync.services.photos.reconcile import ReconcileReport, read_listing, reco
 from posync.services.photos.report import ProgressFn, SyncReport, Tally
 from posync.services.photos.transfers import Transfers
 from posync.services.photos.writes import photo_write
-from posync.stores.base import PhotoStore
+from posync.stores.base import PhotoStore, store_identity
 from posync.transfer.engine import ByteEngine
 
 __all__ = ["PhotoSync"]
@@ -98,8 +99,13 @@ class PhotoSync:
             deadline = started + self.deadline_seconds
             tally = Tally(report, progress)
             requests_before = self.source_requests()
-            if full:
-                self._requeue_missing(report)
+            store, recorded = store_identity(self.store), self._recorded_store()
+            if recorded not in (None, store):  # the rows' synced state is another store's: check every photo
+                log.warning("photos: the store changed (was %s, now %s): this pass checks every photo against it, "
+                            "as a full pass does", recorded, store, extra={"event": "photos.store_changed"})
+                full = report.full = True
+            if full and not self._requeue_missing(report) and recorded is not None:
+                store = recorded  # the new store could not be checked: the next pass tries again
             self.lister.run(report, tally, full=full, deadline=deadline)
             transfers = Transfers(self.engine, self.store, self.source, self.byte_engine, self.auth, self.lister,
                                   gate=self.gate)
@@ -113,7 +119,7 @@ class PhotoSync:
             report.seconds = time.monotonic() - started
             tally.phase = "done"
             tally.emit(force=True)
-            self._save_summary(report)
+            self._save_summary(report, store)
         log.info("photo pass (%s): %d listed, %d synced, %d failed, %d deleted, %d not synced, %.1f MB in %.2fs",
                  "full" if full else "incremental", report.listed, report.synced, report.failed, report.deleted,
                  report.unsynced, report.bytes / 1e6, report.seconds,
@@ -122,23 +128,34 @@ class PhotoSync:
                         "bytes": report.bytes, "seconds": round(report.seconds, 3)})
         return report
 
-    def _requeue_missing(self, report: SyncReport) -> None:
+    def _recorded_store(self) -> str | None:
+        """The store the last pass ran against (its summary's ``store``); None before any pass recorded one."""
+        with repo.translating("read photo checkpoint"), self.engine.connect() as conn:
+            cp = repo.load_checkpoint(conn, self.checkpoint_key)
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            recorded = json.loads(cp.last_summary).get("store") if cp is not None and cp.last_summary else None
+            return recorded if isinstance(recorded, str) else None
+        return None
+
+    def _requeue_missing(self, report: SyncReport) -> bool:
         """The full check also finds bytes gone from the store (a folder wiped by hand, another store on the
-        same database): those photos are fetched again in this pass. One listing of the store."""
+        same database): those photos are fetched again in this pass. One listing of the store. False when
+        the store could not be listed."""
         with repo.translating("read stored keys"), self.engine.connect() as conn:
             owners = repo.stored_owners(conn)
         if not owners:
-            return
+            return True
         try:
             present = {obj.key for obj in self.store.list()}
         except PhotoStoreError as exc:
             log.warning("photos: the full check could not list the store: %s", exc)
-            return
+            return False
         missing = [photo_id for key, ids in owners.items() if key not in present for photo_id in ids]
         if missing:
             with photo_write(self.engine, self.gate, "requeue photos") as conn:
                 report.requeued = repo.requeue(conn, missing, "full check: bytes missing from the store")
             log.warning("photos: %d photos' bytes were missing from the store; fetching them again", len(missing))
+        return True
 
     def source_requests(self) -> int:
         return int(getattr(self.source, "requests", 0))
@@ -178,9 +195,10 @@ class PhotoSync:
         except (TransportError, HOErrorResponse) as exc:  # the photos are fine; HO learns next time
             log.warning("photos: status report to HO failed: %s", exc)
 
-    def _save_summary(self, report: SyncReport) -> None:
+    def _save_summary(self, report: SyncReport, store: str) -> None:
         summary = {k: v for k, v in report.as_dict().items() if k != "failures"}
         summary["at"] = datetime.now(UTC).isoformat()
+        summary["store"] = store  # the store the rows' synced state refers to (kind and location, no secret)
         with contextlib.suppress(Exception), photo_write(self.engine, self.gate, "save photo summary") as conn:
             repo.save_checkpoint(conn, self.checkpoint_key, last_summary=json.dumps(summary))
 

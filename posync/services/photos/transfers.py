@@ -8,7 +8,8 @@ results are recorded in batches by :class:`~posync.services.photos.committer.Com
 the batch's puts durable.
 
 A failure is recorded with its reason and the system's words (``no_space: No space left on device``); a
-photo that failed for a full disk is due again at the next pass, any other failure after a backoff.
+photo that failed for a full disk is due again at the next pass, any other failure after a backoff. A store
+write that fails is that photo's alone: the photos sharing its bytes are still put under their keys.
 
 Jobs are made as the engine has room for them (a generator), so the first downloads start while the
 rest are still being checked against the store.
@@ -201,20 +202,25 @@ class Transfers:
             self._fail(items, outcome.error.reason, committer, report, tally, outcome.error.detail)
             return
         committed: list[WorkItem] = []
+        refused: list[tuple[WorkItem, PhotoStoreError]] = []
         last = len(items) - 1
-        try:
-            for n, item in enumerate(items):
+        for n, item in enumerate(items):  # each put on its own: one key the store refuses fails that photo alone
+            try:
                 # visible now; durable once the committer's flush has run, before any row says synced
                 self.store.put_file(item.object_key, job.staged.file_name, md5=job.md5,
-                                    content_type=item.content_type, consume=n == last, durable=False,
-                                    synced=True)  # verdict() fsynced it
+                                    content_type=item.content_type, consume=n == last and not refused,
+                                    durable=False, synced=True)  # verdict() fsynced it
+            except PhotoStoreError as exc:
+                refused.append((item, exc))
+            else:
                 committed.append(item)
-        except PhotoStoreError as exc:
+        if refused:
             job.staged.keep()  # verified bytes: the next pass commits them without a download
-            reason = "no_space" if _no_space(exc) else exc.reason
-            self._fail(items[len(committed):], reason, committer, report, tally, str(exc))
         else:
             job.staged.committed()
+        for item, error in refused:
+            self._fail((item,), "no_space" if _no_space(error) else error.reason, committer, report, tally,
+                       str(error))
         with self._lock:
             report.fetched += 1
             report.bytes += job.size
