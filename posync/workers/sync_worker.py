@@ -137,8 +137,9 @@ class SyncWorker:
     def push_due(self) -> CycleReport:
         """Push what is due, no pull: a committed change on its way to HO (push on commit). It obeys the
         outage backoff (HO away: a busy till makes no request storm), but probes HO at most every
-        SALE_PROBE_GAP seconds while HO does not answer, so the first sale after HO's return goes at once and never waits for a running cycle
-        (``ran=False``, ``busy=True``: its last push may have missed the change; ask again after it)."""
+        SALE_PROBE_GAP seconds while HO does not answer, so the first sale after HO's return goes at once.
+        It never waits for a running cycle (``ran=False``, ``busy=True``: its last push may have missed the
+        change; ask again after it)."""
         return self._run(force=False, push_only=True)
 
     def _run(self, *, force: bool, push_only: bool) -> CycleReport:
