@@ -220,7 +220,8 @@ def simulate(n: int, posync: bool, seed: int, *, closed: bool = False) -> dict[s
         return max((at - made for o in group for made, at in o.delivered if LIMIT[0] <= made < LIMIT[1]),
                    default=0.0)
 
-    return {"per_second": ho.per_second, "recoveries": recoveries, "lost": lost,
+    back = sorted(at - made for o in outlets for made, at in o.delivered if UP <= made < UP + 60)
+    return {"per_second": ho.per_second, "recoveries": recoveries, "lost": lost, "back": back,
             "delivered": sum(len(o.delivered) for o in outlets), "queued": sum(len(o.pending) for o in outlets),
             "slowest_limited": slowest(outlets[::2]), "slowest_other": slowest(outlets[1::2]), "n": n}
 
@@ -348,6 +349,10 @@ def report(label: str, result: dict[str, Any], wire: int, seed: int) -> dict[str
     print(f"      recovery after 1 h down: first successful cycle p50 {figures['recovery p50']:.1f} s, "
           f"p90 {figures['recovery p90']:.1f} s, max {max(result['recoveries'], default=float('nan')):.1f} s "
           f"({len(result['recoveries'])}/{n} outlets)  (target p90 <= 30 s: {met(figures['recovery p90'] <= 30)})")
+    if result.get("back"):
+        print(f"      sales made in HO's first minute back ({len(result['back'])}): to HO p50 "
+              f"{pct(result['back'], 0.5):.1f} s, p90 {pct(result['back'], 0.9):.1f} s, p99 "
+              f"{pct(result['back'], 0.99):.1f} s, max {max(result['back']):.1f} s")
     print(f"      load from HO's return until the last outlet synced ({recovered:.0f} s): peak {max(recovery):,} "
           f"req/s, mean {statistics.fmean(recovery):,.1f} -> peak/mean {figures['recovery peak/mean']:.2f}  "
           f"(target <= 3: {met(figures['recovery peak/mean'] <= 3)}); "
