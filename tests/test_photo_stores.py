@@ -274,3 +274,26 @@ def test_s3_put_of_a_large_photo_holds_about_two_parts_in_memory(tmp_path: Path)
         assert s3.hash("products/big/p.jpg") == h.hexdigest()
         s3.close()
     assert peak < 24 * MiB, f"{peak / MiB:.1f} MiB traced during the put"
+
+
+def test_two_outlets_stores_never_share_a_staging_directory_and_a_swapped_one_is_refused(tmp_path: Path) -> None:
+    """A new-user trial: the db and S3 stores staged in /tmp/posync-photos-<database or bucket name>, shared
+    by every outlet whose database (on any server) or bucket had that name, and by every user. Now one
+    per store and user; a staging path that is a symlink (someone else's swap) is refused."""
+    from posync.stores import DatabaseStore, S3Store
+
+    one = sa.create_engine("postgresql+psycopg://pos:pw@10.0.0.1:5432/pos")  # not connected: only the URL counts
+    two = sa.create_engine("postgresql+psycopg://pos:pw@10.0.0.2:5432/pos")
+    stagings = {DatabaseStore(one)._staging, DatabaseStore(two)._staging,
+                S3Store("10.0.0.1:9000", "edge")._staging, S3Store("10.0.0.2:9000", "edge")._staging}
+    assert len(stagings) == 4
+    assert all("pw" not in str(path) and str(os.getuid()) in path.name for path in stagings)
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    swapped = tmp_path / "swapped"
+    swapped.symlink_to(elsewhere)
+    with pytest.raises(PhotoConfigError, match="not this user's own directory"):
+        S3Store("10.0.0.1:9000", "edge", staging=swapped).staging_dir()
+    fresh = S3Store("10.0.0.1:9000", "edge", staging=tmp_path / "mine").staging_dir()
+    assert fresh.is_dir() and (fresh.stat().st_mode & 0o777) == 0o700

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
+import tempfile
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +18,8 @@ from typing import Protocol, runtime_checkable
 
 from posync.errors import PhotoConfigError
 
-__all__ = ["CHUNK", "PhotoStore", "StoredObject", "StrPath", "check_key", "md5_of_chunks", "stat_each",
-           "store_identity"]
+__all__ = ["CHUNK", "PhotoStore", "StoredObject", "StrPath", "check_key", "default_staging", "md5_of_chunks",
+           "private_dir", "stat_each", "store_identity"]
 
 CHUNK = 256 * 1024
 RESERVED_PREFIX = ".posync"
@@ -89,6 +91,27 @@ def store_identity(store: PhotoStore) -> str:
     of the host's without an ``identity`` is named by its kind."""
     identity = getattr(store, "identity", None)
     return identity if isinstance(identity, str) else store.kind
+
+
+def default_staging(place: str) -> Path:
+    """Where a store with no staging directory of its own keeps partial downloads: under the system's temp
+    directory, one per store (``place``: its URL or endpoint and bucket, never a secret; hashed) and per
+    user, stable across restarts so downloads resume. Two outlets' stores never share one."""
+    digest = hashlib.sha256(place.encode()).hexdigest()[:16]
+    user = os.getuid() if hasattr(os, "getuid") else 0
+    return Path(tempfile.gettempdir()) / f"posync-photos-{user}-{digest}"
+
+
+def private_dir(path: Path) -> Path:
+    """``path``, made if missing (readable by this user alone); one that is a symlink or another user's
+    (a shared temp directory) is refused: photo bytes are never staged where someone else can swap them."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = path.lstat()
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode) or (
+            hasattr(os, "getuid") and info.st_uid != os.getuid()):
+        raise PhotoConfigError(f"the photo staging directory {str(path)!r} is not this user's own directory: "
+                               "give the store a staging= directory")
+    return path
 
 
 def md5_of_chunks(chunks: Iterator[bytes]) -> str:

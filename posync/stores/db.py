@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Collection, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +21,15 @@ from sqlalchemy.exc import SQLAlchemyError
 from posync.db import write_transaction
 from posync.errors import PhotoStoreError
 from posync.models.photo import PhotoBlob, PhotoChunk
-from posync.stores.base import StoredObject, StrPath, check_key, md5_of_chunks, stat_each
+from posync.stores.base import (
+    StoredObject,
+    StrPath,
+    check_key,
+    default_staging,
+    md5_of_chunks,
+    private_dir,
+    stat_each,
+)
 
 __all__ = ["DatabaseStore"]
 
@@ -37,8 +44,7 @@ class DatabaseStore:
     def __init__(self, engine: Engine, *, staging: str | Path | None = None, chunk_size: int = DB_CHUNK) -> None:
         self.engine = engine  # the host's (or posync's); never disposed here
         self._chunk = chunk_size
-        name = (engine.url.database or "db").replace("/", "_")[-40:]
-        self._staging = Path(staging) if staging else Path(tempfile.gettempdir()) / f"posync-photos-db-{name}"
+        self._staging = Path(staging) if staging else default_staging(engine.url.render_as_string(hide_password=True))
 
     def __repr__(self) -> str:
         return f"DatabaseStore({self.engine.url.render_as_string(hide_password=True)!r})"
@@ -48,8 +54,7 @@ class DatabaseStore:
         return "db"
 
     def staging_dir(self) -> Path:
-        self._staging.mkdir(parents=True, exist_ok=True)
-        return self._staging
+        return private_dir(self._staging)
 
     def put_file(self, key: str, path: StrPath, *, md5: str, content_type: str, consume: bool = False,
                  durable: bool = True, synced: bool = False) -> None:

@@ -28,7 +28,6 @@ import contextlib
 import hashlib
 import os
 import re
-import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -45,7 +44,7 @@ from posync.capture.triggers import suppressed
 from posync.db import write_transaction
 from posync.errors import PhotoConfigError, PhotoStoreError
 from posync.models.photo import PhotoRecord, PhotoSyncStatus
-from posync.stores.base import StoredObject, StrPath, check_key
+from posync.stores.base import StoredObject, StrPath, check_key, default_staging, private_dir
 
 __all__ = ["HostColumn", "HostColumnStore", "parse_host_column"]
 
@@ -116,8 +115,7 @@ class HostColumnStore:
     def __init__(self, engine: Engine, target: HostColumn, *, staging: str | Path | None = None) -> None:
         self.engine = engine  # the host's; never disposed here
         self.target = target
-        name = (engine.url.database or "db").replace("/", "_")[-40:]
-        self._staging = Path(staging) if staging else Path(tempfile.gettempdir()) / f"posync-photos-db-{name}"
+        self._staging = Path(staging) if staging else default_staging(engine.url.render_as_string(hide_password=True))
         self._layout: _Layout | None = None
         self._lock = threading.Lock()  # the reflection (puts come from the byte engine's threads)
 
@@ -247,8 +245,7 @@ class HostColumnStore:
     # -- the interface ----------------------------------------------------------------------------------------
 
     def staging_dir(self) -> Path:
-        self._staging.mkdir(parents=True, exist_ok=True)
-        return self._staging
+        return private_dir(self._staging)
 
     def put_file(self, key: str, path: StrPath, *, md5: str, content_type: str, consume: bool = False,
                  durable: bool = True, synced: bool = False) -> None:

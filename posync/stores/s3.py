@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,16 @@ from typing import Any
 from pydantic import SecretStr
 
 from posync.errors import PhotoStoreError
-from posync.stores.base import CHUNK, StoredObject, StrPath, check_key, md5_of_chunks, stat_each
+from posync.stores.base import (
+    CHUNK,
+    StoredObject,
+    StrPath,
+    check_key,
+    default_staging,
+    md5_of_chunks,
+    private_dir,
+    stat_each,
+)
 
 __all__ = ["PART_SIZE", "S3Store", "etag_md5"]
 
@@ -60,7 +68,7 @@ class S3Store:
         self._public_read = public_read
         self._timeout = timeout
         self._part_size = part_size
-        self._staging = Path(staging) if staging else Path(tempfile.gettempdir()) / f"posync-photos-{bucket}"
+        self._staging = Path(staging) if staging else default_staging(f"s3:{endpoint}/{bucket}")
         self._client: Any = None
         self._http: Any = None
 
@@ -110,8 +118,7 @@ class S3Store:
     # -- the interface ---------------------------------------------------------------------------------
 
     def staging_dir(self) -> Path:
-        self._staging.mkdir(parents=True, exist_ok=True)
-        return self._staging
+        return private_dir(self._staging)
 
     def put_file(self, key: str, path: StrPath, *, md5: str, content_type: str, consume: bool = False,
                  durable: bool = True, synced: bool = False) -> None:
