@@ -23,7 +23,7 @@ from posync.services.apply import record_version
 from posync.testing import SyncHarness
 from posync.webhooks import StandardWebhookSigner, StandardWebhookVerifier, WebhookReceiver, WebhookRequest
 from posync.webhooks.testing import signed_headers
-from tests.test_seed_profile import SeedEnv
+from tests.seed_support import SeedEnv
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 SIGNER = StandardWebhookSigner([SECRET])
