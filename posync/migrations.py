@@ -43,7 +43,7 @@ from posync.errors import ConfigurationError, StorageError
 if TYPE_CHECKING:
     from alembic.config import Config
 
-__all__ = ["HEAD", "VERSION_TABLE", "alembic_config", "current", "downgrade", "include_object", "locked",
+__all__ = ["HEAD", "VERSION_TABLE", "alembic_config", "current", "downgrade", "include_object", "is_new", "locked",
            "require_current", "upgrade"]
 
 log = logging.getLogger("posync.migrations")
@@ -194,16 +194,25 @@ def include_object(obj: object, name: str | None, type_: str, reflected: bool, c
     return not (isinstance(table, str) and table.startswith("posync_"))
 
 
+def _posync_tables(engine: Engine) -> list[str]:
+    from sqlalchemy import inspect
+
+    with engine.connect() as conn:
+        return sorted(n for n in inspect(conn).get_table_names() if n.startswith("posync_") and n != VERSION_TABLE)
+
+
+def is_new(engine: Engine) -> bool:
+    """No posync table at all: a database posync has never touched (its migrations may make them)."""
+    return _stamped(engine) is None and not _posync_tables(engine)
+
+
 def require_current(engine: Engine) -> None:
     """Refuse, with the fix in the message, a database whose posync tables posync's migrations did not
     make or have not brought to :data:`HEAD`."""
     stamped = _stamped(engine)
     if stamped == HEAD:
         return
-    from sqlalchemy import inspect
-
-    with engine.connect() as conn:
-        ours = sorted(n for n in inspect(conn).get_table_names() if n.startswith("posync_") and n != VERSION_TABLE)
+    ours = _posync_tables(engine)
     if stamped is None and ours:
         raise ConfigurationError(
             f"posync's tables ({', '.join(ours[:3])}, ...) exist but posync's migrations did not make them (no "

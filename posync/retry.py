@@ -117,13 +117,14 @@ class IdlePolling:
         if self.maximum <= 0 or idle_for < self.after:
             return 0.0
         bare = min(self.maximum, idle_for * self.ratio)
-        if now is None or bare < 1.0:  # spreading needs a period of a second or more
+        if now is None or bare < 1.0 or not math.isfinite(self.maximum):  # no period of a second or more
             return bare
         # the period nearest the bare wait (on a log scale), each outlet at its own place in it; every
         # outlet at that level polls once a period, whenever it went idle
         period = math.ldexp(self.maximum, -max(0, round(math.log2(self.maximum / bare))))  # maximum / 2**k
         offset = self.phase * period
-        # the next grid point at least half a period away: a level's polls come a period apart
+        # the next grid point at least half a period away (entering the longest period, at least a second):
+        # a level's polls come a period apart
         earliest = now + max(1.0, min(period / 2, self.maximum - period))
         due = offset + math.ceil((earliest - offset) / period) * period
         return min(self.maximum, due - now)
@@ -159,13 +160,17 @@ class OutagePolicy:
         jittered = backoff(consecutive_failures, min(self.initial, cap), cap, self.multiplier, rng)
         return self._at_least_retry_after(jittered, retry_after, rng)
 
-    def _at_least_retry_after(self, delay: float, retry_after: float | None, rng: random.Random | None) -> float:
+    def honoured(self, retry_after: float | None, rng: random.Random | None = None) -> float:
+        """HO's Retry-After as posync honours it: the floor, capped, plus the fleet's spread; 0 without one."""
         if not retry_after:
-            return delay
+            return 0.0
         floor = min(retry_after, self.max_retry_after)
         spread = (rng or random).uniform(0, min(floor / 4, self.probe_cap))
         # never past the cap, nor past the backoff's own maximum unless HO asked for longer
-        return max(delay, min(floor + spread, max(floor, self.maximum), self.max_retry_after))
+        return min(floor + spread, max(floor, self.maximum), self.max_retry_after)
+
+    def _at_least_retry_after(self, delay: float, retry_after: float | None, rng: random.Random | None) -> float:
+        return max(delay, self.honoured(retry_after, rng)) if retry_after else delay
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:

@@ -383,10 +383,11 @@ class PosyncSettings(StrictSettings):
 
     @property
     def schedule_key(self) -> str:
-        """What sets the outlet's place in time (its schedules' phases, where its idle polls land): the
-        store HO knows it by, else its outlet id. A seed-profile fleet names its stores and may leave
-        ``outlet_id`` at its default: keyed on that, every outlet would run in step."""
-        return self.effective_store_id
+        """What sets the outlet's place in time (its schedules' phases, where its idle polls land): its
+        store and its outlet id. A seed-profile fleet names its stores and may leave ``outlet_id`` at its
+        default; several tills of one store differ by outlet id: keyed on either alone, they would run in
+        step."""
+        return f"{self.store_id}/{self.outlet_id}" if self.store_id else self.outlet_id
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(self.max_retries, self.initial_backoff_seconds, self.max_backoff_seconds,

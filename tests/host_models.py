@@ -37,6 +37,14 @@ class UsageLog(Tracked, table=True):
     amount: int = 0
 
 
+class Lettered(Tracked, table=True):
+    """A host table with a column named ``t``, the letter a trigger might use for its row."""
+
+    __tablename__ = "hp_lettered"
+    id: str = Field(primary_key=True, max_length=64)
+    t: int = 0
+
+
 HOST_MODEL_TABLES = [sqlmodel.SQLModel.metadata.tables[t] for t in ("hp_bill", "hp_bill_line", "hp_usage")]
 
 

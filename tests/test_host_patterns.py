@@ -26,7 +26,7 @@ import posync
 from posync import ConflictStrategy, Direction, Registry, TrackedEntity
 from posync.models import OutboxItem
 from posync.testing import ReferenceHO, ServerHandle, serve_in_thread
-from tests.host_models import HOST_MODEL_TABLES, Bill, BillLine, UsageLog
+from tests.host_models import HOST_MODEL_TABLES, Bill, BillLine, Lettered, UsageLog
 from tests.support import API_KEY
 
 OUTBOX = OutboxItem.__table__  # type: ignore[attr-defined]
@@ -407,6 +407,27 @@ def test_truncate_on_postgresql_deletes_every_row_at_ho(pg_url: str, tmp_path: P
             conn.execute(sa.text("TRUNCATE hp_bill CASCADE"))
         env.assert_converged()
         assert env.ho_data("bills") == {} and env.ho_data("bill_lines") == {}
+
+
+def test_truncate_on_postgresql_of_a_table_with_a_column_named_like_a_row_alias(pg_url: str) -> None:
+    """A review: the trigger's ``to_jsonb(t)`` took the column ``t``, not the row, and the TRUNCATE failed."""
+    engine = posync.create_engine(pg_url)
+    posync.migrations.upgrade(engine)
+    sqlmodel.SQLModel.metadata.create_all(engine, tables=[Lettered.__table__])  # type: ignore[attr-defined]
+    sync = posync.Posync(engine, Registry([TrackedEntity(Lettered, "lettered", Direction.PUSH)]),
+                         posync.PosyncSettings(ho_url="http://127.0.0.1:9", api_key=API_KEY))
+    try:
+        with sqlmodel.Session(engine) as s:
+            s.add_all([Lettered(id="a", t=1), Lettered(id="b", t=2)])
+            s.commit()
+        with engine.begin() as conn:
+            conn.execute(sa.text("TRUNCATE hp_lettered"))
+        with engine.connect() as conn:
+            deletes = conn.execute(sa.select(OUTBOX.c.entity_id).where(OUTBOX.c.op == "delete")).scalars().all()
+        assert sorted(deletes) == ["a", "b"]
+    finally:
+        sync.close()
+        engine.dispose()
 
 
 def test_truncate_of_an_append_only_table_on_postgresql_waits_for_ho(pg_url: str, tmp_path: Path) -> None:

@@ -160,3 +160,9 @@ def test_a_fleet_idle_together_spreads_its_polls_over_the_period() -> None:
 
     assert spread(phased=True) <= 1.5
     assert spread(phased=False) >= 3  # the burst the phases remove: the test can fail
+
+
+def test_an_unbounded_idle_wait_is_the_bare_one() -> None:
+    """A review: ``idle_poll_max_seconds=inf`` (the settings accept it) raised OverflowError on the grid."""
+    polling = IdlePolling(float("inf"), phase=0.3)
+    assert polling.wait(10_000.0, now=1.8e9) == polling.wait(10_000.0) == 2_500.0

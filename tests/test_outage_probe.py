@@ -119,16 +119,35 @@ def test_a_sale_while_ho_is_away_probes_it_so_the_first_sale_after_its_return_go
     assert {"first", "within-the-gap", "after-the-gap", "after-the-return"} <= set(env.ho.records("orders"))
 
 
-def test_a_sale_never_probes_before_hos_retry_after(env: Env) -> None:
+def test_a_sale_never_probes_before_hos_retry_after_nor_its_spread(env: Env) -> None:
+    """Outlets told the same Retry-After come back spread over up to a quarter more; a sale's probe keeps
+    to that spread too (a review: sales probed at the bare floor, the whole fleet in the same second)."""
     env.gate.refusing, env.gate.status, env.gate.retry_after = ("/api/",), 429, "120"
     env.sell("first")
-    assert env.harness.run_cycle().error
+    start, report = env.now, env.harness.run_cycle()
+    assert report.error and report.next_attempt_in >= 120
     mark = len(env.gate.order)
-    for _ in range(10):  # 100 s of sales, every 10 s: HO said 120
+    while env.now + 10 < start + report.next_attempt_in:  # a sale every 10 s
         env.now += 10
         env.sell(f"sale-{env.now}")
         assert not env.harness.worker.push_due().ran
+    env.now = start + report.next_attempt_in - 0.05  # past HO's 120 s, short of this outlet's spread retry
+    env.sell("late")
+    assert not env.harness.worker.push_due().ran
     assert env.gate.since(mark) == []
+
+
+def test_after_a_429_without_retry_after_sales_wait_for_the_next_try(env: Env) -> None:
+    env.gate.refusing, env.gate.status, env.gate.retry_after = ("/api/",), 429, ""
+    env.sell("first")
+    report = env.harness.run_cycle()
+    while report.next_attempt_in <= 2 * SALE_PROBE_GAP:  # the backoff grows to its cap
+        report = env.when_due(report)
+        assert report.error
+    mark = len(env.gate.order)
+    env.now += SALE_PROBE_GAP + 0.5  # past a sale's probe gap, short of the next try
+    env.sell("rate-limited")
+    assert not env.harness.worker.push_due().ran and env.gate.since(mark) == []  # HO asked to slow down
 
 
 def test_refused_credentials_are_no_outage_and_are_not_probed(db_url: str, tmp_path: Path) -> None:

@@ -278,8 +278,29 @@ def test_config_set_on_a_new_database_makes_posyncs_tables_and_says_what_it_remo
     assert cli("set", *(f"{k}={v}" for k, v in IDENTITY.items()), f"api_key={SECRET}") == (
         0, "stored: api_key, company_id, ho_url, outlet_id, store_id")
     assert cli("set", "username=edge", "api_key=") == (0, "stored: username; removed: api_key")
-    code, out = cli("set", "api_key=", "--json")
-    assert code == 0 and json.loads(out) == {"removed": ["api_key"], "stored": []}
+    code, out = cli("set", "api_key=", "brand_id=", "--json")
+    assert code == 0 and json.loads(out) == {"removed": ["api_key", "brand_id"], "stored": []}
+
+
+def test_config_set_refuses_a_newer_schema_and_a_bad_field_before_touching_a_database(
+        db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A review: ``set`` upgraded any database first: a newer schema gave Alembic's traceback (exit 1), and
+    a mistyped --url with a bad field still made a database with posync's tables."""
+    from posync.cli import main
+
+    monkeypatch.setenv("POSYNC_CONFIG_KEY", _new_key())
+    engine = prepare_database(db_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE posync_alembic_version SET version_num = '9999'"))
+    engine.dispose()
+    with pytest.raises(SystemExit) as ended:
+        main(["config", "set", "ho_url=https://ho.example.com", "--url", db_url])
+    assert ended.value.code == 2 and "revision 9999" in capsys.readouterr().err
+    mistyped = tmp_path / "mistyped.db"
+    with pytest.raises(SystemExit) as ended:
+        main(["config", "set", "brandid=b-1", "--url", f"sqlite:///{mistyped}"])
+    assert ended.value.code == 2 and "did you mean 'brand_id'" in capsys.readouterr().err
+    assert not mistyped.exists()
 
 
 class CountingHO(httpx.BaseTransport):

@@ -193,7 +193,8 @@ def test_while_ho_is_away_the_cycle_is_brought_forward_to_the_next_attempt() -> 
 
 def test_seed_profile_outlets_named_by_their_store_alone_do_not_run_in_step() -> None:
     """The README's seed-profile settings give store_id, not outlet_id (it keeps its default): two such
-    outlets still get their own phases, for the sync cycle, the photo pass and the idle polls."""
+    outlets still get their own phases, for the sync cycle, the photo pass and the idle polls; and two
+    tills of one store (a review) do too."""
     from posync.settings import PosyncSettings
 
     def outlet(store: str) -> PosyncSettings:
@@ -205,3 +206,5 @@ def test_seed_profile_outlets_named_by_their_store_alone_do_not_run_in_step() ->
     for job, window in ((JOB_ID, 30.0), (INCREMENTAL_JOB_ID, 900.0)):
         assert outlet_schedule(one).offset(job, window) != outlet_schedule(two).offset(job, window)
     assert one.idle_polling().phase != two.idle_polling().phase
+    till_a, till_b = (PosyncSettings(api_key="k", store_id="store-7", outlet_id=f"till-{n}") for n in "ab")
+    assert outlet_schedule(till_a).offset(JOB_ID, 30.0) != outlet_schedule(till_b).offset(JOB_ID, 30.0)  # one store

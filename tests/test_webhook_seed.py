@@ -104,6 +104,17 @@ def test_a_seed_delete_applies_only_when_newer(outlet: SeedOutlet) -> None:
     assert outlet.row("p1") is None
 
 
+def test_a_seed_delete_of_the_row_as_it_was_plus_deleted_at_applies(outlet: SeedOutlet) -> None:
+    """A review: HO sends the deleted row as it was (its last updated_at) with deleted_at; the version came
+    from updated_at, equal to the row's own, so the delete was acknowledged and ignored."""
+    name, version = outlet.row("p1")
+    assert version is not None
+    record = {"id": "p1", "name": name, "updated_at": datetime.fromtimestamp(version / 1_000_000, UTC).isoformat(),
+              "deleted_at": (datetime.now(UTC) + timedelta(seconds=5)).isoformat()}
+    assert outlet.send("delete", record)[0] == 200
+    assert outlet.row("p1") is None
+
+
 _ids = itertools.count()
 
 

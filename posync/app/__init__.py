@@ -310,6 +310,9 @@ class Posync:
         if seed:
             # as the seed pull: the version derives from updated_at (a counter HO may send is on another scale)
             record.pop("version", None)
+            if str(event.type) == "delete" and record.get("deleted_at") is not None:
+                # the delete came at deleted_at, after the row's last save (an updated_at sent beside it)
+                record["version"] = record_version({"id": record.get("id"), "updated_at": record["deleted_at"]})
         if record_version(record) is None:
             raise ProtocolError("a webhook record from the seed HO needs updated_at (posync derives its version "
                                 "from it)" if seed else "a webhook record needs a version (or an updated_at)")

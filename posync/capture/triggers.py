@@ -301,8 +301,10 @@ BEGIN
     END IF;
     RETURN NULL;  -- every row synced: a local purge
   END IF;
-  EXECUTE format('INSERT INTO {OUTBOX} ({_COLUMNS}) SELECT %L, to_jsonb(t) ->> %L, %L, t.version, '
-                 't.cloud_version, %L, 0, 0, clock_timestamp() FROM %I.%I t',
+  -- row.*: the whole row, even when the host's table has a column named like the alias
+  EXECUTE format('INSERT INTO {OUTBOX} ({_COLUMNS}) SELECT %L, to_jsonb(posync_row.*) ->> %L, %L, '
+                 'posync_row.version, posync_row.cloud_version, %L, 0, 0, clock_timestamp() '
+                 'FROM %I.%I posync_row',
                  TG_ARGV[0], TG_ARGV[1], 'delete', 'pending', TG_TABLE_SCHEMA, TG_TABLE_NAME);
   RETURN NULL;
 END

@@ -31,18 +31,17 @@ KeyFileOption = typer.Option(None, "--key-file", help="the config key file (defa
 
 
 @contextmanager
-def _engine(url: str, *, migrate: bool = False) -> Iterator[Engine]:
-    """The outlet database; ``migrate``: brought to posync's schema first (``set`` on a new outlet's
-    database), else it must be there already."""
+def _engine(url: str, *, new_ok: bool = False) -> Iterator[Engine]:
+    """The outlet database at posync's schema; ``new_ok``: a database posync never touched gets its tables
+    (``set`` on a new outlet's database). An older, newer or foreign schema is refused with the fix."""
     from posync.db import create_engine
-    from posync.migrations import require_current, upgrade
+    from posync.migrations import is_new, require_current, upgrade
 
     engine = create_engine(url)
     try:
-        if migrate:
+        if new_ok and is_new(engine):
             upgrade(engine)
-        else:
-            require_current(engine)
+        require_current(engine)
         yield engine
     finally:
         engine.dispose()
@@ -87,7 +86,7 @@ def set_(pairs: list[str] = typer.Argument(..., help="field=value ... (ho_url, o
          as_json: bool = JsonOption) -> None:
     """Store config fields; credentials are encrypted under the config key's first key."""
     from posync.config_key import CREDENTIAL_FIELDS
-    from posync.services.config import store_config
+    from posync.services.config import check_config, store_config
 
     values: dict[str, str] = {}
     for pair in pairs:
@@ -98,9 +97,11 @@ def set_(pairs: list[str] = typer.Argument(..., help="field=value ... (ho_url, o
         if field in CREDENTIAL_FIELDS and value == "-":
             value = sys.stdin.readline().rstrip("\r\n")
         values[field] = value
-    with _engine(url, migrate=True) as engine:
-        store_config(engine, values, config_key=_key(key_file), rebind=rebind)
-    removed = sorted(k for k, v in values.items() if k in CREDENTIAL_FIELDS and not v)  # an empty secret removes it
+    config_key = _key(key_file)
+    check_config(values, config_key=config_key)  # before any database is opened (a mistyped --url makes one)
+    with _engine(url, new_ok=True) as engine:
+        store_config(engine, values, config_key=config_key, rebind=rebind)
+    removed = sorted(k for k, v in values.items() if not v)  # an empty value clears a field
     stored = sorted(k for k in values if k not in removed)
     if as_json:
         print_json({"stored": stored, "removed": removed})

@@ -24,7 +24,7 @@ from posync.migrations import locked
 from posync.repositories.outlet import CONFIG_COLUMNS, OutletConfigRow, OutletRepository
 from posync.settings import PosyncSettings, Stored
 
-__all__ = ["MASK", "SETTABLE", "rotate_key", "settings_from_outlet", "show_config", "store_config"]
+__all__ = ["MASK", "SETTABLE", "check_config", "rotate_key", "settings_from_outlet", "show_config", "store_config"]
 
 MASK = "********"
 IDENTITY = ("outlet_id", "company_id", "store_id", "ho_url")  # the binding: changing one re-binds
@@ -118,6 +118,22 @@ def _parse(field: str, value: Any) -> Any:
     return text
 
 
+def check_config(values: Mapping[str, Any], *, config_key: ConfigKey | None = None,
+                 ) -> tuple[dict[str, Any], ConfigKey | None]:
+    """Config fields checked before any database is touched: each known and readable, and the config key
+    there when credentials are given. Returns the parsed values and the key."""
+    unknown = sorted(set(values) - SETTABLE)
+    if unknown:
+        hints = [f"{k!r}" + (f" (did you mean {c[0]!r}?)" if (c := difflib.get_close_matches(k, SETTABLE, n=1))
+                             else "") for k in unknown]
+        raise ConfigurationError(f"the outlet config has no field {', '.join(hints)}")
+    parsed = {k: _parse(k, v) for k, v in values.items()}
+    key = _key(config_key)
+    if key is None and any(k in CREDENTIAL_FIELDS for k in parsed):
+        raise ConfigKeyError(f"storing credentials needs the config key: set {KEY_VARIABLE} or {KEY_FILE_VARIABLE}")
+    return parsed, key
+
+
 def store_config(engine: Engine, values: Mapping[str, Any], *, config_key: ConfigKey | None = None,
                  rebind: bool = False) -> None:
     """Store config fields in ``posync_outlet``. Credentials (api_key, username, password) are merged into
@@ -126,17 +142,9 @@ def store_config(engine: Engine, values: Mapping[str, Any], *, config_key: Confi
     A database bound to no outlet is bound here: give outlet_id, company_id and ho_url (store_id defaults
     to outlet_id). Changing outlet_id, company_id, store_id or ho_url of a bound database re-binds it, so
     it needs ``rebind=True`` (its queued changes then go to HO as that outlet)."""
-    unknown = sorted(set(values) - SETTABLE)
-    if unknown:
-        hints = [f"{k!r}" + (f" (did you mean {c[0]!r}?)" if (c := difflib.get_close_matches(k, SETTABLE, n=1))
-                             else "") for k in unknown]
-        raise ConfigurationError(f"the outlet config has no field {', '.join(hints)}")
-    parsed = {k: _parse(k, v) for k, v in values.items()}
+    parsed, key = check_config(values, config_key=config_key)
     plain = {k: v for k, v in parsed.items() if k in CONFIG_COLUMNS}
     secrets = {k: v for k, v in parsed.items() if k in CREDENTIAL_FIELDS}
-    key = _key(config_key)
-    if secrets and key is None:
-        raise ConfigKeyError(f"storing credentials needs the config key: set {KEY_VARIABLE} or {KEY_FILE_VARIABLE}")
     with locked(engine) as conn:  # the binding's lock: a worker starting now binds before or after this
         row = _repo.config(conn)
         if row is None:

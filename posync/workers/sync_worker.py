@@ -44,8 +44,8 @@ log = logging.getLogger("posync.worker")
 RECONCILE_RETRY = 60.0
 # how long a due cycle waits for a push on commit to end before it skips its tick
 PUSH_WAIT = 30.0
-# while HO does not answer, a sale probes it at most this often: HO back, the sale goes at once instead of
-# at the next scheduled probe (up to outage_probe_seconds later); a busy till still makes no request storm
+# while HO does not answer, a sale probes it at most this often (or a quarter of outage_probe_seconds): HO
+# back, the sale goes at once instead of at the next scheduled probe; a busy till still makes no storm
 SALE_PROBE_GAP = 5.0
 
 
@@ -93,7 +93,7 @@ class SyncWorker:
         self._probe_first = False  # HO was away: the next attempt asks its version endpoint first
         self._not_before = 0.0
         self._tried_at = float("-inf")  # when the last attempt went to HO (a sale's probe keeps a gap from it)
-        self._retry_until = 0.0  # HO's Retry-After: nothing goes to HO before it, not even a sale's probe
+        self._retry_until = 0.0  # HO asked to slow down (429, Retry-After): no sale probes HO before this
         self._lock = threading.Lock()  # one cycle (or push on commit) at a time in this process
         self._running_push = False  # what holds the lock is a push on commit, not a cycle
         self._stop = threading.Event()
@@ -157,6 +157,10 @@ class SyncWorker:
         if self._stop.is_set():  # asked to stop (while it waited for a push to end, say)
             self._leave()
             return CycleReport(ran=False, error="stopped")
+        now = self._monotonic()
+        if push_only and now < self._not_before and not self._sale_may_probe(now):
+            self._leave()  # a cycle that held the lock just failed (a Retry-After, say): the sale waits
+            return CycleReport(ran=False, next_attempt_in=self._not_before - now)
         report = CycleReport(ran=True)
         started, before = self._monotonic(), self._state()
         self._tried_at = started
@@ -197,10 +201,12 @@ class SyncWorker:
         return report
 
     def _sale_may_probe(self, now: float) -> bool:
-        """A push on commit while HO does not answer at all probes it, at most every SALE_PROBE_GAP and
-        never before HO's Retry-After (not while HO answers probes yet fails cycles: that is backoff)."""
+        """A push on commit while HO does not answer at all probes it, at most every SALE_PROBE_GAP (or a
+        quarter of the probe cap, if longer), and never while HO asked to slow down (a 429, a Retry-After:
+        until the spread retry) or answers probes yet fails cycles (that is backoff)."""
+        gap = max(SALE_PROBE_GAP, self._outage.probe_cap / 4)
         return (self._probe_first and self._cycles_failed <= 1 and now >= self._retry_until
-                and now - self._tried_at >= SALE_PROBE_GAP)
+                and now - self._tried_at >= gap)
 
     def _leave(self) -> None:
         """Give the one-at-a-time lock back, mark the worker idle and run what waited for that."""
@@ -278,13 +284,16 @@ class SyncWorker:
         # HO away (connection, timeout, 5xx, 429): probe it; refused credentials or a bad answer are no outage
         outage = isinstance(exc, TransportError) and not isinstance(exc, (AuthenticationError, ProtocolError))
         self._cycles_failed += outage and report.ran
+        honoured = self._outage.honoured(retry_after)  # HO's Retry-After with the fleet's spread
         if outage and self._cycles_failed <= 1:
-            delay = self._outage.probe_delay(self._failures, retry_after)
+            delay = max(self._outage.probe_delay(self._failures), honoured)
         else:  # not an outage, or HO answers probes yet its cycles fail: the whole backoff
-            delay = self._outage.delay(self._cycles_failed if outage else self._failures, retry_after)
+            delay = max(self._outage.delay(self._cycles_failed if outage else self._failures), honoured)
         self._probe_first = outage
         self._not_before = self._monotonic() + delay
-        self._retry_until = self._monotonic() + min(retry_after, self._outage.max_retry_after) if retry_after else 0.0
+        rate_limited = isinstance(exc, HOUnavailableError) and exc.status == 429
+        # no sale probes HO before its Retry-After (spread), nor at all before the next try after a bare 429
+        self._retry_until = self._not_before if rate_limited and not retry_after else self._monotonic() + honoured
         report.error, report.next_attempt_in = str(exc) or type(exc).__name__, delay
         report.error_kind = ("auth" if isinstance(exc, AuthenticationError)
                              else "unavailable" if isinstance(exc, TransportError) else "error")
