@@ -107,12 +107,12 @@ def test_a_sale_while_ho_is_away_probes_it_so_the_first_sale_after_its_return_go
     mark = len(env.gate.order)
     env.sell("within-the-gap")
     assert not env.harness.worker.push_due().ran and env.gate.since(mark) == []  # just tried: no request
-    env.now += SALE_PROBE_GAP
+    env.now += SALE_PROBE_GAP + 0.01  # (float sums: a hair past the gap)
     env.sell("after-the-gap")
     probe = env.harness.worker.push_due()
     assert probe.probed and probe.error and env.gate.since(mark) == [VERSION]  # one probe, HO still away
     env.gate.refusing = ()  # HO is back, before the next scheduled probe
-    env.now += SALE_PROBE_GAP
+    env.now += SALE_PROBE_GAP + 0.01  # (float sums: a hair past the gap)
     env.sell("after-the-return")
     sent = env.harness.worker.push_due()
     assert sent.probed and sent.ran and sent.error is None and sent.push.sent == 4
