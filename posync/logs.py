@@ -41,6 +41,7 @@ EVENTS: dict[str, str] = {
     "pull.resource_recovered": "a failing resource pulls again; fields: resource, failures",
     "conflict.opened": "a conflict waits for a manual resolution; fields: conflict_id, resource, entity_id, source",
     "photos.pass": "a photo pass ended; fields: full, listed, synced, failed, deleted, unsynced, bytes, seconds",
+    "photos.store_changed": "a photo pass found another store than the last one's and checks every photo",
     "schema.migrated": "posync migrated its own tables (Alembic's own lines are kept quiet); fields: "
                        "from_revision, to_revision",
     "syncer.taken_over": "this process took the syncer lease from one that stopped renewing; fields: previous, "
