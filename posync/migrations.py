@@ -114,9 +114,9 @@ def downgrade(engine: Engine, revision: str) -> None:
 def _run(conn: Connection, direction: str, revision: str) -> None:
     """Alembic in ``conn``'s transaction; it reads the version table itself, so a process that waited for
     the lock finds the work done."""
-    if direction == "upgrade" and revision in ("head", HEAD) and _stamped(conn) == HEAD:
-        return
     before = _stamped(conn)
+    if direction == "upgrade" and revision in ("head", HEAD) and before == HEAD:
+        return
     with _alembic_quiet():  # its import logs too (its plugins)
         from alembic import command
 

@@ -146,7 +146,7 @@ class SyncWorker:
         now = self._monotonic()
         if self._stop.is_set():
             return CycleReport(ran=False, error="stopped")
-        if not force and now < self._not_before and not (push_only and self._sale_may_probe(now)):
+        if not force and self._held_back(now, push_only):
             return CycleReport(ran=False, next_attempt_in=self._not_before - now)
         if not force and not push_only and now < self._idle_until:
             return CycleReport(ran=False, idle=True)  # nothing moved for a while: HO is asked less often
@@ -158,7 +158,7 @@ class SyncWorker:
             self._leave()
             return CycleReport(ran=False, error="stopped")
         now = self._monotonic()
-        if push_only and now < self._not_before and not self._sale_may_probe(now):
+        if push_only and self._held_back(now, push_only):
             self._leave()  # a cycle that held the lock just failed (a Retry-After, say): the sale waits
             return CycleReport(ran=False, next_attempt_in=self._not_before - now)
         report = CycleReport(ran=True)
@@ -199,6 +199,10 @@ class SyncWorker:
                 self._report_state(None if push_only else report)
             self._leave()
         return report
+
+    def _held_back(self, now: float, push_only: bool) -> bool:
+        """Not yet: the outage backoff (or HO's Retry-After) runs, and no sale may probe HO meanwhile."""
+        return now < self._not_before and not (push_only and self._sale_may_probe(now))
 
     def _sale_may_probe(self, now: float) -> bool:
         """A push on commit while HO does not answer at all probes it, at most every SALE_PROBE_GAP (or a
